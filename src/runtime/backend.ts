@@ -1,0 +1,288 @@
+/**
+ * Compute backend selection.
+ *
+ * One call, {@link initBackend}, picks and initialises the TensorFlow.js backend:
+ * `auto` tries a real GPU through WebGPU (Dawn), then a native TensorFlow binding
+ * (`@tensorflow/tfjs-node-gpu` / `@tensorflow/tfjs-node`, optional installs), then
+ * WASM, then the pure-JS CPU backend. A backend forced by name (in code, with
+ * `--backend`, or with `PBIP_BACKEND`) that cannot start is an error, never a
+ * silent fallback. Whatever is chosen is described by a {@link BackendReport}.
+ */
+import * as tf from "@tensorflow/tfjs";
+import * as path from "node:path";
+import { registerWasmKernels } from "./wasm-kernels";
+
+export type BackendName = "webgpu" | "tensorflow" | "wasm" | "cpu";
+export type BackendChoice = BackendName | "auto";
+export const BACKEND_NAMES: readonly BackendName[] = ["webgpu", "tensorflow", "wasm", "cpu"];
+
+/** What the WebGPU adapter says about itself. */
+export interface AdapterInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** True when the adapter is a software rasteriser (lavapipe/llvmpipe, SwiftShader, WARP) or a fallback adapter. */
+  software: boolean;
+}
+
+export interface BackendAttempt {
+  backend: BackendName;
+  ok: boolean;
+  /** Why it was not used (or "selected"). */
+  note: string;
+}
+
+export interface BackendReport {
+  /** The tfjs backend now active. */
+  backend: BackendName;
+  /** How it was chosen: `auto` or `forced by <source>`. */
+  chosenBy: string;
+  /** A one-line human description of the device. */
+  device: string;
+  adapter?: AdapterInfo;
+  /** Worker threads the backend computes with (1 for WASM in Node as shipped). */
+  threads: number;
+  versions: Record<string, string>;
+  /** Every backend tried, in order, with the reason it was or was not used. */
+  attempts: BackendAttempt[];
+}
+
+export interface InitBackendOptions {
+  /** Backend to use; default: `PBIP_BACKEND` from the environment, else `auto`. */
+  backend?: BackendChoice;
+  /** For `auto`: accept a software WebGPU adapter as if it were a GPU (tests do this). Default false. */
+  acceptSoftwareGpu?: boolean;
+  /** Print the report to stderr. Default false. */
+  verbose?: boolean;
+}
+
+let current: BackendReport | undefined;
+
+/** The report of the backend chosen by the last {@link initBackend}, if any. */
+export function backendReport(): BackendReport | undefined {
+  return current;
+}
+
+/** Parse a backend name as given by a user; throws a clear error for anything else. */
+export function parseBackendChoice(value: string, source = "backend"): BackendChoice {
+  const v = value.trim().toLowerCase();
+  if (v === "auto") return "auto";
+  if (v === "native" || v === "node" || v === "tfjs-node") return "tensorflow";
+  if ((BACKEND_NAMES as readonly string[]).includes(v)) return v as BackendName;
+  throw new Error(`${source}: unknown backend "${value}"; use one of auto, ${BACKEND_NAMES.join(", ")}`);
+}
+
+class BackendUnavailable extends Error {}
+
+function packageVersion(name: string): string | undefined {
+  try {
+    // Resolve the package's entry point, then walk up to its package.json (some
+    // packages do not export "./package.json").
+    let dir = path.dirname(require.resolve(name));
+    for (let i = 0; i < 5; i++) {
+      try {
+        const pkg = require(path.join(dir, "package.json")) as { name?: string; version?: string };
+        if (pkg.name === name && pkg.version) return pkg.version;
+      } catch {
+        /* keep walking */
+      }
+      dir = path.dirname(dir);
+    }
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}
+
+/** Words that mark a software WebGPU adapter. */
+const SOFTWARE_ADAPTER = /llvmpipe|lavapipe|swiftshader|software|warp|microsoft basic render/i;
+
+interface GpuLike {
+  requestAdapter(opts?: { powerPreference?: string }): Promise<unknown>;
+}
+
+let webgpuModule: { create: (o: string[]) => GpuLike; globals: object } | undefined;
+
+/** Load Dawn (the `webgpu` package) and install `navigator.gpu` and the WebGPU globals. */
+function loadDawn(): GpuLike {
+  if (!webgpuModule) {
+    try {
+      webgpuModule = require("webgpu") as typeof webgpuModule;
+    } catch (e) {
+      throw new BackendUnavailable(`the "webgpu" package (Dawn for Node) did not load: ${(e as Error).message}`);
+    }
+  }
+  const g = globalThis as unknown as Record<string, unknown>;
+  Object.assign(g, webgpuModule!.globals);
+  const nav = (g.navigator ?? {}) as Record<string, unknown>;
+  if (!nav.gpu) {
+    const gpu = webgpuModule!.create([]);
+    try {
+      Object.defineProperty(nav, "gpu", { value: gpu, configurable: true, writable: true });
+    } catch {
+      /* fall through to replacing navigator */
+    }
+    if (!g.navigator) g.navigator = nav;
+    else if ((g.navigator as Record<string, unknown>).gpu !== gpu) {
+      Object.defineProperty(g, "navigator", { value: { ...(g.navigator as object), gpu }, configurable: true, writable: true });
+    }
+  }
+  return (g.navigator as { gpu: GpuLike }).gpu;
+}
+
+/** Ask Dawn for an adapter and describe it; throws BackendUnavailable if there is none. */
+export async function probeWebGpuAdapter(): Promise<AdapterInfo> {
+  const gpu = loadDawn();
+  const adapter = (await gpu.requestAdapter({ powerPreference: "high-performance" })) as
+    | { info?: Record<string, unknown>; isFallbackAdapter?: boolean; requestAdapterInfo?: () => Promise<Record<string, unknown>> }
+    | null;
+  if (!adapter) {
+    throw new BackendUnavailable(
+      "WebGPU found no adapter (no Vulkan driver; on a CPU-only machine run kernel-setup/setup-lavapipe.sh and set VK_ICD_FILENAMES)",
+    );
+  }
+  const info = adapter.info ?? (adapter.requestAdapterInfo ? await adapter.requestAdapterInfo() : {});
+  const s = (k: string) => String(info[k] ?? "");
+  const text = `${s("vendor")} ${s("architecture")} ${s("device")} ${s("description")}`;
+  const software = Boolean(adapter.isFallbackAdapter || info.isFallbackAdapter) || SOFTWARE_ADAPTER.test(text);
+  return { vendor: s("vendor"), architecture: s("architecture"), device: s("device"), description: s("description"), software };
+}
+
+async function tryWebGpu(auto: boolean, acceptSoftware: boolean): Promise<Partial<BackendReport>> {
+  const adapter = await probeWebGpuAdapter();
+  if (auto && adapter.software && !acceptSoftware) {
+    throw new BackendUnavailable(`WebGPU adapter "${adapter.description || adapter.device}" is a software rasteriser, not a GPU`);
+  }
+  // The WebGPU backend registers itself at import time only if navigator.gpu exists,
+  // so it is required here, after Dawn has been installed.
+  require("@tensorflow/tfjs-backend-webgpu");
+  if (!tf.findBackendFactory("webgpu")) throw new BackendUnavailable("@tensorflow/tfjs-backend-webgpu did not register");
+  if (!(await tf.setBackend("webgpu"))) throw new BackendUnavailable("tfjs could not initialise the WebGPU backend");
+  const kind = adapter.software ? "software adapter" : "GPU";
+  return {
+    adapter,
+    device: `${kind}: ${adapter.description || adapter.device || adapter.vendor} (${adapter.vendor}${adapter.architecture ? ", " + adapter.architecture : ""})`,
+    threads: 1,
+  };
+}
+
+async function tryTensorflow(): Promise<Partial<BackendReport>> {
+  let loaded: string | undefined;
+  const errors: string[] = [];
+  for (const pkg of ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"]) {
+    try {
+      require(pkg);
+      loaded = pkg;
+      break;
+    } catch (e) {
+      errors.push(`${pkg}: ${(e as Error).message.split("\n")[0]}`);
+    }
+  }
+  if (!loaded) {
+    throw new BackendUnavailable(`no native TensorFlow binding is installed (optional; see README "Native TensorFlow"): ${errors.join("; ")}`);
+  }
+  if (!(await tf.setBackend("tensorflow"))) throw new BackendUnavailable(`${loaded} loaded but the backend did not initialise`);
+  return { device: `native TensorFlow via ${loaded}`, threads: 0, versions: { [loaded]: packageVersion(loaded) ?? "?" } };
+}
+
+async function tryWasm(): Promise<Partial<BackendReport>> {
+  let wasm: typeof import("@tensorflow/tfjs-backend-wasm");
+  try {
+    wasm = require("@tensorflow/tfjs-backend-wasm");
+  } catch (e) {
+    throw new BackendUnavailable(`@tensorflow/tfjs-backend-wasm did not load: ${(e as Error).message}`);
+  }
+  const wasmDir = process.env.PBIP_WASM_DIR;
+  if (wasmDir) wasm.setWasmPaths(wasmDir.endsWith("/") ? wasmDir : wasmDir + "/");
+  registerWasmKernels();
+  if (!(await tf.setBackend("wasm"))) throw new BackendUnavailable("the WASM backend did not initialise");
+  const threads = typeof wasm.getThreadsCount === "function" ? wasm.getThreadsCount() : 1;
+  const simd = Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT"));
+  return { device: `WebAssembly${simd ? " SIMD" : ""} on the CPU, ${threads} thread${threads === 1 ? "" : "s"}`, threads };
+}
+
+async function tryCpu(): Promise<Partial<BackendReport>> {
+  if (!(await tf.setBackend("cpu"))) throw new BackendUnavailable("the CPU backend did not initialise");
+  return { device: "pure-JavaScript CPU backend (slowest)", threads: 1 };
+}
+
+const TRY: Record<BackendName, (auto: boolean, acceptSoftware: boolean) => Promise<Partial<BackendReport>>> = {
+  webgpu: tryWebGpu,
+  tensorflow: tryTensorflow,
+  wasm: tryWasm,
+  cpu: tryCpu,
+};
+
+/**
+ * Pick, initialise and report the compute backend.
+ *
+ * @example
+ * const report = await initBackend();            // auto
+ * const r = await initBackend({ backend: "wasm" }); // forced; throws if WASM cannot start
+ */
+export async function initBackend(options: InitBackendOptions = {}): Promise<BackendReport> {
+  let choice: BackendChoice;
+  let source: string;
+  if (options.backend) {
+    choice = options.backend;
+    source = "code";
+  } else if (process.env.PBIP_BACKEND) {
+    choice = parseBackendChoice(process.env.PBIP_BACKEND, "PBIP_BACKEND");
+    source = "PBIP_BACKEND";
+  } else {
+    choice = "auto";
+    source = "default";
+  }
+  const auto = choice === "auto";
+  const order: BackendName[] = auto ? [...BACKEND_NAMES] : [choice as BackendName];
+  const attempts: BackendAttempt[] = [];
+  for (const name of order) {
+    try {
+      const part = await TRY[name](auto, options.acceptSoftwareGpu ?? false);
+      attempts.push({ backend: name, ok: true, note: "selected" });
+      const report: BackendReport = {
+        backend: name,
+        chosenBy: auto ? "auto" : `forced by ${source === "code" ? "the caller" : source}`,
+        device: part.device ?? name,
+        adapter: part.adapter,
+        threads: part.threads ?? 1,
+        versions: {
+          node: process.versions.node,
+          "@tensorflow/tfjs": tf.version.tfjs,
+          ...(name === "wasm" ? { "@tensorflow/tfjs-backend-wasm": packageVersion("@tensorflow/tfjs-backend-wasm") ?? "?" } : {}),
+          ...(name === "webgpu"
+            ? { "@tensorflow/tfjs-backend-webgpu": packageVersion("@tensorflow/tfjs-backend-webgpu") ?? "?", webgpu: packageVersion("webgpu") ?? "?" }
+            : {}),
+          ...(part.versions ?? {}),
+        },
+        attempts,
+      };
+      current = report;
+      if (options.verbose) console.error(formatBackendReport(report));
+      return report;
+    } catch (e) {
+      const msg = (e as Error).message;
+      attempts.push({ backend: name, ok: false, note: msg });
+      if (!auto) {
+        throw new Error(`backend "${name}" (forced by ${source === "code" ? "the caller" : source}) cannot start: ${msg}`);
+      }
+    }
+  }
+  throw new Error(`no compute backend could start:\n${attempts.map((a) => `  ${a.backend}: ${a.note}`).join("\n")}`);
+}
+
+/** A short multi-line description of a backend report, for logs and `pbip doctor`. */
+export function formatBackendReport(r: BackendReport): string {
+  const lines = [
+    `backend: ${r.backend} (${r.chosenBy})`,
+    `device:  ${r.device}`,
+    `threads: ${r.threads === 0 ? "native thread pool" : r.threads}`,
+    `versions: ${Object.entries(r.versions).map(([k, v]) => `${k} ${v}`).join(", ")}`,
+  ];
+  const skipped = r.attempts.filter((a) => !a.ok);
+  if (skipped.length) lines.push("not used:", ...skipped.map((a) => `  ${a.backend}: ${a.note}`));
+  return lines.join("\n");
+}
+
+export { packageVersion };

@@ -1,0 +1,3 @@
+export * from "./backend";
+export * from "./wasm-kernels";
+export * from "./memory";

@@ -1,0 +1,223 @@
+/**
+ * Kernels the TensorFlow.js WASM backend (4.22) lacks but training needs.
+ *
+ * The WASM backend ships forward convolutions but not the kernels their gradients
+ * call: `Conv2DBackpropFilter`, `DepthwiseConv2dNativeBackpropInput`,
+ * `DepthwiseConv2dNativeBackpropFilter`, and `UnsortedSegmentSum` (the gradient
+ * of `gather`, used by relative position bias tables). Each is written here with
+ * ops the WASM backend has (strided slices, matMul, depthwise convolution), which
+ * keeps them exact and fast (im2col + matMul runs on XNNPACK).
+ *
+ * A kernel function receives plain TensorInfos; it wraps them as tensors, computes
+ * inside `tidy`, and returns the result tensor, which the engine adopts. Ops run
+ * inside a kernel are not recorded on the gradient tape.
+ */
+import * as tf from "@tensorflow/tfjs";
+
+type Info = tf.TensorInfo;
+
+/**
+ * Wrap a kernel input as a tensor. `makeTensorFromTensorInfo` does not take a
+ * reference on the data, so one is taken here; disposing the wrapper (the kernel's
+ * `tidy` does) gives it back and leaves the caller's tensor intact.
+ */
+function asTensor(info: Info): tf.Tensor {
+  const engine = tf.engine();
+  const t = engine.makeTensorFromTensorInfo(info);
+  engine.backend.incRef(info.dataId);
+  return t;
+}
+
+/** Pad, then take one strided window per filter tap: returns taps of shape [B, OH, OW, C], in (kh, kw) order. */
+function filterTaps(x: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D[] {
+  const { top, bottom, left, right } = info.padInfo;
+  const [b, , , c] = x.shape;
+  const needH = (info.outHeight - 1) * info.strideHeight + (info.filterHeight - 1) * info.dilationHeight + 1;
+  const needW = (info.outWidth - 1) * info.strideWidth + (info.filterWidth - 1) * info.dilationWidth + 1;
+  const padB = Math.max(bottom, needH - x.shape[1] - top);
+  const padR = Math.max(right, needW - x.shape[2] - left);
+  const xp = top || padB || left || padR ? tf.pad(x, [[0, 0], [top, Math.max(0, padB)], [left, Math.max(0, padR)], [0, 0]]) : x;
+  const taps: tf.Tensor4D[] = [];
+  for (let kh = 0; kh < info.filterHeight; kh++) {
+    for (let kw = 0; kw < info.filterWidth; kw++) {
+      const h0 = kh * info.dilationHeight;
+      const w0 = kw * info.dilationWidth;
+      taps.push(
+        tf.stridedSlice(
+          xp,
+          [0, h0, w0, 0],
+          [b, h0 + (info.outHeight - 1) * info.strideHeight + 1, w0 + (info.outWidth - 1) * info.strideWidth + 1, c],
+          [1, info.strideHeight, info.strideWidth, 1],
+        ) as tf.Tensor4D,
+      );
+    }
+  }
+  return taps;
+}
+
+function checkNHWC(kernel: string, dataFormat: unknown): void {
+  if (dataFormat !== undefined && dataFormat !== "NHWC") {
+    throw new Error(`${kernel} on WASM (pbip kernel): only NHWC is supported, got ${String(dataFormat)}`);
+  }
+}
+
+/** dW[kh,kw,ci,co] = sum over b,oh,ow of x_pad[b, oh*s+kh, ow*s+kw, ci] * dy[b,oh,ow,co]  (im2col + one matMul). */
+export function conv2DBackpropFilter(x: tf.Tensor4D, dy: tf.Tensor4D, attrs: tf.Conv2DBackpropFilterAttrs): tf.Tensor4D {
+  checkNHWC("Conv2DBackpropFilter", attrs.dataFormat);
+  const filterShape = attrs.filterShape as [number, number, number, number];
+  const info = tf.backend_util.computeConv2DInfo(
+    x.shape,
+    filterShape,
+    attrs.strides,
+    1,
+    attrs.pad,
+    attrs.dimRoundingMode,
+    false,
+    "channelsLast",
+  );
+  return tf.tidy(() => {
+    const n = info.batchSize * info.outHeight * info.outWidth;
+    const dyFlat = tf.reshape(dy, [n, info.outChannels]);
+    const taps = filterTaps(x, info);
+    const cols = taps.length === 1 ? taps[0]! : tf.concat(taps, 3);
+    const colsFlat = tf.reshape(cols, [n, info.filterHeight * info.filterWidth * info.inChannels]);
+    const dw = tf.matMul(colsFlat, dyFlat, true, false);
+    return tf.reshape(dw, filterShape);
+  });
+}
+
+/** dW[kh,kw,c,m] = sum over b,oh,ow of x_pad[b, oh*s+kh*d, ow*s+kw*d, c] * dy[b,oh,ow,c*M+m]. */
+export function depthwiseConv2dNativeBackpropFilter(
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  attrs: tf.DepthwiseConv2dNativeBackpropFilterAttrs,
+): tf.Tensor4D {
+  const filterShape = attrs.filterShape as [number, number, number, number];
+  const info = tf.backend_util.computeConv2DInfo(
+    x.shape,
+    filterShape,
+    attrs.strides,
+    attrs.dilations,
+    attrs.pad,
+    attrs.dimRoundingMode,
+    true,
+    "channelsLast",
+  );
+  const [, , c, m] = filterShape;
+  return tf.tidy(() => {
+    const taps = filterTaps(x, info);
+    const dy5 = m === 1 ? dy : tf.reshape(dy, [info.batchSize, info.outHeight, info.outWidth, c, m]);
+    const perTap = taps.map((t) => {
+      if (m === 1) return tf.sum(tf.mul(t, dy5), [0, 1, 2]);
+      return tf.sum(tf.mul(tf.expandDims(t, 4), dy5), [0, 1, 2]);
+    });
+    return tf.reshape(tf.stack(perTap), filterShape);
+  });
+}
+
+/**
+ * dx = the transposed depthwise convolution of dy: zero-insert dy by the stride,
+ * pad it fully, and correlate with the spatially flipped filter (dilation kept).
+ */
+export function depthwiseConv2dNativeBackpropInput(
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  attrs: tf.DepthwiseConv2dNativeBackpropInputAttrs,
+): tf.Tensor4D {
+  const inputShape = attrs.inputShape as [number, number, number, number];
+  const info = tf.backend_util.computeConv2DInfo(
+    inputShape,
+    filter.shape,
+    attrs.strides,
+    attrs.dilations,
+    attrs.pad,
+    attrs.dimRoundingMode,
+    true,
+    "channelsLast",
+  );
+  const [kh, kw, c, m] = filter.shape;
+  const { strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw } = info;
+  const [b, h, w] = inputShape;
+  return tf.tidy(() => {
+    const cm = c * m;
+    let up: tf.Tensor4D = dy;
+    if (sh > 1 || sw > 1) {
+      const six = tf.reshape(dy, [b, info.outHeight, 1, info.outWidth, 1, cm]);
+      const padded = tf.pad(six, [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]]);
+      const flat = tf.reshape<tf.Rank.R4>(padded, [b, info.outHeight * sh, info.outWidth * sw, cm]);
+      up = tf.slice(flat, [0, 0, 0, 0], [b, (info.outHeight - 1) * sh + 1, (info.outWidth - 1) * sw + 1, cm]);
+    }
+    const ph = (kh - 1) * dh;
+    const pw = (kw - 1) * dw;
+    const full = tf.pad(up, [[0, 0], [ph, ph], [pw, pw], [0, 0]]);
+    const flipped = tf.reverse(tf.reshape(filter, [kh, kw, cm, 1]), [0, 1]) as tf.Tensor4D;
+    let out = tf.depthwiseConv2d(full, flipped, 1, "valid", "NHWC", [dh, dw]);
+    if (m > 1) out = tf.sum(tf.reshape(out, [b, out.shape[1], out.shape[2], c, m]), 4) as tf.Tensor4D;
+    // `out` is the gradient of the padded input, rows 0..L-1; rows no output touches get zeros.
+    const { top, left } = info.padInfo;
+    const needH = top + h - out.shape[1];
+    const needW = left + w - out.shape[2];
+    if (needH > 0 || needW > 0) out = tf.pad(out, [[0, 0], [0, Math.max(0, needH)], [0, Math.max(0, needW)], [0, 0]]);
+    return tf.slice(out, [0, top, left, 0], [b, h, w, c]);
+  });
+}
+
+/** out[s, ...] = sum of x[i, ...] over i with segmentIds[i] == s (ids outside [0, numSegments) are dropped), via a one-hot matMul. */
+export function unsortedSegmentSum(x: tf.Tensor, segmentIds: tf.Tensor, numSegments: number): tf.Tensor {
+  return tf.tidy(() => {
+    const ids = tf.reshape(segmentIds, [-1]);
+    const n = ids.shape[0];
+    const rest = x.shape.slice(segmentIds.shape.length);
+    const r = rest.reduce((a, v) => a * v, 1);
+    const x2 = tf.reshape(x.dtype === "float32" ? x : tf.cast(x, "float32"), [n, r]);
+    // Not tf.oneHot: the WASM OneHot kernel (4.22) writes int32 bits into a float32 output.
+    const oneHot = tf.cast(tf.equal(tf.expandDims(tf.cast(ids, "int32"), 1), tf.expandDims(tf.range(0, numSegments, 1, "int32"), 0)), "float32");
+    const out = tf.reshape(tf.matMul(oneHot, x2, true, false), [numSegments, ...rest]);
+    return x.dtype === "float32" ? out : tf.cast(out, x.dtype);
+  });
+}
+
+let registered = false;
+
+/** The kernel names this module adds to the `wasm` backend. */
+export const WASM_EXTRA_KERNELS = [
+  "Conv2DBackpropFilter",
+  "DepthwiseConv2dNativeBackpropInput",
+  "DepthwiseConv2dNativeBackpropFilter",
+  "UnsortedSegmentSum",
+] as const;
+
+/** Register the missing kernels for the `wasm` backend (idempotent; skips any the backend already has). */
+export function registerWasmKernels(): void {
+  if (registered) return;
+  registered = true;
+  const have = new Set(tf.getKernelsForBackend("wasm").map((k) => k.kernelName));
+  const add = (kernelName: string, fn: (inputs: Record<string, Info>, attrs: Record<string, unknown>) => tf.Tensor) => {
+    if (have.has(kernelName)) return;
+    tf.registerKernel({
+      kernelName,
+      backendName: "wasm",
+      // tidy disposes the wrappers made by asTensor (the engine keeps the inputs alive).
+      kernelFunc: ({ inputs, attrs }) =>
+        tf.tidy(() => fn(inputs as unknown as Record<string, Info>, attrs as unknown as Record<string, unknown>)) as unknown as Info,
+    });
+  };
+  add("Conv2DBackpropFilter", (i, a) =>
+    conv2DBackpropFilter(asTensor(i.x!) as tf.Tensor4D, asTensor(i.dy!) as tf.Tensor4D, a as unknown as tf.Conv2DBackpropFilterAttrs),
+  );
+  add("DepthwiseConv2dNativeBackpropFilter", (i, a) =>
+    depthwiseConv2dNativeBackpropFilter(
+      asTensor(i.x!) as tf.Tensor4D,
+      asTensor(i.dy!) as tf.Tensor4D,
+      a as unknown as tf.DepthwiseConv2dNativeBackpropFilterAttrs,
+    ),
+  );
+  add("DepthwiseConv2dNativeBackpropInput", (i, a) =>
+    depthwiseConv2dNativeBackpropInput(
+      asTensor(i.dy!) as tf.Tensor4D,
+      asTensor(i.filter!) as tf.Tensor4D,
+      a as unknown as tf.DepthwiseConv2dNativeBackpropInputAttrs,
+    ),
+  );
+  add("UnsortedSegmentSum", (i, a) => unsortedSegmentSum(asTensor(i.x!), asTensor(i.segmentIds!), a.numSegments as number));
+}

@@ -1,0 +1,110 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as crypto from "node:crypto";
+import { FileError } from "./errors";
+
+/**
+ * Write a file atomically: write a temporary file beside it, fsync, then rename.
+ * A reader sees either the old file or the whole new one, never a partial write.
+ */
+export function writeFileAtomic(file: string, data: string | Uint8Array): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`);
+  const fd = fs.openSync(tmp, "w");
+  try {
+    fs.writeSync(fd, typeof data === "string" ? Buffer.from(data, "utf8") : data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  try {
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** Write JSON atomically, pretty-printed, with a trailing newline. */
+export function writeJsonAtomic(file: string, value: unknown): void {
+  writeFileAtomic(file, JSON.stringify(value, null, 2) + "\n");
+}
+
+/** Read and parse a JSON file; errors name the file. */
+export function readJson<T = unknown>(file: string): T {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new FileError(file, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (e) {
+    throw new FileError(file, `not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Write a directory atomically: `fill` writes into a temporary sibling directory,
+ * which then replaces `dir` in one rename (an existing `dir` is moved aside first
+ * and removed after).
+ */
+export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Promise<void> | void): Promise<void> {
+  const parent = path.dirname(path.resolve(dir));
+  fs.mkdirSync(parent, { recursive: true });
+  const tmp = path.join(parent, `.${path.basename(dir)}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`);
+  fs.mkdirSync(tmp);
+  try {
+    await fill(tmp);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  const old = fs.existsSync(dir) ? `${tmp}.old` : undefined;
+  if (old) fs.renameSync(dir, old);
+  fs.renameSync(tmp, dir);
+  if (old) fs.rmSync(old, { recursive: true, force: true });
+}
+
+/** SHA-256 of a file or buffer, hex. */
+export function sha256(data: Uint8Array | string): string {
+  return crypto.createHash("sha256").update(data).digest("hex");
+}
+
+export function sha256File(file: string): string {
+  return sha256(fs.readFileSync(file));
+}
+
+/** Float32Array <-> little-endian bytes (copies; independent of host endianness). */
+export function float32ToLE(a: Float32Array): Buffer {
+  const b = Buffer.alloc(a.length * 4);
+  for (let i = 0; i < a.length; i++) b.writeFloatLE(a[i]!, i * 4);
+  return b;
+}
+
+export function float32FromLE(b: Uint8Array, file = "<buffer>"): Float32Array {
+  if (b.byteLength % 4 !== 0) throw new FileError(file, `length ${b.byteLength} is not a multiple of 4 (float32)`);
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const out = new Float32Array(b.byteLength / 4);
+  for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);
+  return out;
+}
+
+/** The project root (the folder holding package.json), from dist/ or src/. */
+export function projectRoot(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 6; i++) {
+    if (fs.existsSync(path.join(dir, "package.json")) && fs.existsSync(path.join(dir, "data-manifests"))) return dir;
+    dir = path.dirname(dir);
+  }
+  return process.cwd();
+}
+
+/** Where pbip caches derived files (extracted models, features): $PBIP_CACHE, else <project>/.cache. */
+export function cacheDir(...parts: string[]): string {
+  const base = process.env.PBIP_CACHE ?? path.join(projectRoot(), ".cache");
+  const d = path.join(base, ...parts);
+  fs.mkdirSync(d, { recursive: true });
+  return d;
+}

@@ -1,0 +1,4 @@
+export * from "./errors";
+export * from "./fs";
+export * from "./rng";
+export * from "./progress";

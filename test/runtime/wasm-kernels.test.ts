@@ -1,0 +1,144 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
+import { onBackend, randomArray, maxRelErr, finiteDiff } from "../helpers";
+
+interface ConvCase {
+  name: string;
+  x: [number, number, number, number];
+  f: [number, number, number, number];
+  stride: number;
+  pad: "same" | "valid" | number;
+  dilation?: number;
+}
+
+const CONV: ConvCase[] = [
+  { name: "3x3 s1 same", x: [2, 9, 9, 3], f: [3, 3, 3, 4], stride: 1, pad: "same" },
+  { name: "3x3 s2 same odd", x: [2, 9, 11, 3], f: [3, 3, 3, 5], stride: 2, pad: "same" },
+  { name: "7x7 s4 pad3 (MiT patch embed)", x: [1, 17, 17, 3], f: [7, 7, 3, 4], stride: 4, pad: 3 },
+  { name: "4x4 s4 valid (Swin patch embed)", x: [2, 8, 8, 3], f: [4, 4, 3, 6], stride: 4, pad: "valid" },
+  { name: "1x1 s1", x: [2, 5, 5, 6], f: [1, 1, 6, 3], stride: 1, pad: "valid" },
+  { name: "2x2 s2 valid (spatial reduction)", x: [1, 6, 6, 4], f: [2, 2, 4, 4], stride: 2, pad: "valid" },
+];
+
+function convGrads(c: ConvCase) {
+  const x = tf.tensor4d(randomArray(c.x.reduce((a, b) => a * b), 1), c.x);
+  const w = tf.tensor4d(randomArray(c.f.reduce((a, b) => a * b), 2), c.f);
+  const g = tf.grads((xx: tf.Tensor, ww: tf.Tensor) => {
+    const y = tf.conv2d(xx as tf.Tensor4D, ww as tf.Tensor4D, c.stride, c.pad);
+    return tf.sum(tf.mul(y, tf.sin(y)));
+  });
+  const [dx, dw] = g([x, w]);
+  const out = { dx: dx!.dataSync().slice(), dw: dw!.dataSync().slice() };
+  tf.dispose([x, w, dx!, dw!]);
+  return out;
+}
+
+for (const c of CONV) {
+  test(`conv2d gradients on WASM match CPU: ${c.name}`, async () => {
+    const cpu = await onBackend("cpu", () => convGrads(c));
+    const before = await onBackend("wasm", () => tf.memory().numTensors);
+    const wasm = convGrads(c);
+    assert.equal(tf.memory().numTensors, before, "no tensors leaked");
+    assert.ok(maxRelErr(wasm.dw, cpu.dw) < 1e-4, `dW rel err ${maxRelErr(wasm.dw, cpu.dw)}`);
+    assert.ok(maxRelErr(wasm.dx, cpu.dx) < 1e-4, `dX rel err ${maxRelErr(wasm.dx, cpu.dx)}`);
+  });
+}
+
+const DW: ConvCase[] = [
+  { name: "3x3 s1 same", x: [2, 7, 7, 4], f: [3, 3, 4, 1], stride: 1, pad: "same" },
+  { name: "3x3 s2 same (MobileNetV2 stride block)", x: [2, 9, 8, 3], f: [3, 3, 3, 1], stride: 2, pad: "same" },
+  { name: "3x3 s2 valid", x: [1, 9, 9, 2], f: [3, 3, 2, 1], stride: 2, pad: "valid" },
+  { name: "3x3 s1 dilation 2", x: [1, 9, 9, 3], f: [3, 3, 3, 1], stride: 1, pad: "same", dilation: 2 },
+  { name: "3x3 multiplier 2", x: [1, 6, 6, 3], f: [3, 3, 3, 2], stride: 1, pad: "same" },
+  { name: "5x5 s2 pad 2", x: [1, 10, 10, 2], f: [5, 5, 2, 1], stride: 2, pad: 2 },
+];
+
+function depthwiseLoss(c: ConvCase, x: tf.Tensor4D, w: tf.Tensor4D): tf.Scalar {
+  const y = tf.depthwiseConv2d(x, w, c.stride, c.pad, "NHWC", c.dilation ?? 1);
+  return tf.sum(tf.mul(y, tf.cos(y)));
+}
+
+function depthwiseGrads(c: ConvCase) {
+  const x = tf.tensor4d(randomArray(c.x.reduce((a, b) => a * b), 3), c.x);
+  const w = tf.tensor4d(randomArray(c.f.reduce((a, b) => a * b), 4), c.f);
+  // Dilated depthwise gradients are not implemented by tfjs for any backend: use
+  // the kernels directly there (the CPU backend has both kernels).
+  let dx: tf.Tensor;
+  let dw: tf.Tensor;
+  if ((c.dilation ?? 1) > 1) {
+    const dy = tf.tidy(() => {
+      const y = tf.depthwiseConv2d(x, w, c.stride, c.pad, "NHWC", c.dilation);
+      return tf.add(tf.cos(y), tf.mul(tf.neg(y), tf.sin(y)));
+    });
+    const attrs = { strides: c.stride, pad: c.pad, dilations: c.dilation, dimRoundingMode: undefined };
+    dx = tf.engine().runKernel("DepthwiseConv2dNativeBackpropInput", { dy, filter: w }, { ...attrs, inputShape: c.x } as never) as tf.Tensor;
+    dw = tf.engine().runKernel("DepthwiseConv2dNativeBackpropFilter", { x, dy }, { ...attrs, filterShape: c.f } as never) as tf.Tensor;
+    dy.dispose();
+  } else {
+    [dx, dw] = tf.grads((xx: tf.Tensor, ww: tf.Tensor) => depthwiseLoss(c, xx as tf.Tensor4D, ww as tf.Tensor4D))([x, w]) as [tf.Tensor, tf.Tensor];
+  }
+  const out = { dx: dx.dataSync().slice(), dw: dw.dataSync().slice(), x: x.dataSync().slice(), w: w.dataSync().slice() };
+  tf.dispose([x, w, dx, dw]);
+  return out;
+}
+
+for (const c of DW) {
+  test(`depthwise conv2d gradients on WASM match CPU and finite differences: ${c.name}`, async () => {
+    const cpu = await onBackend("cpu", () => depthwiseGrads(c));
+    await onBackend("wasm", () => undefined);
+    const before = tf.memory().numTensors;
+    const wasm = depthwiseGrads(c);
+    assert.equal(tf.memory().numTensors, before, "no tensors leaked");
+    // The CPU backend's depthwise backprop kernels ignore dilation (tfjs 4.22), so a
+    // dilated case is checked against finite differences only.
+    if ((c.dilation ?? 1) === 1) {
+      assert.ok(maxRelErr(wasm.dw, cpu.dw) < 1e-4, `dW rel err ${maxRelErr(wasm.dw, cpu.dw)}`);
+      assert.ok(maxRelErr(wasm.dx, cpu.dx) < 1e-4, `dX rel err ${maxRelErr(wasm.dx, cpu.dx)}`);
+    }
+    // Finite differences in float64 from the float32 forward pass on WASM.
+    const loss = (xs: Float32Array, ws: Float32Array) =>
+      tf.tidy(() => depthwiseLoss(c, tf.tensor4d(xs, c.x), tf.tensor4d(ws, c.f)).dataSync()[0]!);
+    const xc = [0, 5, 17, Math.floor(wasm.x.length / 2), wasm.x.length - 1];
+    const wc = Array.from({ length: wasm.w.length }, (_, i) => i).filter((i) => i % 3 === 0 || i === wasm.w.length - 1);
+    const fdx = finiteDiff((xs) => loss(xs, wasm.w), wasm.x, xc);
+    const fdw = finiteDiff((ws) => loss(wasm.x, ws), wasm.w, wc);
+    xc.forEach((i, k) => assert.ok(Math.abs(fdx[k]! - wasm.dx[i]!) < 2e-2 * Math.max(1, Math.abs(fdx[k]!)), `dx[${i}] ${wasm.dx[i]} vs fd ${fdx[k]}`));
+    wc.forEach((i, k) => assert.ok(Math.abs(fdw[k]! - wasm.dw[i]!) < 2e-2 * Math.max(1, Math.abs(fdw[k]!)), `dw[${i}] ${wasm.dw[i]} vs fd ${fdw[k]}`));
+  });
+}
+
+test("conv2d filter gradient on WASM matches finite differences", async () => {
+  const c = CONV[1]!;
+  await onBackend("wasm", () => undefined);
+  const xs = randomArray(c.x.reduce((a, b) => a * b), 1);
+  const ws = randomArray(c.f.reduce((a, b) => a * b), 2);
+  const loss = (w: Float32Array) =>
+    tf.tidy(() => {
+      const y = tf.conv2d(tf.tensor4d(xs, c.x), tf.tensor4d(w, c.f), c.stride, c.pad);
+      return tf.sum(tf.mul(y, tf.sin(y))).dataSync()[0]!;
+    });
+  const { dw } = convGrads(c);
+  const coords = [0, 7, 50, ws.length - 1];
+  const fd = finiteDiff(loss, ws, coords);
+  coords.forEach((i, k) => assert.ok(Math.abs(fd[k]! - dw[i]!) < 2e-2 * Math.max(1, Math.abs(fd[k]!)), `dw[${i}] ${dw[i]} vs fd ${fd[k]}`));
+});
+
+test("tf.oneHot on WASM still writes int bits into float32 (why UnsortedSegmentSum avoids it)", async () => {
+  // If this starts failing, tfjs fixed the bug and the workaround in wasm-kernels.ts can go.
+  const v = await onBackend("wasm", () => tf.tidy(() => tf.oneHot(tf.tensor1d([1], "int32"), 2, 1, 0, "float32").dataSync()[1]!));
+  assert.ok(v !== 1 && v < 1e-40, `oneHot gave ${v}`);
+});
+
+test("gather gradient (UnsortedSegmentSum) on WASM matches CPU", async () => {
+  const run = () =>
+    tf.tidy(() => {
+      const table = tf.tensor2d(randomArray(13 * 3, 9), [13, 3]);
+      const idx = tf.tensor1d([0, 3, 3, 12, 5, 0, 7, 7, 7], "int32");
+      const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.gather(t, idx), tf.range(1, 28).reshape([9, 3]))))(table);
+      return g.dataSync().slice();
+    });
+  const cpu = await onBackend("cpu", run);
+  const wasm = await onBackend("wasm", run);
+  assert.ok(maxRelErr(wasm, cpu) < 1e-6);
+});
