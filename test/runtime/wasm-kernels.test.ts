@@ -78,7 +78,8 @@ function depthwiseGrads(c: ConvCase) {
   } else {
     [dx, dw] = tf.grads((xx: tf.Tensor, ww: tf.Tensor) => depthwiseLoss(c, xx as tf.Tensor4D, ww as tf.Tensor4D))([x, w]) as [tf.Tensor, tf.Tensor];
   }
-  const out = { dx: dx.dataSync().slice(), dw: dw.dataSync().slice(), x: x.dataSync().slice(), w: w.dataSync().slice() };
+  const f32 = (t: tf.Tensor) => Float32Array.from(t.dataSync());
+  const out = { dx: f32(dx), dw: f32(dw), x: f32(x), w: f32(w) };
   tf.dispose([x, w, dx, dw]);
   return out;
 }
