@@ -1,1 +1,2 @@
 export * from "./tensors";
+export * from "./safetensors";
