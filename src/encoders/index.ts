@@ -1,2 +1,4 @@
 export * from "./types";
 export * from "./preprocess";
+export * from "./bundled";
+export * from "./mobilenetv2";
