@@ -24,12 +24,13 @@ export interface EncoderIdentity {
   preprocessing: Preprocessing;
 }
 
-export interface EncoderOutput {
+/** (A type alias rather than an interface, so it can be returned from `tf.tidy`.) */
+export type EncoderOutput = {
   /** Pooled features [B, d] (not L2-normalised). */
   pooled: tf.Tensor2D;
   /** The dense feature map [B, h, w, d] whose average pool is `pooled`, when the encoder has one and it was asked for. */
   dense?: tf.Tensor4D;
-}
+};
 
 /**
  * A frozen image encoder phi (the paper's MedCLIP). Input images are RGB floats in

@@ -1,2 +1,3 @@
 export * from "./tensors";
 export * from "./safetensors";
+export * from "./checkpoint";

@@ -1,0 +1,356 @@
+/**
+ * The SegFormer Mix Transformer (MiT) encoder in TensorFlow.js, the backbone of
+ * the PBIP release's ClassNet (METHOD.md section 3: the F_i of eq. 2).
+ *
+ * Structure and parameter names follow the original SegFormer `mix_transformer.py`
+ * (NVlabs), so a checkpoint such as `mit_b1.pth`, converted to `.safetensors`,
+ * loads by name (see ./mit-weights.ts). Per stage i (1..4):
+ *
+ * - `patch_embed{i}`: overlapping patch embedding, a convolution (7x7 padding 3 for
+ *   stage 1, 3x3 padding 1 after) with the stage's stride, then LayerNorm with
+ *   PyTorch's default eps 1e-5 (`nn.LayerNorm(dim)` in the original);
+ * - `block{i}.{j}`: pre-norm transformer blocks
+ *   `x += DropPath(Attn(norm1(x)))`, `x += DropPath(MixFFN(norm2(x)))`, norms with eps 1e-6;
+ *   - efficient self-attention: `q` Linear; keys and values from one `kv` Linear
+ *     ([2C, C] in PyTorch: rows 0..C-1 give k, C..2C-1 give v, each split into heads
+ *     of C/heads channels) applied to the token grid reduced by `sr`, a
+ *     kernel = stride = sr_ratio convolution, and its LayerNorm `attn.norm` (eps 1e-5,
+ *     the original's default `nn.LayerNorm(dim)`); softmax(q k^T * head_dim^-0.5) v;
+ *     then `proj`;
+ *   - Mix-FFN: `fc1`, a 3x3 depthwise convolution `dwconv.dwconv` over the token
+ *     grid, exact (erf) GELU, `fc2`;
+ * - `norm{i}`: a LayerNorm (eps 1e-6) closing the stage; its output, reshaped to
+ *   NHWC, is the stage's feature map.
+ *
+ * Stochastic depth rates rise linearly from 0 to `dropPathRate` over all blocks
+ * (torch.linspace), and act only when `training` is true, per sample, seeded.
+ *
+ * Variables are kept in TensorFlow.js layouts under the original names: convolutions
+ * HWIO (`[kh, kw, in, out]`), the depthwise filter `[3, 3, C, 1]`, Linear weights
+ * `[in, out]` (PyTorch stores OIHW, `[C, 1, 3, 3]` and `[out, in]`).
+ */
+import * as tf from "@tensorflow/tfjs";
+import { Rng } from "../../util/rng";
+import type { NamedTensors, WeightLoadReport } from "../../io/tensors";
+import type { Backbone } from "./types";
+import { expectedPyTorchShapes, loadMiTWeights, toPyTorchLayout, type MiTWeightsOptions } from "./mit-weights";
+import { dropPathRates, IMAGENET_NORMALIZATION, mitParamSpecs, validateMiTConfig, type Four, type MiTConfig } from "./mit-config";
+
+let instanceCounter = 0;
+
+/**
+ * LayerNorm over the last axis of a 2-D token matrix `[tokens, C]`, with a hand-written
+ * gradient (fewer ops and saved tensors than autodiff through mean/variance):
+ * `dx = rstd * (g*dy - mean(g*dy) - xhat * mean(g*dy * xhat))`.
+ */
+export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xi, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const mean = tf.mean(xi, -1, true);
+    const xc = tf.sub(xi, mean);
+    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), eps));
+    const xhat = tf.mul(xc, rstd);
+    save([xhat, rstd, g]);
+    return {
+      value: tf.add(tf.mul(xhat, g), b),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sxhat, srstd, sg] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+        const gdy = tf.mul(dy, sg);
+        const m1 = tf.mean(gdy, -1, true);
+        const m2 = tf.mean(tf.mul(gdy, sxhat), -1, true);
+        const dx = tf.mul(tf.sub(tf.sub(gdy, m1), tf.mul(sxhat, m2)), srstd);
+        return [dx, tf.sum(tf.mul(dy, sxhat), 0), tf.sum(dy, 0)];
+      },
+    };
+  });
+  return f(x, gamma, beta) as tf.Tensor2D;
+}
+
+const SQRT1_2 = Math.SQRT1_2;
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+/** Exact GELU, `x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))`, with the analytic gradient `Phi(x) + x phi(x)`. */
+export function geluErf(x: tf.Tensor): tf.Tensor {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xi, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    const cdf = tf.add(tf.mul(tf.erf(tf.mul(xi, SQRT1_2)), 0.5), 0.5);
+    save([xi, cdf]);
+    return {
+      value: tf.mul(xi, cdf),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, scdf] = saved as [tf.Tensor, tf.Tensor];
+        const pdf = tf.mul(tf.exp(tf.mul(tf.square(sx), -0.5)), INV_SQRT_2PI);
+        return [tf.mul(dy, tf.add(scdf, tf.mul(sx, pdf)))];
+      },
+    };
+  });
+  return f(x);
+}
+
+function linearInit(rng: Rng, n: number): Float32Array {
+  // timm trunc_normal_(std=.02) truncates at +-2 (absolute), i.e. practically never.
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    let v = rng.normal(0, 0.02);
+    while (Math.abs(v) > 2) v = rng.normal(0, 0.02);
+    out[i] = v;
+  }
+  return out;
+}
+
+function normalInit(rng: Rng, n: number, std: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = rng.normal(0, std);
+  return out;
+}
+
+/**
+ * A SegFormer Mix Transformer backbone (b0/b1/b2 or a custom configuration): maps a
+ * normalised NHWC batch to the four stage feature maps F_1..F_4 (NHWC) of eq. 2.
+ */
+export class MixTransformer implements Backbone {
+  readonly name: string;
+  readonly config: Readonly<MiTConfig>;
+  readonly stageChannels: readonly number[];
+  readonly stageStrides: readonly number[];
+  readonly defaultNormalization = IMAGENET_NORMALIZATION;
+  private source: string;
+  private readonly vars = new Map<string, tf.Variable>();
+  private readonly dpr: number[];
+  private readonly dropRng: Rng;
+  private disposed = false;
+
+  constructor(name: string, config: MiTConfig, seed = 0) {
+    validateMiTConfig(config);
+    this.name = name;
+    this.config = { ...config };
+    this.stageChannels = [...config.embedDims];
+    const strides: number[] = [];
+    config.strides.reduce((acc, s) => (strides.push(acc * s), acc * s), 1);
+    this.stageStrides = strides;
+    this.dpr = dropPathRates(config.dropPathRate, config.depths.reduce((a, b) => a + b, 0));
+    const rng = new Rng(seed);
+    const initRng = rng.fork(1);
+    this.dropRng = rng.fork(2);
+    const prefix = `${name.replace(/[^A-Za-z0-9_-]/g, "_")}_${instanceCounter++}/`;
+    for (const spec of mitParamSpecs(config)) {
+      const n = spec.shape.reduce((a, b) => a * b, 1);
+      let data: Float32Array;
+      switch (spec.kind) {
+        case "linear":
+          data = linearInit(initRng, n);
+          break;
+        case "conv": {
+          // original _init_weights: normal(0, sqrt(2 / fan_out)), fan_out = kh * kw * out / groups
+          const [kh, kw, , co] = spec.shape as Four;
+          data = normalInit(initRng, n, Math.sqrt(2 / (kh * kw * co)));
+          break;
+        }
+        case "dwconv": {
+          const [kh, kw] = spec.shape as Four;
+          data = normalInit(initRng, n, Math.sqrt(2 / (kh * kw)));
+          break;
+        }
+        case "normWeight":
+          data = new Float32Array(n).fill(1);
+          break;
+        default:
+          data = new Float32Array(n);
+      }
+      this.vars.set(spec.name, tf.variable(tf.tensor(data, spec.shape, "float32"), true, prefix + spec.name));
+    }
+    this.source = `random init (seed ${seed})`;
+  }
+
+  /** Where the weights came from: `random init (seed N)` or the file last loaded. */
+  get weightsSource(): string {
+    return this.source;
+  }
+
+  /** Trainable variables by original SegFormer name (TF.js layouts, see the module doc). */
+  namedVariables(): Map<string, tf.Variable> {
+    this.checkAlive();
+    return new Map(this.vars);
+  }
+
+  /** Number of scalar parameters, in total and per stage (patch embedding + blocks + stage norm). */
+  parameterCounts(): { total: number; perStage: number[] } {
+    const perStage = [0, 0, 0, 0];
+    let total = 0;
+    for (const [name, v] of this.vars) {
+      const m = /^(?:patch_embed|block|norm)(\d)/.exec(name);
+      total += v.size;
+      if (m) perStage[Number(m[1]) - 1]! += v.size;
+    }
+    return { total, perStage };
+  }
+
+  /**
+   * Load a `.safetensors` file with original SegFormer or Hugging Face Segformer names
+   * (see ./mit-weights.ts); converts PyTorch layouts. Matching tensors are assigned,
+   * the rest is reported by name. Pass the report to `assertCleanLoad` to insist on an
+   * exact match.
+   */
+  loadWeights(file: string, options: MiTWeightsOptions = {}): WeightLoadReport {
+    this.checkAlive();
+    const report = loadMiTWeights(this.vars, this.config, file, options);
+    if (report.loaded.length) this.source = file;
+    return report;
+  }
+
+  /** Load from tensors already in memory (original or HF names, PyTorch layouts). */
+  loadTensors(tensors: NamedTensors, label = "<tensors>", options: MiTWeightsOptions = {}): WeightLoadReport {
+    this.checkAlive();
+    const report = loadMiTWeights(this.vars, this.config, tensors, options);
+    if (report.loaded.length) this.source = label;
+    return report;
+  }
+
+  /** The weights as PyTorch would hold them (original names, OIHW / [out, in]), e.g. to write a `.safetensors`. */
+  stateDict(): NamedTensors {
+    this.checkAlive();
+    const shapes = expectedPyTorchShapes(this.config);
+    const out: NamedTensors = new Map();
+    for (const [name, v] of this.vars) {
+      const t = tf.tidy(() => toPyTorchLayout(name, v));
+      out.set(name, { dtype: "float32", shape: shapes.get(name)!, data: t.dataSync() as Float32Array });
+      t.dispose();
+    }
+    return out;
+  }
+
+  private v(name: string): tf.Variable {
+    const t = this.vars.get(name);
+    if (!t) throw new Error(`${this.name}: no variable ${name}`);
+    return t;
+  }
+
+  private checkAlive(): void {
+    if (this.disposed) throw new Error(`${this.name}: used after dispose()`);
+  }
+
+  /** `x @ W + b` on a token matrix, fused. */
+  private linear(x: tf.Tensor2D, p: string, bias = true): tf.Tensor2D {
+    return tf.fused.matMul({ a: x, b: this.v(`${p}.weight`) as tf.Tensor2D, bias: bias ? this.v(`${p}.bias`) : undefined }) as tf.Tensor2D;
+  }
+
+  private norm(x: tf.Tensor2D, p: string, eps: number): tf.Tensor2D {
+    return layerNorm(x, this.v(`${p}.weight`) as tf.Tensor1D, this.v(`${p}.bias`) as tf.Tensor1D, eps);
+  }
+
+  /** Per-sample stochastic depth on a branch `[B*N, C]` (identity when not training or rate 0). */
+  private dropPath(branch: tf.Tensor2D, rate: number, batch: number, training: boolean): tf.Tensor2D {
+    if (!training || rate <= 0) return branch;
+    const keep = 1 - rate;
+    const mask = new Float32Array(batch);
+    for (let b = 0; b < batch; b++) mask[b] = Math.floor(keep + this.dropRng.next()) / keep;
+    const [n, c] = branch.shape;
+    return tf.reshape(tf.mul(tf.reshape(branch, [batch, (n / batch) * c]), tf.tensor2d(mask, [batch, 1])), [n, c]);
+  }
+
+  /** Efficient self-attention on normalised tokens `t` `[B*H*W, C]`. */
+  private attention(t: tf.Tensor2D, p: string, stage: number, b: number, h: number, w: number): tf.Tensor2D {
+    const c = this.config.embedDims[stage]!;
+    const heads = this.config.numHeads[stage]!;
+    const hd = c / heads;
+    const sr = this.config.srRatios[stage]!;
+    const n = h * w;
+    const scale = hd ** -0.5;
+    // The scale is folded into q's weight and bias (C*C multiplies instead of B*N*C).
+    const wq = tf.mul(this.v(`${p}.attn.q.weight`), scale) as tf.Tensor2D;
+    const bq = this.config.qkvBias ? tf.mul(this.v(`${p}.attn.q.bias`), scale) : undefined;
+    const q = tf.fused.matMul({ a: t, b: wq, bias: bq }) as tf.Tensor2D;
+    let src = t;
+    let m = n;
+    if (sr > 1) {
+      const grid = tf.reshape(t, [b, h, w, c]) as tf.Tensor4D;
+      const red = tf.fused.conv2d({ x: grid, filter: this.v(`${p}.attn.sr.weight`) as tf.Tensor4D, strides: sr, pad: "valid", bias: this.v(`${p}.attn.sr.bias`) });
+      m = red.shape[1] * red.shape[2];
+      src = this.norm(tf.reshape(red, [b * m, c]), `${p}.attn.norm`, this.config.defaultEps);
+    }
+    // kv's [C, 2C] weight: columns 0..C-1 give k, C..2C-1 give v (PyTorch rows of [2C, C]).
+    const wkv = this.v(`${p}.attn.kv.weight`);
+    const bkv = this.config.qkvBias ? this.v(`${p}.attn.kv.bias`) : undefined;
+    const k = tf.fused.matMul({ a: src, b: tf.slice(wkv, [0, 0], [c, c]) as tf.Tensor2D, bias: bkv && tf.slice(bkv, [0], [c]) }) as tf.Tensor2D;
+    const v = tf.fused.matMul({ a: src, b: tf.slice(wkv, [0, c], [c, c]) as tf.Tensor2D, bias: bkv && tf.slice(bkv, [c], [c]) }) as tf.Tensor2D;
+    let out: tf.Tensor;
+    if (heads === 1) {
+      const q3 = tf.reshape(q, [b, n, c]) as tf.Tensor3D;
+      const k3 = tf.reshape(k, [b, m, c]) as tf.Tensor3D;
+      const v3 = tf.reshape(v, [b, m, c]) as tf.Tensor3D;
+      out = tf.matMul(tf.softmax(tf.matMul(q3, k3, false, true)), v3);
+    } else {
+      const split = (x: tf.Tensor2D, len: number) => tf.transpose(tf.reshape(x, [b, len, heads, hd]), [0, 2, 1, 3]) as tf.Tensor4D;
+      const attn = tf.softmax(tf.matMul(split(q, n), split(k, m), false, true));
+      out = tf.transpose(tf.matMul(attn, split(v, m)), [0, 2, 1, 3]);
+    }
+    return this.linear(tf.reshape(out, [b * n, c]) as tf.Tensor2D, `${p}.attn.proj`);
+  }
+
+  /** Mix-FFN on normalised tokens: fc1, depthwise 3x3 over the grid, GELU (erf), fc2. */
+  private mixFfn(t: tf.Tensor2D, p: string, b: number, h: number, w: number): tf.Tensor2D {
+    const hid = this.linear(t, `${p}.mlp.fc1`);
+    const hidden = hid.shape[1];
+    const grid = tf.reshape(hid, [b, h, w, hidden]) as tf.Tensor4D;
+    const mixed = tf.fused.depthwiseConv2d({
+      x: grid,
+      filter: this.v(`${p}.mlp.dwconv.dwconv.weight`) as tf.Tensor4D,
+      strides: 1,
+      pad: 1,
+      bias: this.v(`${p}.mlp.dwconv.dwconv.bias`),
+    });
+    const act = geluErf(tf.reshape(mixed, [b * h * w, hidden])) as tf.Tensor2D;
+    return this.linear(act, `${p}.mlp.fc2`);
+  }
+
+  /**
+   * Forward pass: `x` is a normalised NHWC batch (ImageNet mean/std for the
+   * pretrained weights). Returns the four stage maps `[B, H/s_i, W/s_i, C_i]`.
+   * `training` turns on stochastic depth.
+   */
+  apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D[] {
+    this.checkAlive();
+    if (x.rank !== 4 || x.shape[3] !== 3) throw new Error(`${this.name}: expected an NHWC batch with 3 channels, got shape [${x.shape.join(", ")}]`);
+    return tf.tidy(() => {
+      const cfg = this.config;
+      const outs: tf.Tensor4D[] = [];
+      let feat: tf.Tensor4D = x;
+      let blockIndex = 0;
+      const b = x.shape[0];
+      for (let s = 0; s < 4; s++) {
+        const i = s + 1;
+        const c = cfg.embedDims[s]!;
+        const k = cfg.patchSizes[s]!;
+        const pad = Math.floor(k / 2);
+        const emb = tf.fused.conv2d({
+          x: feat,
+          filter: this.v(`patch_embed${i}.proj.weight`) as tf.Tensor4D,
+          strides: cfg.strides[s]!,
+          pad: pad === 0 ? "valid" : pad,
+          bias: this.v(`patch_embed${i}.proj.bias`),
+        });
+        const [, h, w] = emb.shape;
+        let tokens = this.norm(tf.reshape(emb, [b * h * w, c]), `patch_embed${i}.norm`, cfg.defaultEps);
+        for (let j = 0; j < cfg.depths[s]!; j++, blockIndex++) {
+          const p = `block${i}.${j}`;
+          const rate = this.dpr[blockIndex]!;
+          const a = this.attention(this.norm(tokens, `${p}.norm1`, cfg.blockEps), p, s, b, h, w);
+          tokens = tf.add(tokens, this.dropPath(a, rate, b, training));
+          const f = this.mixFfn(this.norm(tokens, `${p}.norm2`, cfg.blockEps), p, b, h, w);
+          tokens = tf.add(tokens, this.dropPath(f, rate, b, training));
+        }
+        feat = tf.reshape(this.norm(tokens, `norm${i}`, cfg.blockEps), [b, h, w, c]);
+        outs.push(feat);
+      }
+      return outs;
+    });
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const v of this.vars.values()) v.dispose();
+    this.vars.clear();
+  }
+}
+

@@ -1,0 +1,136 @@
+/**
+ * Prototype projection and similarity heads (METHOD.md section 3, the paper's eq. 2),
+ * as pure functions of tensors plus the small stateful pieces that hold their weights.
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { SimilarityForm } from "../config/profiles";
+
+/** PyTorch's default Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias. */
+function torchLinearInit(fanIn: number, shape: number[], seed: number): tf.Tensor {
+  const bound = 1 / Math.sqrt(fanIn);
+  return tf.randomUniform(shape, -bound, bound, "float32", seed);
+}
+
+/**
+ * The per-stage prototype projection MLP: Linear(d, h), ReLU, Linear(h, C_i). It maps
+ * the bank's prototypes P [S, d] into the stage's feature space, P_i [S, C_i].
+ */
+export class PrototypeProjection {
+  readonly w1: tf.Variable;
+  readonly b1: tf.Variable;
+  readonly w2: tf.Variable;
+  readonly b2: tf.Variable;
+  constructor(
+    readonly name: string,
+    inDim: number,
+    hidden: number,
+    outDim: number,
+    seed: number,
+  ) {
+    // Variables are not given tfjs names (those must be unique per process); stable
+    // names for checkpoints come from named().
+    this.w1 = tf.variable(torchLinearInit(inDim, [inDim, hidden], seed));
+    this.b1 = tf.variable(torchLinearInit(inDim, [hidden], seed + 1));
+    this.w2 = tf.variable(torchLinearInit(hidden, [hidden, outDim], seed + 2));
+    this.b2 = tf.variable(torchLinearInit(hidden, [outDim], seed + 3));
+  }
+  /** P [S, d] -> P_i [S, C_i]. */
+  apply(prototypes: tf.Tensor2D): tf.Tensor2D {
+    return tf.tidy(() => {
+      const h = tf.relu(tf.add(tf.matMul(prototypes, this.w1), this.b1));
+      return tf.add(tf.matMul(h, this.w2), this.b2) as tf.Tensor2D;
+    });
+  }
+  variables(): tf.Variable[] {
+    return [this.w1, this.b1, this.w2, this.b2];
+  }
+  /** Variables by stable checkpoint name. */
+  named(): [string, tf.Variable][] {
+    return [
+      [`${this.name}/fc1/weight`, this.w1],
+      [`${this.name}/fc1/bias`, this.b1],
+      [`${this.name}/fc2/weight`, this.w2],
+      [`${this.name}/fc2/bias`, this.b2],
+    ];
+  }
+}
+
+/** L2-normalise along the last axis (eps as torch's F.normalize: 1e-12 on the norm). */
+export function l2Normalize<T extends tf.Tensor>(x: T, eps = 1e-12): T {
+  return tf.tidy(() => tf.div(x, tf.maximum(tf.norm(x, "euclidean", -1, true), eps)) as T);
+}
+
+/**
+ * Similarity maps, eq. 2: one channel per subclass prototype.
+ *
+ * - `release`: `M = s * normalize(F) . P_i^T` — only the pixel feature is normalised.
+ * - `paper`: `M = s * normalize(F) . normalize(P_i)^T` — a true cosine (scaled by s,
+ *   so that sigmoid logits are not confined to [-1, 1]; s = 1 gives eq. 2 as printed).
+ *
+ * @param features F_i [B, h, w, C_i]
+ * @param projected P_i [S, C_i]
+ * @param scale s_i, a scalar tensor
+ * @returns M_i [B, h, w, S]
+ */
+export function similarityMaps(features: tf.Tensor4D, projected: tf.Tensor2D, scale: tf.Scalar | number, form: SimilarityForm): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [b, h, w, c] = features.shape;
+    const f = l2Normalize(tf.reshape(features, [b * h * w, c]) as tf.Tensor2D);
+    const p = form === "paper" ? l2Normalize(projected) : projected;
+    const m = tf.mul(tf.matMul(f, p, false, true), scale);
+    return tf.reshape(m, [b, h, w, projected.shape[0]]) as tf.Tensor4D;
+  });
+}
+
+/** Image-level subclass logits: global average pooling of each map, [B, h, w, S] -> [B, S]. */
+export function poolLogits(maps: tf.Tensor4D): tf.Tensor2D {
+  return tf.mean(maps, [1, 2]) as tf.Tensor2D;
+}
+
+/**
+ * Merge the K subclass channels of each class into one (logits [B, S] or maps
+ * [..., S] -> [..., N]). `mean` is used while training; `softmax` is the release's
+ * inference rule `sum(softmax(s) * s)` over a class's K values.
+ */
+export function mergeSubclasses<T extends tf.Tensor>(x: T, k: readonly number[], mode: "mean" | "softmax"): T {
+  return tf.tidy(() => {
+    const parts: tf.Tensor[] = [];
+    let off = 0;
+    const axis = x.rank - 1;
+    for (const kn of k) {
+      const s = tf.slice(x, [...new Array<number>(axis).fill(0), off], [...x.shape.slice(0, axis), kn]);
+      off += kn;
+      if (mode === "mean") parts.push(tf.mean(s, axis, true));
+      else parts.push(tf.sum(tf.mul(tf.softmax(s, axis), s), axis, true));
+    }
+    if (off !== x.shape[axis]) throw new Error(`mergeSubclasses: K per class [${k}] sums to ${off}, but the input has ${x.shape[axis]} channels`);
+    return tf.concat(parts, axis) as T;
+  });
+}
+
+/** The Table 5 ablation head: a 1x1 convolution F_i -> S channels instead of similarity to prototypes. */
+export class Conv1x1Head {
+  readonly kernel: tf.Variable;
+  readonly bias: tf.Variable;
+  constructor(
+    readonly name: string,
+    inChannels: number,
+    outChannels: number,
+    seed: number,
+  ) {
+    this.kernel = tf.variable(torchLinearInit(inChannels, [1, 1, inChannels, outChannels], seed));
+    this.bias = tf.variable(torchLinearInit(inChannels, [outChannels], seed + 1));
+  }
+  apply(features: tf.Tensor4D): tf.Tensor4D {
+    return tf.tidy(() => tf.add(tf.conv2d(features, this.kernel as tf.Tensor4D, 1, "valid"), this.bias) as tf.Tensor4D);
+  }
+  variables(): tf.Variable[] {
+    return [this.kernel, this.bias];
+  }
+  named(): [string, tf.Variable][] {
+    return [
+      [`${this.name}/conv/weight`, this.kernel],
+      [`${this.name}/conv/bias`, this.bias],
+    ];
+  }
+}
