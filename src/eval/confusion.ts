@@ -35,6 +35,35 @@ export class ConfusionMatrix {
     return this;
   }
 
+  /** A copy with the same counts. */
+  clone(): ConfusionMatrix {
+    const out = new ConfusionMatrix(this.size);
+    out.counts.set(this.counts);
+    return out;
+  }
+
+  /** Ground-truth pixels per id (row sums). */
+  gtTotals(): number[] {
+    const k = this.size;
+    const out = new Array<number>(k).fill(0);
+    for (let g = 0; g < k; g++) for (let p = 0; p < k; p++) out[g]! += this.counts[g * k + p]!;
+    return out;
+  }
+
+  /** Predicted pixels per id (column sums). */
+  predTotals(): number[] {
+    const k = this.size;
+    const out = new Array<number>(k).fill(0);
+    for (let g = 0; g < k; g++) for (let p = 0; p < k; p++) out[p]! += this.counts[g * k + p]!;
+    return out;
+  }
+
+  /** The counts as rows (ground truth) of columns (prediction), for JSON reports. */
+  toRows(): number[][] {
+    const k = this.size;
+    return Array.from({ length: k }, (_, g) => Array.from(this.counts.subarray(g * k, (g + 1) * k)));
+  }
+
   at(gt: number, pred: number): number {
     return this.counts[gt * this.size + pred]!;
   }

@@ -1,1 +1,5 @@
 export * from "./confusion";
+export * from "./metrics";
+export * from "./boundary";
+export * from "./stats";
+export * from "./evaluate";
