@@ -116,7 +116,8 @@ export interface PbipConfig {
     /** Which labels gate the CAM channels. */
     gate: "gt" | "pred";
     gateThreshold: number;
-    background: { mode: "none" | "power" | "white"; power: number; whiteGrey: number; minBlob: number };
+    /** Background: `none` (release), `power` ((1-max)^p channel), `white` (grey > whiteGrey, blobs < minBlob px ignored), `power-white`. */
+    background: { mode: "none" | "power" | "white" | "power-white"; power: number; whiteGrey: number; minBlob: number };
   };
   encoder: {
     /** `mobilenetv2` (bundled stand-in), `swin-t` (release architecture), `onnx:<file>`, `tfjs:<model.json>`. */
