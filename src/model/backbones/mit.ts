@@ -157,7 +157,9 @@ export class MixTransformer implements Backbone {
         default:
           data = new Float32Array(n);
       }
-      this.vars.set(spec.name, tf.variable(tf.tensor(data, spec.shape, "float32"), true, prefix + spec.name));
+      const init = tf.tensor(data, spec.shape, "float32");
+      this.vars.set(spec.name, tf.variable(init, true, prefix + spec.name));
+      init.dispose(); // the variable holds its own reference to the data
     }
     this.source = `random init (seed ${seed})`;
   }
