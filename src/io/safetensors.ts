@@ -53,12 +53,15 @@ export function parseSafetensorsHeader(bytes: Uint8Array, file = "<buffer>"): Sa
   const spans: [number, number, string][] = [];
   for (const [name, raw] of Object.entries(json)) {
     if (name === "__metadata__") {
-      metadata = (raw ?? {}) as Record<string, string>;
+      if (raw === null || typeof raw !== "object" || Array.isArray(raw) || !Object.values(raw).every((v) => typeof v === "string")) {
+        throw new FileError(file, `safetensors __metadata__ is not an object of strings: ${JSON.stringify(raw).slice(0, 80)}`);
+      }
+      metadata = raw as Record<string, string>;
       continue;
     }
     const e = raw as Partial<HeaderEntry>;
     if (!e || typeof e !== "object") throw new FileError(file, `tensor "${name}": header entry is not an object`);
-    if (typeof e.dtype !== "string" || !(e.dtype in DTYPE_BYTES)) throw new FileError(file, `tensor "${name}": unknown dtype ${JSON.stringify(e.dtype)}`);
+    if (typeof e.dtype !== "string" || !Object.hasOwn(DTYPE_BYTES, e.dtype)) throw new FileError(file, `tensor "${name}": unknown dtype ${JSON.stringify(e.dtype)}`);
     if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0)) {
       throw new FileError(file, `tensor "${name}": shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`);
     }
