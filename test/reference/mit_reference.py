@@ -12,6 +12,9 @@ What it writes into --out-dir:
                           checkpoints, which loaders must ignore)
   weights_hf.safetensors  (with --hf) the same numbers under Hugging Face
                           `SegformerForImageClassification` names, k and v split
+  grad.safetensors        (with --grad) `loss_weight.stage1..4` (NHWC), `loss`, and
+                          `grad.<name>` for every encoder parameter (PyTorch
+                          layout): gradients of sum_s sum(stage_s * loss_weight_s)
   io.safetensors          `input` (NHWC, stored like the weights) and, per --case,
                           `<case>.stage1`..`<case>.stage4` (NHWC, F32): the
                           outputs of the four stages in eval mode
@@ -272,6 +275,8 @@ def main():
     ap.add_argument("--round", choices=["none", "bf16"], default="none",
                     help="round weights to values F16 and BF16 both hold exactly")
     ap.add_argument("--hf", action="store_true", help="also write weights_hf.safetensors")
+    ap.add_argument("--grad", action="store_true",
+                    help="also write grad.safetensors: parameter gradients of a seeded linear loss (first --case)")
     ap.add_argument("--input", default="1,224,224", help="B,H,W of the seeded random input (RGB)")
     ap.add_argument("--case", action="append", default=[],
                     help="NAME:s0,s1,s2,s3  stage strides of one forward pass of the input")
@@ -307,6 +312,28 @@ def main():
         meta[f"strides.{name}"] = s
         print(name, "strides", strides, "input", [b, h, w, 3], "stages", [list(o.permute(0, 2, 3, 1).shape) for o in outs])
     save_safetensors(os.path.join(args.out_dir, "io.safetensors"), io, dtypes, meta)
+
+    if args.grad:
+        # Gradients of loss = sum_s sum(stage_s * R_s) (R_s seeded, NHWC) w.r.t. every
+        # parameter, in PyTorch layout, for the first --case's strides.
+        name, s = args.case[0].split(":")
+        model64.set_strides([int(v) for v in s.split(",")])
+        model64.zero_grad()
+        outs = model64(x.double())
+        gw = torch.Generator().manual_seed(args.seed + 2000)
+        grad = {}
+        loss = 0
+        for k, o in enumerate(outs):
+            r = torch.randn(o.permute(0, 2, 3, 1).shape, generator=gw, dtype=torch.float64)
+            grad[f"loss_weight.stage{k + 1}"] = r
+            loss = loss + (o.permute(0, 2, 3, 1) * r).sum()
+        loss.backward()
+        grad["loss"] = loss.detach().reshape(1)
+        for pname, p in model64.named_parameters():
+            if not pname.startswith("head."):
+                grad[f"grad.{pname}"] = p.grad
+        save_safetensors(os.path.join(args.out_dir, "grad.safetensors"), grad, "F32", {**meta, "strides": s})
+        print("gradients of", len(grad) - 5, "parameters, loss", float(loss))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,172 @@
+// Training the Mix Transformer: custom gradients against finite differences, a full
+// training step on WASM against CPU, gradients against PyTorch autograd (when torch
+// is available), and no tensor growth across steps.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { spawnSync } from "node:child_process";
+import * as tf from "@tensorflow/tfjs";
+import { onBackend, maxRelErr, randomArray, finiteDiff } from "../helpers";
+import { readSafetensors } from "../../src/io";
+import { cacheDir, sha256File } from "../../src/util";
+import { buildMiT, layerNorm, geluErf, toPyTorchLayout, type MiTConfig, type MixTransformer } from "../../src/model/backbones";
+
+const FIX = path.join(__dirname, "..", "fixtures", "mit");
+const TINY: Partial<MiTConfig> = {
+  embedDims: [8, 16, 24, 32],
+  numHeads: [1, 2, 3, 4],
+  depths: [1, 1, 1, 1],
+  srRatios: [8, 4, 2, 1],
+  mlpRatios: [4, 2, 2, 2],
+};
+const io = readSafetensors(path.join(FIX, "io.safetensors"));
+const input = io.get("input")!;
+
+test("layerNorm and geluErf gradients match finite differences (CPU and WASM)", async () => {
+  const x0 = Float32Array.from(randomArray(5 * 6, 1), (v) => 2 * v);
+  const g0 = Float32Array.from(randomArray(6, 2), (v) => 1 + 0.5 * v);
+  const b0 = randomArray(6, 3);
+  const r = randomArray(5 * 6, 4);
+  for (const backend of ["cpu", "wasm"] as const) {
+    await onBackend(backend, () => {
+      const ln = (x: Float32Array, g: Float32Array, b: Float32Array) =>
+        tf.tidy(() => tf.sum(tf.mul(layerNorm(tf.tensor2d(x, [5, 6]), tf.tensor1d(g), tf.tensor1d(b), 1e-5), tf.tensor2d(r, [5, 6]))).dataSync()[0]!);
+      const before = tf.memory().numTensors;
+      const [dx, dg, db] = tf.tidy(() => {
+        const grads = tf.grads((x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) =>
+          tf.sum(tf.mul(layerNorm(x as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-5), tf.tensor2d(r, [5, 6]))),
+        )([tf.tensor2d(x0, [5, 6]), tf.tensor1d(g0), tf.tensor1d(b0)]);
+        return grads.map((t) => t.dataSync().slice());
+      });
+      assert.equal(tf.memory().numTensors, before, "no leak");
+      const coords = [0, 7, 13, 29];
+      const fdx = finiteDiff((x) => ln(x, g0, b0), x0, coords, 1e-2);
+      coords.forEach((c, i) => assert.ok(Math.abs(dx![c]! - fdx[i]!) < 3e-3, `${backend} LN dx[${c}] ${dx![c]} vs ${fdx[i]}`));
+      const fdg = finiteDiff((g) => ln(x0, g, b0), g0, [0, 3, 5], 1e-2);
+      [0, 3, 5].forEach((c, i) => assert.ok(Math.abs(dg![c]! - fdg[i]!) < 3e-3, `${backend} LN dgamma[${c}]`));
+      const fdb = finiteDiff((b) => ln(x0, g0, b), b0, [1, 4], 1e-2);
+      [1, 4].forEach((c, i) => assert.ok(Math.abs(db![c]! - fdb[i]!) < 3e-3, `${backend} LN dbeta[${c}]`));
+
+      const gl = (x: Float32Array) => tf.tidy(() => tf.sum(tf.mul(geluErf(tf.tensor1d(x)), tf.tensor1d(r))).dataSync()[0]!);
+      const dgx = tf.tidy(() => tf.grad((x: tf.Tensor) => tf.sum(tf.mul(geluErf(x), tf.tensor1d(r))))(tf.tensor1d(x0)).dataSync().slice());
+      const fdgx = finiteDiff(gl, x0, coords, 1e-2);
+      coords.forEach((c, i) => assert.ok(Math.abs(dgx[c]! - fdgx[i]!) < 2e-3, `${backend} GELU dx[${c}] ${dgx[c]} vs ${fdgx[i]}`));
+      // The forward value against the erf definition at a few points (Abramowitz-Stegun erf in TF.js: |err| < 2e-7).
+      const y = tf.tidy(() => geluErf(tf.tensor1d([-3, -1, 0, 0.5, 2])).dataSync());
+      [-0.00404969, -0.15865525, 0, 0.34573123, 1.95449974].forEach((v, i) => assert.ok(Math.abs(y[i]! - v) < 1e-6, `GELU(${i})`));
+    });
+  }
+});
+
+/** A training step's loss: sum over stages of sum(F_s * W_s), with fixed seeded weights W_s. */
+function stepGrads(model: MixTransformer, training: boolean, lossWeights?: Float32Array[]): { loss: number; grads: Map<string, Float32Array> } {
+  const vars = [...model.namedVariables()];
+  let result: { loss: number; grads: Map<string, Float32Array> } | undefined;
+  tf.tidy(() => {
+    const x = tf.tensor4d(input.data, input.shape as [number, number, number, number]);
+    const { value, grads } = tf.variableGrads(() => {
+      const maps = model.apply(x, training);
+      let loss = tf.scalar(0);
+      maps.forEach((m, s) => {
+        const w = lossWeights ? lossWeights[s]! : randomArray(m.size, 10 + s);
+        loss = tf.add(loss, tf.sum(tf.mul(m, tf.tensor(w, m.shape))));
+      });
+      return loss as tf.Scalar;
+    }, vars.map(([, v]) => v));
+    const out = new Map<string, Float32Array>();
+    for (const [name, v] of vars) {
+      const g = grads[v.name];
+      assert.ok(g, `gradient for ${name}`);
+      out.set(name, g.dataSync() as Float32Array);
+    }
+    result = { loss: value.dataSync()[0]!, grads: out };
+  });
+  return result!;
+}
+
+test("a training step (stochastic depth on) gives the same gradients on WASM and CPU", async () => {
+  const results: Record<string, { loss: number; grads: Map<string, Float32Array> }> = {};
+  for (const backend of ["cpu", "wasm"] as const) {
+    results[backend] = await onBackend(backend, () => {
+      const model = buildMiT("mit-b0", { config: TINY, seed: 21, dropPathRate: 0.3 });
+      model.loadWeights(path.join(FIX, "weights.safetensors"));
+      const r = stepGrads(model, true);
+      model.dispose();
+      return r;
+    });
+  }
+  const cpu = results.cpu!;
+  const wasm = results.wasm!;
+  assert.ok(Math.abs(cpu.loss - wasm.loss) <= 1e-5 * Math.abs(cpu.loss), `loss ${wasm.loss} vs ${cpu.loss}`);
+  let nonzero = 0;
+  for (const [name, g] of cpu.grads) {
+    const err = maxRelErr(wasm.grads.get(name)!, g);
+    assert.ok(err < 1e-3, `${name}: WASM vs CPU gradient max relative error ${err.toExponential(2)}`);
+    if (g.some((v) => v !== 0)) nonzero++;
+  }
+  // Parameters of a branch that stochastic depth dropped for the whole batch get zero gradients.
+  assert.ok(nonzero >= cpu.grads.size / 2, `${nonzero}/${cpu.grads.size} parameters get a non-zero gradient`);
+});
+
+test("tensor count does not grow across training steps (WASM, SGD)", async () => {
+  await onBackend("wasm", () => {
+    const model = buildMiT("mit-b0", { config: TINY, seed: 4, dropPathRate: 0.1 });
+    const vars = [...model.namedVariables().values()];
+    const opt = tf.train.sgd(1e-3);
+    const x = tf.tensor4d(input.data, input.shape as [number, number, number, number]);
+    const step = () =>
+      tf.tidy(() => {
+        const cost = opt.minimize(() => tf.addN(model.apply(x, true).map((m) => tf.mean(tf.square(m)))) as tf.Scalar, true, vars);
+        return cost!.dataSync()[0]!;
+      });
+    const first = step();
+    const after1 = tf.memory().numTensors;
+    const losses = [first, step(), step(), step()];
+    assert.equal(tf.memory().numTensors, after1, "no tensors accumulate across steps");
+    assert.ok(losses.every(Number.isFinite));
+    opt.dispose();
+    x.dispose();
+    model.dispose();
+  });
+});
+
+const PY = "/usr/bin/python3";
+test("gradients match PyTorch autograd on the tiny configuration", async (t) => {
+  if (!fs.existsSync(PY) || spawnSync(PY, ["-c", "import torch, numpy"], { stdio: "ignore" }).status !== 0) {
+    t.skip(`${PY} cannot import torch: the autograd comparison is skipped`);
+    return;
+  }
+  const script = path.join(__dirname, "..", "reference", "mit_reference.py");
+  const dir = cacheDir("mit-reference", `tiny-grad-${sha256File(script).slice(0, 12)}`);
+  if (!fs.existsSync(path.join(dir, "grad.safetensors"))) {
+    const r = spawnSync(
+      PY,
+      [script, "--config", "tiny", "--round", "bf16", "--weights-dtype", "F16", "--out-dir", dir, "--input", "2,64,40", "--case", "release:4,2,2,1", "--grad"],
+      { encoding: "utf8" },
+    );
+    assert.equal(r.status, 0, `reference failed: ${r.stderr}`);
+  }
+  const ref = readSafetensors(path.join(dir, "grad.safetensors"));
+  // Same weights and input as the committed fixture (same seed and rounding).
+  assert.deepEqual(readSafetensors(path.join(dir, "io.safetensors")).get("input")!.data, input.data);
+  await onBackend("wasm", () => {
+    const model = buildMiT("mit-b0", { config: TINY, weights: path.join(dir, "weights.safetensors") });
+    const lw = [1, 2, 3, 4].map((s) => ref.get(`loss_weight.stage${s}`)!.data);
+    const { loss, grads } = stepGrads(model, false, lw);
+    const refLoss = ref.get("loss")!.data[0]!;
+    assert.ok(Math.abs(loss - refLoss) < 1e-4 * Math.max(1, Math.abs(refLoss)), `loss ${loss} vs ${refLoss}`);
+    let worst = 0;
+    for (const [name, g] of grads) {
+      const r = ref.get(`grad.${name}`)!;
+      assert.ok(r, `reference gradient for ${name}`);
+      const v = model.namedVariables().get(name)!;
+      const mine = tf.tidy(() => toPyTorchLayout(name, tf.tensor(g, v.shape)).dataSync());
+      const err = maxRelErr(mine, r.data);
+      worst = Math.max(worst, err);
+      assert.ok(err < 1e-3, `${name}: max relative error ${err.toExponential(2)} against autograd`);
+    }
+    t.diagnostic(`worst per-parameter max relative error against PyTorch autograd: ${worst.toExponential(2)}`);
+    model.dispose();
+  });
+});
