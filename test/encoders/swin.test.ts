@@ -1,0 +1,197 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { onBackend, randomArray, maxRelErr, finiteDiff } from "../helpers";
+import { readSafetensors, writeSafetensors } from "../../src/io";
+import {
+  SwinModel,
+  buildSwinParams,
+  createSwinEncoder,
+  SWIN_IMAGENET_PREPROCESSING,
+} from "../../src/encoders/swin";
+import {
+  PROJECTION_KEY,
+  readSwinWeights,
+  relativePositionIndex,
+  swinParameterSpecs,
+  SWIN_T_CONFIG,
+  type SwinConfig,
+} from "../../src/encoders/swin-weights";
+
+// The tiny configuration of test/reference/swin_reference.py (--config tiny): window 3 on a
+// 72x96 input gives maps 18x24, 9x12, 5x6 (padded to 6x6, shifted with the mask), 3x3
+// (= the window: no shift), and odd maps before both late merges.
+const TINY: SwinConfig = { patchSize: 4, inChannels: 3, embedDim: 4, depths: [2, 2, 2, 2], numHeads: [1, 2, 2, 4], windowSize: 3, mlpRatio: 4, layerNormEps: 1e-5 };
+const FIX = path.join(__dirname, "..", "fixtures", "swin");
+const IN_SHAPE: [number, number, number, number] = [2, 72, 96, 3];
+const INPUT = randomArray(IN_SHAPE.reduce((a, b) => a * b), 11);
+const io = readSafetensors(path.join(FIX, "io.safetensors"));
+
+function tinyModel(): SwinModel {
+  const w = readSwinWeights([path.join(FIX, "weights.safetensors"), path.join(FIX, "projection.safetensors")], TINY, { projection: true });
+  assert.deepEqual(w.report.missing, []);
+  assert.deepEqual(w.report.unexpected, []);
+  assert.deepEqual(w.report.misshaped, []);
+  return new SwinModel(buildSwinParams(TINY, w.tensors, w.tensors.get(PROJECTION_KEY)));
+}
+
+function ref(name: string): Float32Array {
+  const t = io.get(name);
+  assert.ok(t, `io.safetensors has ${name}`);
+  return t.data;
+}
+
+test("parameter names are Hugging Face SwinModel's; the index buffer is Swin's", () => {
+  const names = swinParameterSpecs({ ...SWIN_T_CONFIG, depths: [...SWIN_T_CONFIG.depths], numHeads: [...SWIN_T_CONFIG.numHeads] }).map((s) => s.name);
+  for (const n of [
+    "embeddings.patch_embeddings.projection.weight",
+    "embeddings.norm.bias",
+    "encoder.layers.0.blocks.0.attention.self.query.weight",
+    "encoder.layers.0.blocks.1.attention.self.relative_position_bias_table",
+    "encoder.layers.2.blocks.5.output.dense.bias",
+    "encoder.layers.0.downsample.reduction.weight",
+    "encoder.layers.2.downsample.norm.weight",
+    "layernorm.weight",
+  ]) assert.ok(names.includes(n), n);
+  assert.ok(!names.some((n) => n.startsWith("encoder.layers.3.downsample")), "no merging after the last stage");
+  // 4 embedding tensors + 17 per block * 12 blocks + 3 per merging * 3 + 2 final = 219.
+  assert.equal(names.length, 4 + 17 * 12 + 9 + 2);
+  // Hand-worked 2x2 window: tokens (0,0),(0,1),(1,0),(1,1); offset (dy,dx) -> (dy+1)*3 + dx+1.
+  assert.deepEqual([...relativePositionIndex(2)], [4, 3, 1, 0, 5, 4, 2, 1, 7, 6, 4, 3, 8, 7, 5, 4]);
+});
+
+for (const backend of ["wasm", "cpu"] as const) {
+  test(`tiny Swin matches the PyTorch reference on ${backend} (pooled, projected, tokens; max relative error 1e-4)`, async (t) => {
+    await onBackend(backend, () => {
+      const before = tf.memory().numTensors;
+      const model = tinyModel();
+      const afterBuild = tf.memory().numTensors;
+      const x = tf.tensor4d(INPUT, IN_SHAPE);
+      for (const differentiable of [false, true]) {
+        const out = model.forward(x, { tokens: true, differentiable });
+        const projected = model.project(out.pooled);
+        const errs = {
+          pooled: maxRelErr(out.pooled.dataSync(), ref("pooled")),
+          projected: maxRelErr(projected.dataSync(), ref("projected")),
+          tokens: maxRelErr(out.tokens!.dataSync(), ref("tokens")),
+        };
+        assert.deepEqual(out.tokens!.shape, [2, 3, 3, 32]);
+        t.diagnostic(`${differentiable ? "custom-gradient ops" : "plain forward"}: ${JSON.stringify(errs)}`);
+        for (const [k, e] of Object.entries(errs)) assert.ok(e < 1e-4, `${k}: max relative error ${e.toExponential(2)}`);
+        tf.dispose([out.pooled, out.tokens!, projected]);
+      }
+      x.dispose();
+      // The bias/mask cache is built once per geometry and kept until dispose.
+      assert.ok(tf.memory().numTensors > afterBuild);
+      model.dispose();
+      assert.equal(tf.memory().numTensors, before, "no tensors left after dispose");
+    });
+  });
+}
+
+test("input gradient matches PyTorch autograd (1e-4) and central finite differences", async (t) => {
+  await onBackend("cpu", () => {
+    const model = tinyModel();
+    const r = tf.tensor2d(ref("grad_weights"), [2, 8]);
+    const loss = (x: tf.Tensor4D) => tf.sum(tf.mul(model.project(model.forward(x).pooled), r)) as tf.Scalar;
+    const x = tf.tensor4d(INPUT, IN_SHAPE);
+    const g = tf.grad(loss)(x);
+    const gAll = g.dataSync();
+    const n0 = 72 * 96 * 3;
+    const g0 = gAll.slice(0, n0);
+    const err = maxRelErr(g0, ref("grad_input0"));
+    t.diagnostic(`d loss / d input[0]: max relative error vs torch ${err.toExponential(2)}`);
+    assert.ok(err < 1e-4, `gradient vs torch: ${err.toExponential(2)}`);
+    // Image 1 does not reach image 0's features and vice versa: the loss is separable, so
+    // the gradient of image 1 is generally non-zero; check it is finite and the same when image 0 changes.
+    assert.ok(gAll.slice(n0).every(Number.isFinite));
+    // Finite differences on sampled coordinates (float32: eps 1e-2, tolerance 2e-2 of the largest gradient).
+    const f = (arr: Float32Array) => tf.tidy(() => loss(tf.tensor4d(arr, IN_SHAPE)).dataSync()[0]!);
+    const coords = [5, 1000, 4321, 9999, 20735, 12345 + 3, 700 * 3 + 1];
+    const fd = finiteDiff(f, INPUT, coords, 1e-2);
+    const scale = Math.max(...g0.map(Math.abs));
+    coords.forEach((c, i) => {
+      const diff = Math.abs(fd[i]! - gAll[c]!);
+      assert.ok(diff < 2e-2 * scale, `coordinate ${c}: finite difference ${fd[i]} vs gradient ${gAll[c]} (scale ${scale})`);
+    });
+    tf.dispose([r, x, g]);
+    model.dispose();
+  });
+});
+
+test("weights report names missing, unexpected and mis-shaped keys; wrong index buffers are refused", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-swin-"));
+  try {
+    const src = readSafetensors(path.join(FIX, "weights.safetensors"));
+    const bad = new Map(src);
+    bad.delete("swin.encoder.layers.1.blocks.0.attention.self.key.bias");
+    bad.set("swin.encoder.layers.0.blocks.0.extra.weight", { dtype: "float32", shape: [2], data: new Float32Array(2) });
+    const q = src.get("swin.encoder.layers.0.blocks.1.attention.self.query.weight")!;
+    bad.set("swin.encoder.layers.0.blocks.1.attention.self.query.weight", { dtype: "float32", shape: [2, 8], data: q.data });
+    const file = path.join(dir, "bad.safetensors");
+    writeSafetensors(file, bad);
+    const r = readSwinWeights([file], TINY, { projection: true });
+    assert.deepEqual(r.report.missing, ["encoder.layers.1.blocks.0.attention.self.key.bias", PROJECTION_KEY]);
+    assert.deepEqual(r.report.unexpected, ["swin.encoder.layers.0.blocks.0.extra.weight"]);
+    assert.equal(r.report.misshaped.length, 1);
+    assert.match(r.report.misshaped[0]!, /query\.weight: file \[2, 8\] vs model \[4, 4\]/);
+    await assert.rejects(createSwinEncoder({ weights: file, config: TINY }), (e: Error) => {
+      assert.match(e.message, /bad\.safetensors: weights do not match the model/);
+      assert.match(e.message, /missing \(1\): encoder\.layers\.1\.blocks\.0\.attention\.self\.key\.bias/);
+      assert.match(e.message, /unexpected \(1\)/);
+      assert.match(e.message, /mis-shaped \(1\)/);
+      return true;
+    });
+    // The fixture's int64 relative_position_index buffers are checked against a 3x3 window; a 2x2 config refuses them.
+    const ok = readSwinWeights([path.join(FIX, "weights.safetensors")], TINY);
+    assert.equal(ok.checkedIndexBuffers, 8);
+    assert.throws(() => readSwinWeights([path.join(FIX, "weights.safetensors")], { ...TINY, windowSize: 2 }), /relative position index of a 2x2 window/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("encoder: identity, stand-in labels, preprocessing, dense map pools to the pooled vector", async () => {
+  await onBackend("wasm", async () => {
+    const before = tf.memory().numTensors;
+    const enc = await createSwinEncoder({ weights: path.join(FIX, "weights.safetensors"), projection: path.join(FIX, "projection.safetensors"), config: TINY, preprocessing: { inputSize: 72 }, batchSize: 2 });
+    assert.equal(enc.identity.dim, 8);
+    assert.match(enc.identity.weightsHash, /^[0-9a-f]{16}$/);
+    assert.deepEqual(enc.identity.preprocessing, { ...SWIN_IMAGENET_PREPROCESSING, inputSize: 72 });
+    assert.ok(enc.isStandIn, "weights without a sidecar are not called MedCLIP");
+    assert.match(enc.standInNote!, /no sidecar JSON/);
+    assert.match(enc.info.projection, /projection\.weight \[8, 32\] from the weights file/);
+    const images = tf.tensor4d(randomArray(3 * 80 * 80 * 3, 5).map((v) => (v + 1) / 2), [3, 80, 80, 3]);
+    const a = enc.apply(images, { dense: true });
+    const b = await enc.encode(images, { dense: true }); // 2 chunks (batchSize 2)
+    assert.deepEqual(a.pooled.shape, [3, 8]);
+    assert.deepEqual(a.dense!.shape, [3, 3, 3, 8]);
+    assert.ok(maxRelErr(b.pooled.dataSync(), a.pooled.dataSync()) < 1e-5, "encode (chunked, no gradients) = apply");
+    assert.ok(maxRelErr(b.dense!.dataSync(), a.dense!.dataSync()) < 1e-5);
+    const pooledFromDense = tf.mean(a.dense!, [1, 2]);
+    assert.ok(maxRelErr(pooledFromDense.dataSync(), a.pooled.dataSync()) < 1e-5, "mean of the projected token map = projected pooled vector");
+    tf.dispose([images, a.pooled, a.dense!, b.pooled, b.dense!, pooledFromDense]);
+    enc.dispose();
+    assert.equal(tf.memory().numTensors, before);
+
+    const rnd = await createSwinEncoder({ randomSeed: 3, config: TINY, preprocessing: { inputSize: 72 } });
+    assert.ok(rnd.isStandIn);
+    assert.match(rnd.standInNote!, /TEST STAND-IN: Swin with random weights \(seed 3\)/);
+    assert.match(rnd.identity.name, /^swin-t-medclip-release:random-seed3$/);
+    assert.equal(rnd.identity.dim, 512);
+    const again = await createSwinEncoder({ randomSeed: 3, config: TINY, preprocessing: { inputSize: 72 } });
+    assert.equal(again.identity.weightsHash, rnd.identity.weightsHash, "seeded weights hash is reproducible");
+    rnd.dispose();
+    again.dispose();
+    await assert.rejects(createSwinEncoder({}), /needs weights: write them with kernel-setup\/export_swin_weights\.py/);
+    // Too small an input for the window is a clear error.
+    const small = await createSwinEncoder({ randomSeed: 1, config: TINY, preprocessing: { inputSize: 40 } });
+    const img = tf.zeros([1, 40, 40, 3]) as tf.Tensor4D;
+    assert.throws(() => small.apply(img), /smaller than the 3x3 attention window/);
+    img.dispose();
+    small.dispose();
+  });
+});
