@@ -54,12 +54,12 @@ export interface CamResult {
 
 /**
  * Fused CAMs of a batch with test-time augmentation (h-flip x intensity scales,
- * averaged). `labels` gate the channels when `cfg.gate` is `gt`; otherwise the
+ * averaged), upsampled to `outSize` (default: the image size). `labels` gate the channels when `cfg.gate` is `gt`; otherwise the
  * predicted probabilities above `cfg.gateThreshold` do (at least the top class).
  */
-export function computeCams(net: ClassNet, images: tf.Tensor4D, labels: tf.Tensor2D | undefined, cfg: CamConfig): CamResult {
+export function computeCams(net: ClassNet, images: tf.Tensor4D, labels: tf.Tensor2D | undefined, cfg: CamConfig, outSize?: [number, number]): CamResult {
   return tf.tidy(() => {
-    const size: [number, number] = [images.shape[1], images.shape[2]];
+    const size: [number, number] = outSize ?? [images.shape[1], images.shape[2]];
     const plain = net.forward(images, false);
     const probs = classProbabilities(net, plain.logits);
     let gate: tf.Tensor2D;

@@ -1,1 +1,4 @@
-export {};
+export * from "./optim";
+export * from "./schedule";
+export * from "./validate";
+export * from "./trainer";
