@@ -32,7 +32,12 @@ export interface ContrastiveLossOptions {
   reduction?: ContrastiveReduction;
 }
 
-/** The subclass index of each pair's own prototype, as given by pair selection. */
+/**
+ * The subclass index of each pair's own prototype, as given by pair selection.
+ * Host arrays are range-checked. An int32 tensor is used on the device as it is,
+ * without reading it back (a synchronous read fails on WebGPU in Node), so it is
+ * not range-checked: an index outside [0, S) leaves its pair without a positive.
+ */
 export type PositiveIndices = readonly number[] | Int32Array | tf.Tensor1D;
 
 /** Added to a logit to remove it from a log-sum-exp (exp underflows to exactly 0; no inf, so no NaN in gradients). */
@@ -45,23 +50,7 @@ export function l2NormalizeRows(x: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => tf.mul(x, tf.rsqrt(tf.maximum(tf.sum(tf.square(x), 1, true), NORM_EPS * NORM_EPS))) as tf.Tensor2D);
 }
 
-function positivesToHost(positives: PositiveIndices): ArrayLike<number> {
-  if (positives instanceof tf.Tensor) {
-    if (positives.rank !== 1) throw new UsageError(`positives must be a 1-D tensor [P], got [${positives.shape.join(", ")}]`);
-    return positives.dataSync();
-  }
-  return positives;
-}
-
-interface Prepared {
-  /** [P, S] logits cos(x_p, P_s) / t. */
-  z: tf.Tensor2D;
-  /** [P, S] float 1 at each pair's positive prototype, else 0. */
-  mask: tf.Tensor2D;
-  s: number;
-}
-
-/** Validate the inputs; build the positive mask on the host (tf.oneHot is broken on WASM). */
+/** Validate the inputs; for host positives, build the positive mask on the host (tf.oneHot is broken on WASM). */
 function validate(fn: string, features: tf.Tensor2D, positives: PositiveIndices, prototypes: tf.Tensor2D, opts: ContrastiveLossOptions) {
   if (features.rank !== 2) throw new UsageError(`${fn}: features must be [P, d], got [${features.shape.join(", ")}]`);
   if (prototypes.rank !== 2) throw new UsageError(`${fn}: prototypes must be [S, d], got [${prototypes.shape.join(", ")}]`);
@@ -72,20 +61,29 @@ function validate(fn: string, features: tf.Tensor2D, positives: PositiveIndices,
   if (!(opts.temperature > 0) || !Number.isFinite(opts.temperature)) throw new UsageError(`${fn}: temperature must be a finite number > 0, got ${opts.temperature}`);
   const reduction = opts.reduction ?? "batch";
   if (reduction !== "batch" && reduction !== "pair") throw new UsageError(`${fn}: unknown reduction "${String(reduction)}" (use batch or pair)`);
-  const pos = positivesToHost(positives);
-  if (pos.length !== p) throw new UsageError(`${fn}: ${pos.length} positive indices for ${p} pairs of features`);
-  const mask = new Float32Array(p * s);
-  for (let i = 0; i < p; i++) {
-    const j = pos[i]!;
-    if (!Number.isInteger(j) || j < 0 || j >= s) throw new UsageError(`${fn}: positives[${i}] = ${j} is not a subclass index in [0, ${s})`);
-    mask[i * s + j] = 1;
+  let mask: Float32Array | tf.Tensor1D;
+  if (positives instanceof tf.Tensor) {
+    if (positives.rank !== 1 || positives.shape[0] !== p) throw new UsageError(`${fn}: positives must be a tensor [P=${p}], got [${positives.shape.join(", ")}]`);
+    if (positives.dtype !== "int32") throw new UsageError(`${fn}: a positives tensor must be int32, got ${positives.dtype}`);
+    mask = positives;
+  } else {
+    if (positives.length !== p) throw new UsageError(`${fn}: ${positives.length} positive indices for ${p} pairs of features`);
+    mask = new Float32Array(p * s);
+    for (let i = 0; i < p; i++) {
+      const j = positives[i]!;
+      if (!Number.isInteger(j) || j < 0 || j >= s) throw new UsageError(`${fn}: positives[${i}] = ${j} is not a subclass index in [0, ${s})`);
+      mask[i * s + j] = 1;
+    }
   }
   return { p, s, mask, reduction };
 }
 
-function prepare(features: tf.Tensor2D, prototypes: tf.Tensor2D, mask: Float32Array, p: number, s: number, t: number): Prepared {
+/** z [P, S] = cos(x_p, P_s) / t, and the [P, S] float mask: 1 at each pair's positive prototype, else 0. */
+function prepare(features: tf.Tensor2D, prototypes: tf.Tensor2D, mask: Float32Array | tf.Tensor1D, p: number, s: number, t: number) {
   const z = tf.div(tf.matMul(l2NormalizeRows(features), l2NormalizeRows(prototypes), false, true), t) as tf.Tensor2D;
-  return { z, mask: tf.tensor2d(mask, [p, s]), s };
+  // a one-hot by comparison (tf.oneHot writes wrong values on WASM)
+  const m = mask instanceof tf.Tensor ? tf.cast(tf.equal(tf.reshape(mask, [p, 1]), tf.range(0, s, 1, "int32").reshape([1, s])), "float32") : tf.tensor2d(mask, [p, s]);
+  return { z, mask: m as tf.Tensor2D };
 }
 
 /**

@@ -58,7 +58,8 @@ export interface AdamWOptions {
   /**
    * Clip gradients to this global L2 norm before the update, as
    * `torch.nn.utils.clip_grad_norm_(params, maxNorm)` does: every gradient is
-   * multiplied by `min(1, maxNorm / (norm + 1e-6))`. Default: no clipping.
+   * multiplied by `min(1, maxNorm / (norm + 1e-6))`. The norm before clipping is
+   * available from {@link AdamW.gradNorm}. Default: no clipping.
    */
   clipGradNorm?: number;
 }
@@ -78,8 +79,6 @@ export interface StepInfo {
   step: number;
   /** The base learning rate used (before group multipliers). */
   lr: number;
-  /** The global gradient L2 norm before clipping; only computed when clipping is on (it costs a read-back). */
-  gradNorm?: number;
   /** Parameters that had no gradient in this step and were left unchanged. */
   skipped: string[];
 }
@@ -155,6 +154,8 @@ export class AdamW {
   private readonly clip?: number;
   private steps = 0;
   private disposed = false;
+  /** The last global gradient norm (clipping on), kept on the device until read or replaced. */
+  private lastNorm?: tf.Scalar;
 
   constructor(params: Parameters, options: AdamWOptions) {
     this.baseLr = finite("lr", options.lr, 0);
@@ -226,12 +227,12 @@ export class AdamW {
       }
       pairs.push([s, g]);
     }
-    let gradNorm: number | undefined;
-    tf.tidy(() => {
+    // Nothing is read back to the host here (a synchronous read fails on WebGPU in Node).
+    const norm = tf.tidy(() => {
       let coef: tf.Scalar | undefined;
+      let norm: tf.Scalar | undefined;
       if (this.clip !== undefined && pairs.length > 0) {
-        const norm = tf.sqrt(tf.addN(pairs.map(([, g]) => tf.sum(tf.square(g))))) as tf.Scalar;
-        gradNorm = norm.dataSync()[0]!;
+        norm = tf.sqrt(tf.addN(pairs.map(([, g]) => tf.sum(tf.square(g))))) as tf.Scalar;
         // as torch.nn.utils.clip_grad_norm_: multiply by min(1, maxNorm / (norm + 1e-6)), always
         coef = tf.minimum(tf.div(this.clip, tf.add(norm, 1e-6)), 1) as tf.Scalar;
       }
@@ -250,19 +251,31 @@ export class AdamW {
         s.v.assign(v);
         s.variable.assign(next);
       }
+      return norm;
     });
+    this.lastNorm?.dispose();
+    this.lastNorm = norm;
     this.steps += 1;
-    return { step: this.steps, lr, gradNorm, skipped };
+    return { step: this.steps, lr, skipped };
   }
 
-  /** A copy of the state on the host (m, v, step counts), for a checkpoint. */
-  getState(): AdamWState {
+  /**
+   * The global L2 norm of the last step's gradients before clipping (as
+   * clip_grad_norm_ returns it); undefined when clipping is off or before the first step.
+   */
+  async gradNorm(): Promise<number | undefined> {
+    if (!this.lastNorm) return undefined;
+    return (await this.lastNorm.data())[0]!;
+  }
+
+  /** A copy of the state on the host (m, v, step counts), for a checkpoint. Asynchronous: it reads the device. */
+  async getState(): Promise<AdamWState> {
     const tensors: NamedTensors = new Map();
     const paramSteps: Record<string, number> = {};
+    const host = async (t: tf.Variable): Promise<HostTensor> => ({ dtype: "float32", shape: [...t.shape], data: Float32Array.from((await t.data()) as Float32Array) });
     for (const s of this.slots) {
-      const host = (t: tf.Variable): HostTensor => ({ dtype: "float32", shape: [...t.shape], data: Float32Array.from(t.dataSync() as Float32Array) });
-      tensors.set(`exp_avg/${s.name}`, host(s.m));
-      tensors.set(`exp_avg_sq/${s.name}`, host(s.v));
+      tensors.set(`exp_avg/${s.name}`, await host(s.m));
+      tensors.set(`exp_avg_sq/${s.name}`, await host(s.v));
       paramSteps[s.name] = s.t;
     }
     return { step: this.steps, paramSteps, tensors };
@@ -308,6 +321,8 @@ export class AdamW {
       s.m.dispose();
       s.v.dispose();
     }
+    this.lastNorm?.dispose();
+    this.lastNorm = undefined;
     this.disposed = true;
   }
 }

@@ -117,6 +117,23 @@ for (const backend of ["cpu", "wasm"] as const) {
     assert.equal(tf.memory().numTensors, before, "contrastive losses leak no tensors");
   });
 
+  test(`[${backend}] int32 tensor positives give the same losses as host arrays`, async () => {
+    await onBackend(backend, () => undefined);
+    const f = tf.tensor2d(randomArray(4 * 5, 31), [4, 5]);
+    const p = tf.tensor2d(randomArray(6 * 5, 32), [6, 5]);
+    const host = [5, 0, 2, 2];
+    const dev = tf.tensor1d(host, "int32");
+    for (const fn of [foregroundContrastiveLoss, backgroundContrastiveLoss]) {
+      for (const reduction of ["batch", "pair"] as const) {
+        const a = fn(f, host, p, { temperature: 0.07, reduction });
+        const b = fn(f, dev, p, { temperature: 0.07, reduction });
+        close(b.dataSync()[0]!, a.dataSync()[0]!, 1e-6, `${fn.name} ${reduction}`);
+        tf.dispose([a, b]);
+      }
+    }
+    tf.dispose([f, p, dev]);
+  });
+
   test(`[${backend}] contrastive losses stay finite at tiny temperatures`, async () => {
     await onBackend(backend, () => undefined);
     // t = 0.001: logits of 1000, exp overflows float32; in log space FG ~ log(1 + e^-1000) = 0, BG ~ 1000.
@@ -166,7 +183,9 @@ for (const backend of ["cpu", "wasm"] as const) {
     assert.throws(() => backgroundContrastiveLoss(f, [0, 1], protos, { temperature: 0 }), /temperature/);
     assert.throws(() => backgroundContrastiveLoss(f, [0, 0], tf.zeros([1, 4]) as tf.Tensor2D, o), /at least 2 prototypes/);
     assert.throws(() => backgroundContrastiveLoss(f, [0, 0], tf.zeros([3, 5]) as tf.Tensor2D, o), /d = 4 .* d = 5/);
-    tf.dispose([protos, f]);
+    const floatPos = tf.tensor1d([0, 1]);
+    assert.throws(() => foregroundContrastiveLoss(f, floatPos as tf.Tensor1D, protos, o), /must be int32/);
+    tf.dispose([protos, f, floatPos]);
   });
 
   test(`[${backend}] pbipLoss: the total of METHOD.md, by hand`, async () => {
