@@ -46,7 +46,7 @@ const EXCLUDE = -1e30;
 const NORM_EPS = 1e-12;
 
 /** Rows divided by their L2 norm, as F.normalize(x, dim=-1): x / max(||x||, eps), with a gradient that stays finite at 0. */
-export function l2NormalizeRows(x: tf.Tensor2D): tf.Tensor2D {
+export function l2NormalizeTensorRows(x: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => tf.mul(x, tf.rsqrt(tf.maximum(tf.sum(tf.square(x), 1, true), NORM_EPS * NORM_EPS))) as tf.Tensor2D);
 }
 
@@ -80,7 +80,7 @@ function validate(fn: string, features: tf.Tensor2D, positives: PositiveIndices,
 
 /** z [P, S] = cos(x_p, P_s) / t, and the [P, S] float mask: 1 at each pair's positive prototype, else 0. */
 function prepare(features: tf.Tensor2D, prototypes: tf.Tensor2D, mask: Float32Array | tf.Tensor1D, p: number, s: number, t: number) {
-  const z = tf.div(tf.matMul(l2NormalizeRows(features), l2NormalizeRows(prototypes), false, true), t) as tf.Tensor2D;
+  const z = tf.div(tf.matMul(l2NormalizeTensorRows(features), l2NormalizeTensorRows(prototypes), false, true), t) as tf.Tensor2D;
   // a one-hot by comparison (tf.oneHot writes wrong values on WASM)
   const m = mask instanceof tf.Tensor ? tf.cast(tf.equal(tf.reshape(mask, [p, 1]), tf.range(0, s, 1, "int32").reshape([1, s])), "float32") : tf.tensor2d(mask, [p, s]);
   return { z, mask: m as tf.Tensor2D };

@@ -12,7 +12,7 @@ import {
   pbipLoss,
   subclassOffsets,
   subclassToClass,
-  l2NormalizeRows,
+  l2NormalizeTensorRows,
 } from "../../src/losses";
 import { UsageError } from "../../src/util/errors";
 import { toMat, merge64, cls64, fg64, bg64, centralDiff } from "./float64";
@@ -293,12 +293,12 @@ for (const backend of ["cpu", "wasm"] as const) {
     }
   }
 
-  test(`[${backend}] l2NormalizeRows: unit rows, and a zero row stays zero with a finite gradient`, async () => {
+  test(`[${backend}] l2NormalizeTensorRows: unit rows, and a zero row stays zero with a finite gradient`, async () => {
     await onBackend(backend, () => undefined);
     const x = tf.tensor2d([[3, 4], [0, 0]]);
-    const y = l2NormalizeRows(x);
+    const y = l2NormalizeTensorRows(x);
     assert.deepEqual(Array.from(y.dataSync()).map((v) => Math.round(v * 1e6) / 1e6), [0.6, 0.8, 0, 0]);
-    const [g] = tf.grads((a: tf.Tensor) => tf.sum(l2NormalizeRows(a as tf.Tensor2D)))([x]);
+    const [g] = tf.grads((a: tf.Tensor) => tf.sum(l2NormalizeTensorRows(a as tf.Tensor2D)))([x]);
     assert.ok(read(g!).every(Number.isFinite));
     tf.dispose([x, y, g!]);
   });
