@@ -104,6 +104,18 @@ interface GpuLike {
 
 let webgpuModule: { create: (o: string[]) => GpuLike; globals: object } | undefined;
 
+/**
+ * Dawn's options. On Linux Dawn is pinned to Vulkan: its OpenGL ES route (which it
+ * may otherwise pick through EGL on a machine with Mesa) computed a wrong
+ * conv2d weight gradient. `PBIP_DAWN_BACKEND` overrides (`vulkan`, `opengles`,
+ * `metal`, `d3d12`, ... or `default` for Dawn's own choice).
+ */
+export function dawnOptions(env: NodeJS.ProcessEnv = process.env): string[] {
+  const v = env.PBIP_DAWN_BACKEND?.trim();
+  if (v) return v === "default" ? [] : [`backend=${v}`];
+  return process.platform === "linux" ? ["backend=vulkan"] : [];
+}
+
 /** Load Dawn (the `webgpu` package) and install `navigator.gpu` and the WebGPU globals. */
 function loadDawn(): GpuLike {
   if (!webgpuModule) {
@@ -117,7 +129,7 @@ function loadDawn(): GpuLike {
   Object.assign(g, webgpuModule!.globals);
   const nav = (g.navigator ?? {}) as Record<string, unknown>;
   if (!nav.gpu) {
-    const gpu = webgpuModule!.create([]);
+    const gpu = webgpuModule!.create(dawnOptions());
     try {
       Object.defineProperty(nav, "gpu", { value: gpu, configurable: true, writable: true });
     } catch {
@@ -139,7 +151,8 @@ export async function probeWebGpuAdapter(): Promise<AdapterInfo> {
     | null;
   if (!adapter) {
     throw new BackendUnavailable(
-      "WebGPU found no adapter (no Vulkan driver; on a CPU-only machine run kernel-setup/setup-lavapipe.sh and set VK_ICD_FILENAMES)",
+      `WebGPU found no adapter through Dawn (${dawnOptions().join(" ") || "default backend"}): no Vulkan driver is visible. ` +
+        "On a CPU-only machine, `npm run setup` unpacks Mesa lavapipe; then start the process with `. .cache/vulkan/env.sh` sourced",
     );
   }
   const info = adapter.info ?? (adapter.requestAdapterInfo ? await adapter.requestAdapterInfo() : {});
@@ -159,11 +172,32 @@ async function tryWebGpu(auto: boolean, acceptSoftware: boolean): Promise<Partia
   require("@tensorflow/tfjs-backend-webgpu");
   if (!tf.findBackendFactory("webgpu")) throw new BackendUnavailable("@tensorflow/tfjs-backend-webgpu did not register");
   if (!(await tf.setBackend("webgpu"))) throw new BackendUnavailable("tfjs could not initialise the WebGPU backend");
+  explainSyncReads(tf.backend() as unknown as { readSync(dataId: object): unknown });
   const kind = adapter.software ? "software adapter" : "GPU";
   return {
     adapter,
     device: `${kind}: ${adapter.description || adapter.device || adapter.vendor} (${adapter.vendor}${adapter.architecture ? ", " + adapter.architecture : ""})`,
     threads: 1,
+  };
+}
+
+/**
+ * In Node, the WebGPU backend cannot read a GPU tensor synchronously (its readSync
+ * draws through an OffscreenCanvas, which Node lacks): `dataSync()`/`arraySync()`
+ * fail with "OffscreenCanvas is not defined". Replace that with an error that says
+ * what to do instead.
+ */
+function explainSyncReads(backend: { readSync(dataId: object): unknown }): void {
+  const orig = backend.readSync.bind(backend);
+  backend.readSync = (dataId: object) => {
+    try {
+      return orig(dataId);
+    } catch (e) {
+      if (e instanceof ReferenceError && /OffscreenCanvas/.test(e.message)) {
+        throw new Error("dataSync()/arraySync() cannot read a WebGPU tensor in Node: use `await tensor.data()` or `await tensor.array()`");
+      }
+      throw e;
+    }
   };
 }
 
@@ -196,7 +230,13 @@ async function tryWasm(): Promise<Partial<BackendReport>> {
   const wasmDir = process.env.PBIP_WASM_DIR;
   if (wasmDir) wasm.setWasmPaths(wasmDir.endsWith("/") ? wasmDir : wasmDir + "/");
   registerWasmKernels();
-  if (!(await tf.setBackend("wasm"))) throw new BackendUnavailable("the WASM backend did not initialise");
+  // The Emscripten module installs process-wide handlers that rethrow every uncaught
+  // error from inside its minified source (so Node prints ~40 kB of it). Remove them.
+  const before = { ue: process.listeners("uncaughtException"), ur: process.listeners("unhandledRejection") };
+  const ok = await tf.setBackend("wasm");
+  for (const l of process.listeners("uncaughtException")) if (!before.ue.includes(l)) process.removeListener("uncaughtException", l);
+  for (const l of process.listeners("unhandledRejection")) if (!before.ur.includes(l)) process.removeListener("unhandledRejection", l);
+  if (!ok) throw new BackendUnavailable("the WASM backend did not initialise");
   const threads = typeof wasm.getThreadsCount === "function" ? wasm.getThreadsCount() : 1;
   const simd = Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT"));
   return { device: `WebAssembly${simd ? " SIMD" : ""} on the CPU, ${threads} thread${threads === 1 ? "" : "s"}`, threads };
