@@ -100,7 +100,7 @@ export function computeCams(net: ClassNet, images: tf.Tensor4D, labels: tf.Tenso
  *
  * @param images RGB [0,1] [B, H, W, 3], needed for `white`
  */
-export function camsToMasks(cams: tf.Tensor4D, backgroundId: number, bg: CamConfig["background"], images?: tf.Tensor4D): tf.Tensor3D {
+export async function camsToMasks(cams: tf.Tensor4D, backgroundId: number, bg: CamConfig["background"], images?: tf.Tensor4D): Promise<tf.Tensor3D> {
   const ids = tf.tidy(() => {
     if (bg.mode === "none" || bg.mode === "white") return tf.argMax(cams, 3);
     const bgChan = tf.pow(tf.sub(1, tf.max(cams, 3, true)), bg.power);
@@ -117,8 +117,8 @@ export function camsToMasks(cams: tf.Tensor4D, backgroundId: number, bg: CamConf
   }
   const [b, h, w] = ids.shape;
   const grey = tf.tidy(() => tf.sum(tf.mul(images, tf.tensor1d([0.299, 0.587, 0.114])), 3).mul(255));
-  const g = grey.dataSync();
-  const m = Int32Array.from(ids.dataSync());
+  const g = await grey.data();
+  const m = Int32Array.from(await ids.data());
   tf.dispose([grey, ids]);
   for (let i = 0; i < b; i++) {
     const white = new Uint8Array(h * w);

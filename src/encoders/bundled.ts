@@ -16,7 +16,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { cacheDir, sha256, writeFileAtomic, writeJsonAtomic, readJson } from "../util/fs";
+import { cacheDir, sha256, writeFileAtomic, writeJsonAtomic, readJson, float32ToLE } from "../util/fs";
 import { FileError } from "../util/errors";
 
 export const BUNDLED_MOBILENETV2 = {
@@ -76,6 +76,46 @@ function cutTopology(json: LayersModelJson, lastLayer: string): { modelTopology:
   return { modelTopology: topo, keep: new Set(kept.map((l) => l.name)) };
 }
 
+function concatFloat32(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/**
+ * Decode a tfjs weights buffer whose entries are float32 or affine-quantised
+ * (uint8/uint16: value = min + scale * q), in manifest order.
+ */
+export function dequantizeWeights(buf: Uint8Array, specs: tf.io.WeightsManifestEntry[], file: string): Map<string, Float32Array> {
+  const out = new Map<string, Float32Array>();
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let off = 0;
+  for (const spec of specs) {
+    const n = spec.shape.reduce((a, b) => a * b, 1);
+    const q = spec.quantization;
+    const data = new Float32Array(n);
+    const width = q ? (q.dtype === "uint8" ? 1 : 2) : 4;
+    if (off + n * width > buf.byteLength) throw new FileError(file, `weights end at byte ${buf.byteLength}, before ${spec.name} (needs ${off + n * width})`);
+    if (!q) {
+      if (spec.dtype !== "float32") throw new FileError(file, `${spec.name}: dtype ${spec.dtype} is not supported`);
+      for (let i = 0; i < n; i++) data[i] = view.getFloat32(off + i * 4, true);
+    } else if (q.dtype === "uint8" || q.dtype === "uint16") {
+      if (q.min === undefined || q.scale === undefined) throw new FileError(file, `${spec.name}: quantisation without min/scale`);
+      for (let i = 0; i < n; i++) data[i] = q.min + q.scale * (width === 1 ? view.getUint8(off + i) : view.getUint16(off + i * 2, true));
+    } else {
+      throw new FileError(file, `${spec.name}: quantisation ${q.dtype} is not supported`);
+    }
+    out.set(spec.name, data);
+    off += n * width;
+  }
+  if (off !== buf.byteLength) throw new FileError(file, `weights have ${buf.byteLength} bytes, the manifest describes ${off}`);
+  return out;
+}
+
 /** Extract (once) and return the bundled MobileNetV2 feature extractor. */
 export function loadBundledMobileNetV2Artifacts(): BundledModel {
   const dir = cacheDir("models", BUNDLED_MOBILENETV2.id);
@@ -87,26 +127,17 @@ export function loadBundledMobileNetV2Artifacts(): BundledModel {
     const b64 = require(path.join(src, "group1-shard1of1.min.js")) as string;
     const buf = Buffer.from(b64, "base64");
     const specs = json.weightsManifest.flatMap((g) => g.weights);
-    const all = tf.io.decodeWeights(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength), specs);
     const { modelTopology, keep } = cutTopology(json, BUNDLED_MOBILENETV2.featureLayer);
-    const kept: tf.NamedTensorMap = {};
-    for (const [name, t] of Object.entries(all)) {
-      if (keep.has(name.split("/")[0]!)) kept[name] = t;
-      else t.dispose();
-    }
-    const names = Object.keys(kept);
-    const floats = names.map((n) => kept[n]!.dataSync() as Float32Array);
-    const total = floats.reduce((a, f) => a + f.length, 0);
-    const out = Buffer.alloc(total * 4);
-    let off = 0;
+    // Dequantise on the host (no tensors: this may run before or on any backend).
+    const all = dequantizeWeights(buf, specs, path.join(src, "group1-shard1of1.min.js"));
     const entries: tf.io.WeightsManifestEntry[] = [];
-    names.forEach((n, i) => {
-      const f = floats[i]!;
-      for (let j = 0; j < f.length; j++) out.writeFloatLE(f[j]!, (off + j) * 4);
-      off += f.length;
-      entries.push({ name: n, shape: kept[n]!.shape, dtype: "float32" });
-    });
-    tf.dispose(Object.values(kept));
+    const parts: Float32Array[] = [];
+    for (const spec of specs) {
+      if (!keep.has(spec.name.split("/")[0]!)) continue;
+      entries.push({ name: spec.name, shape: spec.shape, dtype: "float32" });
+      parts.push(all.get(spec.name)!);
+    }
+    const out = float32ToLE(concatFloat32(parts));
     writeFileAtomic(weightsFile, out);
     writeJsonAtomic(modelFile, {
       format: "layers-model",

@@ -19,9 +19,10 @@ export function pbipVersion(): string {
 }
 
 /** Snapshot variables (and any extra host tensors) into a safetensors file with metadata. */
-export function saveVariables(file: string, vars: Map<string, tf.Variable | tf.Tensor>, metadata: Record<string, unknown>, extra: NamedTensors = new Map()): void {
+export async function saveVariables(file: string, vars: Map<string, tf.Variable | tf.Tensor>, metadata: Record<string, unknown>, extra: NamedTensors = new Map()): Promise<void> {
   const out: NamedTensors = new Map(extra);
-  for (const [name, v] of vars) out.set(name, { dtype: "float32", shape: [...v.shape], data: Float32Array.from(v.dataSync() as Float32Array) });
+  // Asynchronous reads: WebGPU in Node cannot read synchronously.
+  for (const [name, v] of vars) out.set(name, { dtype: "float32", shape: [...v.shape], data: Float32Array.from((await v.data()) as Float32Array) });
   writeSafetensors(file, out, { pbip: JSON.stringify({ ...metadata, pbipVersion: pbipVersion(), savedAt: new Date().toISOString() }) });
 }
 

@@ -37,3 +37,12 @@ export function formatBytes(n: number): string {
   }
   return `${n.toFixed(i === 0 ? 0 : 1)} ${u[i]}`;
 }
+
+/**
+ * Whether the active backend can read tensors synchronously (`dataSync`). WebGPU in
+ * Node cannot (tfjs reads synchronously through an OffscreenCanvas), so code that
+ * needs host values in the middle of a computation must read them beforehand.
+ */
+export function canReadSync(): boolean {
+  return tf.getBackend() !== "webgpu";
+}

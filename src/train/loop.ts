@@ -231,7 +231,7 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
       bestMiou: Number.isFinite(bestMiou) ? bestMiou : undefined,
       val,
     };
-    saveVariables(file, vars, meta, extra);
+    await saveVariables(file, vars, meta, extra);
     // Keep the newest step checkpoint only (best.safetensors is separate).
     for (const f of fs.readdirSync(o.outDir)) {
       if (CKPT_RE.test(f) && path.join(o.outDir, f) !== file) fs.rmSync(path.join(o.outDir, f), { force: true });

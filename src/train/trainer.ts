@@ -15,7 +15,8 @@ import type { Batch } from "../data/types";
 import { classificationLoss } from "../losses/classification";
 import { foregroundContrastiveLoss, backgroundContrastiveLoss } from "../losses/contrastive";
 import { pbipLoss } from "../losses/total";
-import { matchingMap, adaptiveThreshold, selectPairs, foregroundBackground, encodeRegionsImage, encodeRegionsFeature } from "../match";
+import { matchingMap, adaptiveThreshold, selectPairs, foregroundBackground, encodeRegionsImage, encodeRegionsFeature, type MatchPairs } from "../match";
+import { canReadSync } from "../runtime/memory";
 import { writeJsonAtomic } from "../util/fs";
 import { scorePseudoMasks, type BatchSource } from "./validate";
 import { runTraining, type TrainTask, type StepResult, type TrainEvent, type ValidationScore } from "./loop";
@@ -34,6 +35,10 @@ export interface PbipTaskOptions {
 
 interface PbipCtx {
   dense?: tf.Tensor4D;
+  /** Labels read on the host. */
+  labels: Float32Array;
+  /** Pairs chosen before the tape (backends without synchronous reads). */
+  pairs?: MatchPairs;
 }
 
 /** The PBIP stage-1 objective as a {@link TrainTask}. Dispose it after training (it holds a copy of the prototypes). */
@@ -61,28 +66,49 @@ export class PbipTask implements TrainTask<PbipCtx> {
     return m !== 1 ? [{ name: "heads", match: /^head\//, lrScale: m }] : [];
   }
 
-  async prepare(batch: Batch): Promise<PbipCtx> {
-    if (!this.useSim || this.o.config.match.regionMode !== "feature") return {};
-    const out = await this.o.encoder.encode(batch.images, { dense: true });
-    out.pooled.dispose();
-    if (!out.dense) throw new Error(`encoder ${this.o.encoder.identity.name} gives no dense map: use the "image" region mode`);
-    return { dense: out.dense };
+  async prepare(batch: Batch, step: number): Promise<PbipCtx> {
+    const ctx: PbipCtx = { labels: Float32Array.from(await batch.labels.data()) };
+    if (!this.useSim) return ctx;
+    if (!canReadSync()) {
+      // The pairs depend on this step's logits. Where the backend cannot read them
+      // synchronously inside the tape (WebGPU in Node), run the forward pass once
+      // before it, with the same stochastic-depth seed, and select from that.
+      this.seedStep(step);
+      const logits = tf.tidy(() => {
+        const out = this.o.net.forward(batch.images, true);
+        return out.logits[out.logits.length - 1]!;
+      });
+      ctx.pairs = selectPairs(await logits.data(), ctx.labels, batch.ids.length, this.o.net.k);
+      logits.dispose();
+    }
+    if (this.o.config.match.regionMode === "feature") {
+      const out = await this.o.encoder.encode(batch.images, { dense: true });
+      out.pooled.dispose();
+      if (!out.dense) throw new Error(`encoder ${this.o.encoder.identity.name} gives no dense map: use the "image" region mode`);
+      ctx.dense = out.dense;
+    }
+    return ctx;
+  }
+
+  /** Seed stochastic depth by the step, so a resumed run repeats an uninterrupted one. */
+  private seedStep(step: number): void {
+    this.o.net.backbone.setStepSeed?.(this.o.config.train.seed * 1_000_003 + step);
   }
 
   release(ctx: PbipCtx): void {
     ctx.dense?.dispose();
   }
 
-  loss(batch: Batch, ctx: PbipCtx, _step: number, counts: Record<string, number>, seconds: Record<string, number>): StepResult {
+  loss(batch: Batch, ctx: PbipCtx, step: number, counts: Record<string, number>, seconds: Record<string, number>): StepResult {
     const { config: cfg, net, encoder } = this.o;
+    this.seedStep(step);
     const out = net.forward(batch.images, true);
     const cls = classificationLoss(out.logits, batch.labels, { k: net.k, stageWeights: this.stageWeights, merge: "mean" });
     let fg: tf.Scalar | undefined;
     let bg: tf.Scalar | undefined;
     counts.pairs = 0;
     if (this.useSim) {
-      const last = out.logits[out.logits.length - 1]!;
-      const sel = selectPairs(last.dataSync(), batch.labels.dataSync(), batch.ids.length, net.k);
+      const sel = ctx.pairs ?? selectPairs(out.logits[out.logits.length - 1]!.dataSync(), ctx.labels, batch.ids.length, net.k);
       counts.pairs = sel.image.length;
       if (sel.image.length > 0) {
         const m = matchingMap(out.maps, [batch.images.shape[1], batch.images.shape[2]], cfg.match.mapSource);

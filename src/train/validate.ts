@@ -50,7 +50,7 @@ export async function scorePseudoMasks(
       const [, mh, mw] = batch.masks.shape;
       const { cams, gate, probs } = computeCams(net, batch.images, batch.labels, cam, [mh, mw]);
       const imgs = cam.background.mode === "white" || cam.background.mode === "power-white" ? tf.image.resizeBilinear(batch.images, [mh, mw], false, true) : undefined;
-      const pred = camsToMasks(cams, backgroundId, cam.background, imgs);
+      const pred = await camsToMasks(cams, backgroundId, cam.background, imgs);
       const p = await pred.data();
       const g = await batch.masks.data();
       tf.dispose([cams, gate, probs, pred, imgs]);

@@ -23,6 +23,12 @@ export interface Backbone {
    * dropout where the backbone has them. Returns the four stage maps.
    */
   apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D[];
+  /**
+   * Reseed the backbone's training-time randomness (stochastic depth) for one step,
+   * so that a resumed run repeats an uninterrupted one. Backbones without
+   * randomness omit it.
+   */
+  setStepSeed?(seed: number): void;
   /** Trainable variables by a stable name (used by checkpoints). */
   namedVariables(): Map<string, tf.Variable>;
   /** Load weights from a file (format per backbone); returns what matched and what did not. */
