@@ -61,7 +61,7 @@ export function readGpuEmulationEnv(): GpuEmulationEnv | undefined {
  * `base` plus the lavapipe environment (VK_ICD_FILENAMES set, LD_LIBRARY_PATH
  * prepended). Throws with {@link GPU_EMULATION_HINT} when the setup has not run.
  */
-export function withGpuEmulation(base: NodeJS.ProcessEnv = process.env, env = readGpuEmulationEnv()): NodeJS.ProcessEnv {
+export function withGpuEmulation(base: NodeJS.ProcessEnv, env: GpuEmulationEnv | undefined): NodeJS.ProcessEnv {
   if (!env) throw new Error(GPU_EMULATION_HINT);
   const ld = [...env.libraryDirs, ...(base.LD_LIBRARY_PATH ? base.LD_LIBRARY_PATH.split(":") : [])].filter(Boolean);
   return { ...base, VK_ICD_FILENAMES: env.VK_ICD_FILENAMES, LD_LIBRARY_PATH: ld.join(":") };
