@@ -4,11 +4,11 @@
  * step, and per-epoch validation pseudo-mask mIoU, drawn as one SVG chart that
  * replaces itself in a single output while training runs.
  *
- * Each update sends the SVG at once, then the same chart as PNG when sharp has
- * rasterised it: the SVG is what a live (trusted) notebook shows, the PNG keeps
- * the last chart visible when the saved notebook is opened untrusted. Nothing
- * needs a network or JavaScript, so the final chart survives in the .ipynb and
- * in nbconvert's HTML export.
+ * Each update sends the chart at once (as an HTML <img> of the SVG, plus the SVG
+ * itself; see `svgImgHtml`), then again with a PNG once sharp has rasterised it.
+ * Nothing needs a network or JavaScript, and the representations survive
+ * untrusted notebooks and nbconvert's sanitising HTML export, so the final chart
+ * stays visible in the saved .ipynb and its HTML.
  *
  * ```ts
  * const live = new LivePlot({ title: "PBIP training" });
@@ -18,7 +18,7 @@
  */
 import { lineChart, panels, formatNumber, type LineSeries } from "./charts";
 import { newDisplayHandle, type DisplayHandle, type MimeBundle } from "./display";
-import { svgToPng } from "./show";
+import { svgToPng, svgImgHtml } from "./show";
 
 /** One step's values (e.g. loss terms) for {@link LivePlot.push}. */
 export interface LivePoint {
@@ -220,12 +220,13 @@ export class LivePlot {
     const gen = ++this.generation;
     const svg = this.svg();
     const text = this.summary();
-    this.display.update({ "image/svg+xml": svg, "text/plain": text });
+    const img = svgImgHtml(svg);
+    this.display.update({ "text/html": img, "image/svg+xml": svg, "text/plain": text });
     this.renders++;
     if (this.opts.png ?? true) {
       this.pngPending = svgToPng(svg)
         .then((png) => {
-          if (gen === this.generation) this.display.update({ "image/svg+xml": svg, "image/png": png, "text/plain": text } satisfies MimeBundle);
+          if (gen === this.generation) this.display.update({ "text/html": img, "image/svg+xml": svg, "image/png": png, "text/plain": text } satisfies MimeBundle);
         })
         .catch(() => undefined);
     }

@@ -30,9 +30,22 @@ export async function svgToPng(svg: string): Promise<Buffer> {
 }
 
 /**
- * The Jupyter MIME bundle for a value: PNG for images; SVG + PNG + text for SVG
- * charts (PNG keeps them visible in untrusted notebooks); HTML (+ text) for plotly
- * figures and tables; text for the rest.
+ * An SVG as an HTML `<img>` with a data URI. Front ends and exporters treat it
+ * as plain HTML: JupyterLab and classic Notebook keep it in untrusted notebooks
+ * (their sanitizers let data URIs through on img), nbconvert's HTML export
+ * prefers it to image/svg+xml (which its templates pass through `clean_html`,
+ * stripping every SVG element), and as an image it can run no script.
+ */
+export function svgImgHtml(svg: string): string {
+  const { width, height } = svgSize(svg);
+  return `<img src="data:image/svg+xml;base64,${Buffer.from(svg, "utf8").toString("base64")}" width="${width}" height="${height}" alt="chart"/>`;
+}
+
+/**
+ * The Jupyter MIME bundle for a value: PNG for images; for SVG charts an HTML
+ * `<img>` of the SVG (see {@link svgImgHtml}) plus the SVG, a PNG and text, so
+ * every front end and exporter finds one it renders without scripts; HTML
+ * (+ text) for plotly figures and tables; text for the rest.
  */
 export async function toMimeBundle(x: Showable): Promise<MimeBundle> {
   if (isPngBuffer(x)) {
@@ -41,7 +54,7 @@ export async function toMimeBundle(x: Showable): Promise<MimeBundle> {
   }
   if (isSvg(x)) {
     const { width, height } = svgSize(x);
-    return { "image/svg+xml": x, "image/png": await svgToPng(x), "text/plain": `<SVG ${width} x ${height}>` };
+    return { "text/html": svgImgHtml(x), "image/svg+xml": x, "image/png": await svgToPng(x), "text/plain": `<SVG ${width} x ${height}>` };
   }
   if (isRgbImage(x)) return { "image/png": await rgbToPng(x), "text/plain": `<image ${x.width} x ${x.height}>` };
   if (isPlotlyFigure(x)) return { "text/html": await plotlyHtml(x), "text/plain": `<plotly figure: ${x.data.length} trace(s); run the notebook trusted to interact>` };
@@ -56,12 +69,13 @@ export async function toMimeBundle(x: Showable): Promise<MimeBundle> {
 
 /**
  * Display a value in the running tslab notebook (`await show(x)`), as the richest
- * representation each front end can render. Outside a kernel it does nothing and
- * returns false, so library code and the CLI can call it freely.
+ * representation each front end can render. Outside a kernel it does nothing, so
+ * library code and the CLI can call it freely ({@link inNotebook} tells which).
+ * Resolves to nothing, so a cell ending in `await show(x)` prints no value.
  */
-export async function show(x: Showable): Promise<boolean> {
-  if (!inNotebook()) return false;
-  return displayBundle(await toMimeBundle(x));
+export async function show(x: Showable): Promise<void> {
+  if (!inNotebook()) return;
+  displayBundle(await toMimeBundle(x));
 }
 
 /**

@@ -27,14 +27,15 @@ import {
   pngDimensions,
   type DisplayMessage,
 } from "../../src/viz";
+import { injectPlotly } from "../../src/viz/html-export";
 
 afterEach(() => setDisplayWriter(undefined));
 
 const chart = () => lineChart([{ name: "loss", x: [0, 1, 2], y: [3, 2, 1] }], { width: 320, height: 200 });
 
-test("outside a kernel show() does nothing and returns false; handles report false", async () => {
+test("outside a kernel show() does nothing; handles report false", async () => {
   assert.equal(inNotebook(), false);
-  assert.equal(await show(chart()), false);
+  assert.equal(await show(chart()), undefined);
   assert.equal(newDisplayHandle().update({ "text/plain": "x" }), false);
 });
 
@@ -46,10 +47,13 @@ test("inside a tslab kernel (found among loaded modules) show() sends a display_
   require.cache[key] = { id: key, filename: key, loaded: true, exports: fake } as unknown as NodeJS.Module;
   try {
     assert.equal(inNotebook(), true);
-    assert.equal(await show(chart()), true);
+    await show(chart());
     assert.equal(sent.length, 1);
     const d = sent[0]!.msg.data;
     assert.ok(d["image/svg+xml"]!.startsWith("<svg"));
+    // The HTML twin is an <img> whose data URI decodes to the same SVG.
+    const uri = /^<img src="data:image\/svg\+xml;base64,([^"]+)" width="320" height="200"/.exec(d["text/html"]!)!;
+    assert.equal(Buffer.from(uri[1]!, "base64").toString("utf8"), d["image/svg+xml"]);
     const png = Buffer.from(d["image/png"]!, "base64");
     assert.deepEqual(pngDimensions(png), { width: 320, height: 200 });
     assert.match(d["text/plain"]!, /SVG 320 x 200/);
@@ -72,7 +76,8 @@ test("MIME bundles: PNG, SVG (+PNG fallback), tables, arquero, records, text", a
   const b1 = await toMimeBundle(png);
   assert.deepEqual(Object.keys(b1).sort(), ["image/png", "text/plain"]);
   const b2 = await toMimeBundle(chart());
-  assert.deepEqual(Object.keys(b2).sort(), ["image/png", "image/svg+xml", "text/plain"]);
+  assert.deepEqual(Object.keys(b2).sort(), ["image/png", "image/svg+xml", "text/html", "text/plain"]);
+  assert.doesNotMatch(b2["text/html"]!, /<svg|<script/, "the HTML holds the SVG only as an image");
   const b3 = await toMimeBundle([{ class: "TE", iou: 0.5 }]);
   assert.match(b3["text/html"]!, /<table>.*TE.*0\.5/s);
   const b4 = await toMimeBundle(aq.table({ a: [1, 2], b: ["x", "<y>"] }));
@@ -167,4 +172,9 @@ test("saveFigure writes PNG, SVG, HTML and JSON by extension", async () => {
   assert.match(fs.readFileSync(path.join(dir, "t.html"), "utf8"), /<table>/);
   await assert.rejects(saveFigure("plain text", path.join(dir, "x.png")), /cannot save a string as \.png/);
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test("the notebook runner's hook module exports injectPlotly", () => {
+  const page = `<html><head></head><body><div class="pbip-plotly"></div></body></html>`;
+  assert.match(injectPlotly(page), /<head>[\s\S]*data-pbip="plotly-library"[\s\S]*<\/head>/);
 });

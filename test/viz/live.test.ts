@@ -44,6 +44,7 @@ test("throttles redraws to one per interval and the final chart holds the last p
   assert.equal(live.renders, 3);
   const last = d.bundles[d.bundles.length - 1]!;
   assert.ok(last["image/png"], "the final update carries a PNG");
+  assert.match(last["text/html"]!, /^<img src="data:image\/svg\+xml;base64,/, "and the SVG as an HTML image (survives sanitising exporters)");
   assert.deepEqual(pngDimensions(last["image/png"]!), svgSize(last["image/svg+xml"]!));
   assert.match(last["text/plain"]!, /step 102 total=0\.0098 cls=0\.0049/);
   assert.match(last["image/svg+xml"]!, /step 102/);
