@@ -32,6 +32,7 @@ import type { EncoderIdentity, EncoderOutput, ImageEncoder, Preprocessing } from
 import * as fs from "node:fs";
 import { preprocessForEncoder } from "./preprocess";
 import { readEncoderSidecar, sidecarPathFor, sidecarPreprocessing } from "./onnx";
+import { gatherRows, swinWasmKernelsAvailable, windowMatMul } from "./swin-wasm";
 import {
   PROJECTION_KEY,
   SWIN_T_CONFIG,
@@ -281,6 +282,11 @@ interface Geometry {
   nWw: number;
   /** Tokens per window. */
   T: number;
+  /**
+   * On the WASM backend: window-order row -> natural row (-1 for padding), and natural
+   * row -> window-order row, as int32 tensors (the partition as one row gather).
+   */
+  perm?: { toWin: tf.Tensor1D; fromWin: tf.Tensor1D };
 }
 
 function geometry(B: number, H: number, W: number, C: number, window: number, odd: boolean, where: string): Geometry {
@@ -300,8 +306,33 @@ function geometry(B: number, H: number, W: number, C: number, window: number, od
   return { B, H, W, C, ws, shift, Hp, Wp, nWh: Hp / ws, nWw: Wp / ws, T: ws * ws };
 }
 
+/** The window partition of a geometry as row indices (see {@link Geometry.perm}). */
+function windowPermutation(g: Geometry): { toWin: Int32Array; fromWin: Int32Array } {
+  const { B, H, W, ws, shift, Hp, Wp, nWh, nWw, T } = g;
+  const toWin = new Int32Array(B * nWh * nWw * T);
+  const fromWin = new Int32Array(B * H * W);
+  let r = 0;
+  for (let b = 0; b < B; b++) {
+    for (let wy = 0; wy < nWh; wy++) {
+      for (let wx = 0; wx < nWw; wx++) {
+        for (let t = 0; t < T; t++, r++) {
+          const y = (wy * ws + Math.floor(t / ws) + shift) % Hp;
+          const x = (wx * ws + (t % ws) + shift) % Wp;
+          if (y < H && x < W) {
+            const n = (b * H + y) * W + x;
+            toWin[r] = n;
+            fromWin[n] = r;
+          } else toWin[r] = -1;
+        }
+      }
+    }
+  }
+  return { toWin, fromWin };
+}
+
 /** [B, H, W, C] natural order -> [B * nW * T, C] window order (pad, cyclic shift by -shift, partition). */
 function toWindows(x: tf.Tensor4D, g: Geometry): tf.Tensor2D {
+  if (g.perm) return gatherRows(tf.reshape(x, [-1, g.C]) as tf.Tensor2D, g.perm.toWin);
   let t = x;
   if (g.Hp !== g.H || g.Wp !== g.W) t = tf.pad(t, [[0, 0], [0, g.Hp - g.H], [0, g.Wp - g.W], [0, 0]]);
   if (g.shift) t = roll2(t, -g.shift);
@@ -311,6 +342,7 @@ function toWindows(x: tf.Tensor4D, g: Geometry): tf.Tensor2D {
 
 /** The inverse (and adjoint) of {@link toWindows}: window order -> [B, H, W, C] (reverse, shift back, crop). */
 function fromWindows(w: tf.Tensor2D, g: Geometry): tf.Tensor4D {
+  if (g.perm) return tf.reshape(gatherRows(w, g.perm.fromWin), [g.B, g.H, g.W, g.C]) as tf.Tensor4D;
   const r = tf.reshape(w, [g.B, g.nWh, g.nWw, g.ws, g.ws, g.C]);
   let t = tf.reshape(tf.transpose(r, [0, 1, 3, 2, 4, 5]), [g.B, g.Hp, g.Wp, g.C]) as tf.Tensor4D;
   if (g.shift) t = roll2(t, g.shift);
@@ -389,9 +421,11 @@ function blockForward(x: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tens
   const v = splitHeads(linearForward(hw, blk.v), T, blk.heads);
   const nWin = q.shape[0];
   const nWm = biasMask.shape[0];
-  const s = tf.add(tf.reshape(tf.matMul(q, k, false, true), [nWin / nWm, nWm, blk.heads, T, T]), biasMask);
+  const fast = g.perm !== undefined;
+  const qk = fast ? windowMatMul(q, tf.transpose(k, [0, 1, 3, 2])) : tf.matMul(q, k, false, true);
+  const s = tf.add(tf.reshape(qk, [nWin / nWm, nWm, blk.heads, T, T]), biasMask);
   const p = tf.reshape(tf.softmax(s), [nWin, blk.heads, T, T]) as tf.Tensor4D;
-  const ctx = mergeHeads(tf.matMul(p, v) as tf.Tensor4D);
+  const ctx = mergeHeads((fast ? windowMatMul(p, v) : tf.matMul(p, v)) as tf.Tensor4D);
   const o = tf.reshape(fromWindows(linearForward(ctx, blk.o), g), [N, C]);
   const x1 = tf.add(x2, o) as tf.Tensor2D;
   const ln2 = lnForward(x1, blk.ln2);
@@ -412,11 +446,13 @@ function blockBackward(dy: tf.Tensor4D, blk: Block, g: Geometry, s: BlockSaved):
   // Attention branch.
   const dOw = toWindows(tf.reshape(dx1, [B, H, W, C]) as tf.Tensor4D, g);
   const dctx = splitHeads(tf.matMul(dOw, blk.o.w), T, blk.heads);
-  const dp = tf.matMul(dctx, s.v, false, true);
-  const dv = tf.matMul(s.p, dctx, true, false) as tf.Tensor4D;
+  const fast = g.perm !== undefined;
+  const bmm = (a: tf.Tensor, b: tf.Tensor, ta = false) => (fast ? windowMatMul(a, b, ta) : tf.matMul(a, b, ta, false)) as tf.Tensor4D;
+  const dp = bmm(dctx, tf.transpose(s.v, [0, 1, 3, 2]));
+  const dv = bmm(tf.transpose(s.p, [0, 1, 3, 2]), dctx);
   const ds = tf.mul(s.p, tf.sub(dp, tf.sum(tf.mul(dp, s.p), -1, true))) as tf.Tensor4D;
-  const dq = tf.matMul(ds, s.k) as tf.Tensor4D;
-  const dk = tf.matMul(ds, s.q, true, false) as tf.Tensor4D;
+  const dq = bmm(ds, s.k);
+  const dk = bmm(tf.transpose(ds, [0, 1, 3, 2]), s.q);
   const dhw = tf.addN([tf.matMul(mergeHeads(dq), blk.q.w), tf.matMul(mergeHeads(dk), blk.k.w), tf.matMul(mergeHeads(dv), blk.v.w)]) as tf.Tensor2D;
   const dh = tf.reshape(fromWindows(dhw, g), [N, C]) as tf.Tensor2D;
   return tf.reshape(tf.add(dx1, lnBackward(dh, s.xhat1, s.rstd1, blk.ln1.g)), [B, H, W, C]) as tf.Tensor4D;
@@ -457,7 +493,8 @@ export interface SwinForwardOutput {
  * already-normalised NHWC pixels; {@link SwinEncoder} adds the preprocessing.
  */
 export class SwinModel {
-  private readonly masks = new Map<string, tf.Tensor4D>();
+  /** Per-geometry constants: bias + mask tensors and window permutations, kept until dispose. */
+  private readonly masks = new Map<string, tf.Tensor>();
 
   constructor(readonly params: SwinParams) {}
 
@@ -466,9 +503,25 @@ export class SwinModel {
     return swinNumFeatures(this.params.config);
   }
 
+  /** Attach the WASM row permutation of a geometry (cached per batch size and map size). */
+  private withPermutation(g: Geometry): Geometry {
+    if (!swinWasmKernelsAvailable() || g.C % 4 !== 0) return g;
+    const key = `perm.${g.B}.${g.H}x${g.W}.${g.ws}.${g.shift}`;
+    let toWin = this.masks.get(key + ".to") as tf.Tensor1D | undefined;
+    let fromWin = this.masks.get(key + ".from") as tf.Tensor1D | undefined;
+    if (!toWin || !fromWin) {
+      const p = windowPermutation(g);
+      toWin = tf.keep(tf.tensor1d(p.toWin, "int32"));
+      fromWin = tf.keep(tf.tensor1d(p.fromWin, "int32"));
+      this.masks.set(key + ".to", toWin);
+      this.masks.set(key + ".from", fromWin);
+    }
+    return { ...g, perm: { toWin, fromWin } };
+  }
+
   private biasMask(si: number, bi: number, blk: Block, g: Geometry): tf.Tensor4D {
     const key = `${si}.${bi}.${g.Hp}x${g.Wp}.${g.shift}`;
-    let t = this.masks.get(key);
+    let t = this.masks.get(key) as tf.Tensor4D | undefined;
     if (!t) {
       const { data, shape } = biasAndMask(blk.bias, blk.heads, g);
       t = tf.keep(tf.tensor4d(data, shape));
@@ -502,9 +555,10 @@ export class SwinModel {
       let h = tf.reshape(norm(lin(patches, this.params.patch), this.params.embedNorm), [B, H, W, C]) as tf.Tensor4D;
       this.params.stages.forEach((stage, si) => {
         stage.blocks.forEach((blk, bi) => {
-          const g = geometry(B, H, W, C, c.windowSize, bi % 2 === 1, `stage ${si + 1}`);
+          const g = this.withPermutation(geometry(B, H, W, C, c.windowSize, bi % 2 === 1, `stage ${si + 1}`));
           const bm = this.biasMask(si, bi, blk, g);
-          h = diff ? blockOp(h, blk, g, bm) : blockForward(h, blk, g, bm);
+          const hin = h;
+          h = diff ? blockOp(hin, blk, g, bm) : tf.tidy(() => blockForward(hin, blk, g, bm));
         });
         if (stage.merge) {
           if (H % 2 || W % 2) h = tf.pad(h, [[0, 0], [0, H % 2], [0, W % 2], [0, 0]]);
