@@ -1,0 +1,211 @@
+/**
+ * `pbip data verify`: check a dataset folder against its manifest and list every
+ * problem rather than stopping at the first: missing folders, empty splits,
+ * counts that differ from the published ones, unreadable / truncated / corrupt
+ * files, patches of the wrong size, missing or malformed label suffixes, masks
+ * without images and images without masks, and mask values outside the palette.
+ */
+import * as fs from "node:fs";
+import sharp from "sharp";
+import { FileError } from "../util/errors";
+import { readJson } from "../util/fs";
+import { decodePng, isPng } from "./png";
+import { maskIdsFromPng, idHistogram } from "./image";
+import { detectLayout, resolveSpec, scanSplit, SPLIT_NAMES, type DataProblem, type LayoutChoice } from "./dataset";
+import type { DataManifest } from "./manifest";
+import type { DatasetSpec, LabelFormat, SplitName } from "./types";
+
+/** One row of the verify table. */
+export interface VerifyRow {
+  split: SplitName;
+  folder: string;
+  images: number;
+  masks: number;
+  /** Published count (or the generated count for a synthetic set), when known. */
+  expected: number | null;
+  /** Other accepted counts (known discrepancies). */
+  alsoAccepted: number[];
+  /** Files with at least one problem. */
+  badFiles: number;
+}
+
+export interface VerifyReport {
+  dataset: string;
+  root: string;
+  layout: LabelFormat;
+  rows: VerifyRow[];
+  problems: DataProblem[];
+  ok: boolean;
+}
+
+export interface VerifyOptions {
+  dataset: string | DataManifest | DatasetSpec;
+  layout?: LayoutChoice;
+  /** Splits to check (default all three). */
+  splits?: SplitName[];
+  /** Check counts against the published ones (default true). */
+  checkCounts?: boolean;
+  /** Parallel image decodes (default 4). */
+  concurrency?: number;
+  /** Progress callback: files checked so far and total. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+async function checkImage(file: string, spec: DatasetSpec): Promise<DataProblem[]> {
+  const out: DataProblem[] = [];
+  let buf: Buffer;
+  try {
+    buf = await fs.promises.readFile(file);
+  } catch (e) {
+    return [{ file, kind: "unreadable", problem: `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }];
+  }
+  let width: number;
+  let height: number;
+  try {
+    if (isPng(buf)) {
+      // The exact decoder checks every CRC, the zlib stream and IEND.
+      const d = decodePng(buf, file);
+      width = d.width;
+      height = d.height;
+    } else {
+      const r = await sharp(buf, { failOn: "truncated" }).raw().toBuffer({ resolveWithObject: true });
+      width = r.info.width;
+      height = r.info.height;
+    }
+  } catch (e) {
+    const msg = e instanceof FileError ? e.problem : (e as Error).message;
+    return [{ file, kind: /truncated|CRC|corrupt|decompress|IEND/i.test(msg) ? "corrupt" : "unreadable", problem: msg }];
+  }
+  if (width !== spec.patchSize || height !== spec.patchSize) out.push({ file, kind: "size", problem: `patch is ${width}x${height}, expected ${spec.patchSize}x${spec.patchSize}` });
+  return out;
+}
+
+function checkMask(file: string, spec: DatasetSpec, imageFile: string | undefined): DataProblem[] {
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(file);
+  } catch (e) {
+    return [{ file, kind: "unreadable", problem: `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }];
+  }
+  try {
+    if (!isPng(buf)) return [{ file, kind: "unreadable", problem: "mask is not a PNG file" }];
+    const d = decodePng(buf, file);
+    const out: DataProblem[] = [];
+    if (d.colorType !== 3) out.push({ file, kind: "mask-format", problem: `mask is colour type ${d.colorType}, not palette mode (read anyway)` });
+    const ids = maskIdsFromPng(d, file, spec);
+    const h = idHistogram(ids);
+    const bad: string[] = [];
+    for (let v = spec.palette.length; v < 256; v++) if (h[v]) bad.push(`${v} (${h[v]} px)`);
+    if (bad.length) out.push({ file, kind: "mask-value", problem: `value${bad.length > 1 ? "s" : ""} ${bad.join(", ")} outside the ${spec.name} palette (ids 0..${spec.palette.length - 1})` });
+    if (d.width !== spec.patchSize || d.height !== spec.patchSize) out.push({ file, kind: "size", problem: `mask is ${d.width}x${d.height}, expected ${spec.patchSize}x${spec.patchSize}` });
+    void imageFile;
+    return out;
+  } catch (e) {
+    const msg = e instanceof FileError ? e.problem : (e as Error).message;
+    return [{ file, kind: /not in the .* palette/.test(msg) ? "mask-value" : /truncated|CRC|corrupt|decompress|IEND/i.test(msg) ? "corrupt" : "unreadable", problem: msg }];
+  }
+}
+
+/** Expected split sizes: the synthetic set's card, else the manifest's published counts. */
+function expectedCounts(root: string, manifest: DataManifest | undefined): Partial<Record<SplitName, { count: number | null; also: number[] }>> {
+  const card = `${root}/card.json`;
+  if (fs.existsSync(card)) {
+    const c = readJson<{ counts?: Partial<Record<SplitName, number>> }>(card);
+    if (c.counts) {
+      const out: Partial<Record<SplitName, { count: number | null; also: number[] }>> = {};
+      for (const s of SPLIT_NAMES) if (typeof c.counts[s] === "number") out[s] = { count: c.counts[s]!, also: [] };
+      return out;
+    }
+  }
+  const out: Partial<Record<SplitName, { count: number | null; also: number[] }>> = {};
+  for (const s of SPLIT_NAMES) {
+    const sc = manifest?.splits?.[s];
+    if (sc) out[s] = { count: sc.count, also: sc.alsoReported ?? [] };
+  }
+  return out;
+}
+
+/**
+ * Verify a dataset folder. Every file is decoded: images fully (truncation and
+ * CRC errors show), masks through the exact PNG codec (values checked against
+ * the palette). Returns a report; `ok` is false when any problem was found.
+ */
+export async function verifyDataset(root: string, opts: VerifyOptions): Promise<VerifyReport> {
+  const { spec, manifest } = resolveSpec(root, opts.dataset);
+  const layout = detectLayout(root, spec, opts.layout);
+  const splits = opts.splits ?? [...SPLIT_NAMES];
+  const expected = opts.checkCounts === false ? {} : expectedCounts(root, manifest);
+  const problems: DataProblem[] = [];
+  const rows: VerifyRow[] = [];
+  const scans = splits.map((s) => scanSplit(root, spec, layout, s, { labelsFromMasks: false }));
+  const total = scans.reduce((a, s) => a + s.samples.length, 0);
+  let done = 0;
+  const conc = Math.max(1, opts.concurrency ?? 4);
+  for (const scan of scans) {
+    const splitProblems = [...scan.problems];
+    const jobs = scan.samples.map((s) => async (): Promise<DataProblem[]> => {
+      const p = await checkImage(s.imagePath, spec);
+      if (s.maskPath) p.push(...checkMask(s.maskPath, spec, s.imagePath));
+      return p;
+    });
+    const results: DataProblem[][] = new Array(jobs.length);
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(conc, jobs.length) }, async () => {
+        while (next < jobs.length) {
+          const j = next++;
+          results[j] = await jobs[j]!();
+          done++;
+          opts.onProgress?.(done, total);
+        }
+      }),
+    );
+    for (const r of results) splitProblems.push(...r);
+    const exp = expected[scan.split];
+    const images = scan.samples.length + splitProblems.filter((p) => p.kind === "label" || (p.kind === "mask-missing" && scan.split !== "train")).length;
+    if (exp && exp.count !== null && images !== exp.count && !exp.also.includes(images) && images > 0) {
+      splitProblems.push({ file: scan.root, kind: "count", problem: `${images} images, expected ${exp.count}${exp.also.length ? ` (or ${exp.also.join(", ")})` : ""}` });
+    }
+    const badFiles = new Set(splitProblems.filter((p) => !["count", "empty-split", "missing-folder", "mask-format"].includes(p.kind)).map((p) => p.file)).size;
+    rows.push({
+      split: scan.split,
+      folder: scan.root,
+      images,
+      masks: scan.samples.filter((s) => s.maskPath).length + scan.orphanMasks.length,
+      expected: exp?.count ?? null,
+      alsoAccepted: exp?.also ?? [],
+      badFiles,
+    });
+    problems.push(...splitProblems);
+  }
+  // `mask-format` (a grey or RGB mask that still reads correctly) is a note, not a failure.
+  const ok = problems.every((p) => p.kind === "mask-format");
+  return { dataset: spec.name, root, layout, rows, problems, ok };
+}
+
+/** The report as a plain-text table plus the list of problems, for the terminal. */
+export function formatVerifyReport(r: VerifyReport): string {
+  const head = ["split", "folder", "images", "expected", "masks", "bad files"];
+  const body = r.rows.map((row) => [
+    row.split,
+    row.folder,
+    String(row.images),
+    row.expected === null ? "-" : `${row.expected}${row.alsoAccepted.length ? ` (or ${row.alsoAccepted.join("/")})` : ""}`,
+    String(row.masks),
+    String(row.badFiles),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
+  const out = [`dataset ${r.dataset} at ${r.root} (layout ${r.layout})`, "", line(head), line(widths.map((w) => "-".repeat(w))), ...body.map(line), ""];
+  const real = r.problems.filter((p) => p.kind !== "mask-format");
+  const notes = r.problems.filter((p) => p.kind === "mask-format");
+  if (real.length === 0) out.push(`OK: no problems found${notes.length ? ` (${notes.length} note${notes.length > 1 ? "s" : ""} below)` : ""}`);
+  else {
+    const byKind = new Map<string, number>();
+    for (const p of real) byKind.set(p.kind, (byKind.get(p.kind) ?? 0) + 1);
+    out.push(`FAILED: ${real.length} problem${real.length > 1 ? "s" : ""} (${[...byKind].map(([k, n]) => `${k} ${n}`).join(", ")})`);
+    for (const p of real) out.push(`  [${p.kind}] ${p.file}: ${p.problem}`);
+  }
+  for (const p of notes) out.push(`  [note] ${p.file}: ${p.problem}`);
+  return out.join("\n");
+}
