@@ -20,10 +20,20 @@ function walk(dir: string, out: string[] = []): string[] {
   return out;
 }
 
-/** Sources whose compiled `.js` in dist/ is missing or older than the source (empty: the build is current). */
+/** Where the last build's type errors are kept (inside dist/, so removing dist/ forgets them). */
+function errorsFile(root: string): string {
+  return path.join(root, "dist", ".build-errors.txt");
+}
+
+/**
+ * Sources whose compiled `.js` in dist/ is missing or older than the source (empty:
+ * the build is current). After a build with type errors every source counts as
+ * stale, so the next build reports the errors again instead of passing silently.
+ */
 export function staleSources(root = devPaths().root): string[] {
   const src = path.join(root, "src");
   const dist = path.join(root, "dist");
+  if (fs.existsSync(errorsFile(root))) return walk(src);
   return walk(src).filter((f) => {
     const js = path.join(dist, path.relative(src, f)).replace(/\.ts$/, ".js");
     try {
@@ -55,8 +65,14 @@ export function build(root = devPaths().root): BuildResult {
   const r = spawnSync(process.execPath, [tsc, "-p", "."], { cwd: root, encoding: "utf8", maxBuffer: 64 << 20 });
   const out = `${r.stdout}${r.stderr}`.trim().split("\n");
   const report = `${out.slice(0, 30).join("\n")}${out.length > 30 ? `\n... ${out.length - 30} more lines` : ""}`;
-  if (r.status === 0) return { seconds: (Date.now() - t0) / 1000 };
-  if (r.status === 2) return { seconds: (Date.now() - t0) / 1000, errors: report };
+  if (r.status === 0) {
+    fs.rmSync(errorsFile(root), { force: true });
+    return { seconds: (Date.now() - t0) / 1000 };
+  }
+  if (r.status === 2) {
+    fs.writeFileSync(errorsFile(root), report + "\n");
+    return { seconds: (Date.now() - t0) / 1000, errors: report };
+  }
   throw new Error(`tsc -p . failed (exit ${r.status ?? r.signal}) and emitted nothing:\n${report}`);
 }
 

@@ -96,7 +96,6 @@ function aptOptions(aptDir: string): string[] {
     ...o("Dir::Etc::SourceParts", path.join(aptDir, "sources.list.d")),
     ...o("Dir::Etc::Preferences", path.join(aptDir, "preferences")),
     ...o("Dir::Etc::PreferencesParts", path.join(aptDir, "preferences.d")),
-    ...o("Dir::Etc::Parts", path.join(aptDir, "apt.conf.d")),
     ...o("Dir::State", path.join(aptDir, "state")),
     ...o("Dir::State::Lists", path.join(aptDir, "lists")),
     ...o("Dir::State::status", path.join(aptDir, "status")),
@@ -111,7 +110,7 @@ const KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg";
 /** Write the private apt configuration (bookworm + bookworm-backports, backports pinned equal so the newest wins). */
 function writeAptConfig(aptDir: string): void {
   const mirror = process.env.PBIP_DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
-  for (const d of ["sources.list.d", "preferences.d", "apt.conf.d", "state", "lists/partial", "cache/archives/partial", "debs"]) {
+  for (const d of ["sources.list.d", "preferences.d", "state", "lists/partial", "cache/archives/partial", "debs"]) {
     fs.mkdirSync(path.join(aptDir, d), { recursive: true });
   }
   writeFileAtomic(

@@ -3,12 +3,13 @@ import { parseArgs } from "node:util";
 import * as path from "node:path";
 import { runNotebooks, NotebookSetupError } from "./run";
 
-const USAGE = `usage: npm run notebooks -- [NOTEBOOK ...] [--run-dir DIR] [--timeout SECONDS] [--no-html] [--keep-going] [--no-build]
+const USAGE = `usage: npm run notebooks -- [NOTEBOOK ...] [--quick] [--run-dir DIR] [--timeout SECONDS] [--no-html] [--keep-going] [--no-build]
 
 Executes notebooks/*.ipynb (or those named, by path or name prefix such as 00) in order,
 headless through Jupyter with the tslab kernel. Writes DIR/notebooks/<name>.ipynb (executed)
 and <name>.html (static, offline) for each; DIR defaults to runs/<timestamp>.
-Each kernel runs in notebooks/ with PBIP_RUN_DIR=DIR; PBIP_QUICK=1 shrinks data and steps.
+Each kernel runs in notebooks/ with PBIP_RUN_DIR=DIR; --quick sets PBIP_QUICK=1, which shrinks
+data and steps (as the tests do). --timeout is per cell (default 1800 s, or PBIP_CELL_TIMEOUT).
 Exit status 1 when a notebook fails (its failing cell, source and error are printed).`;
 
 async function main(): Promise<number> {
@@ -19,6 +20,7 @@ async function main(): Promise<number> {
       allowPositionals: true,
       options: {
         "run-dir": { type: "string" },
+        quick: { type: "boolean" },
         timeout: { type: "string" },
         "no-html": { type: "boolean" },
         "keep-going": { type: "boolean" },
@@ -48,6 +50,7 @@ async function main(): Promise<number> {
       html: !p.values["no-html"],
       keepGoing: Boolean(p.values["keep-going"]),
       build: !p.values["no-build"],
+      env: p.values.quick ? { PBIP_QUICK: "1" } : undefined,
     });
     const rel = (f: string) => path.relative(process.cwd(), f) || ".";
     console.log(`\n${r.ok ? "all notebooks ran" : "notebooks FAILED"} in ${((Date.now() - t0) / 1000).toFixed(1)} s; outputs in ${rel(r.runDir)}`);
