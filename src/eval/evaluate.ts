@@ -58,6 +58,12 @@ export interface EvalReport {
   band: { pixels: number | null; ratio: number | null };
   images: number;
   scores: DatasetScores;
+  /**
+   * The image-wise reduction: each scalar metric averaged over images (NaN
+   * skipped), next to `scores`, which pools every pixel of the dataset into one
+   * confusion matrix (the papers' numbers).
+   */
+  imageMean: Record<ScalarMetric, number>;
   /** Raw confusion matrix over all non-ignored pixels (rows ground truth, columns prediction), before the convention. */
   confusion: number[][];
   perImage: ImageScores[];
@@ -169,6 +175,7 @@ export class SegmentationEvaluator {
       band: o.band !== undefined ? { pixels: o.band, ratio: null } : { pixels: null, ratio: o.bandRatio ?? 0.02 },
       images: this.images.length,
       scores: { ...s, biou, mbiou: meanSkipNaN(biou) },
+      imageMean: Object.fromEntries(SCALARS.map((m) => [m, meanSkipNaN(this.images.map((im) => im[m]))])) as Record<ScalarMetric, number>,
       confusion: this.cm.toRows(),
       perImage: this.images.map((im) => ({ ...im })),
     };
@@ -219,6 +226,7 @@ export function formatEvalTable(r: EvalReport): string {
     rule,
     `${"mIoU".padEnd(nameW)}  ${pct(s.miou).padStart(6)}  ${pct(s.mdice).padStart(6)}  ${pct(s.mbiou).padStart(6)}  ${(s.pixels > 0 ? pct(gtTotal / s.pixels, 1) + "%" : "-").padStart(6)}`,
     `FwIoU ${pct(s.fwiou)}   pixel accuracy ${pct(s.pixelAccuracy)}   bIoU band ${bandText}`,
+    `mean over images: mIoU ${pct(r.imageMean.miou)}, mDice ${pct(r.imageMean.mdice)}, mbIoU ${pct(r.imageMean.mbiou)}`,
   ];
   if (r.convention === "count-bg") lines.push(`background: IoU ${pct(s.background.iou)}, Dice ${pct(s.background.dice)}`);
   lines.push(`convention ${r.conventionNote}`);
@@ -286,4 +294,30 @@ export function worstImages(r: EvalReport, metric: ScalarMetric = "miou", count 
     .filter((im) => !Number.isNaN(nullToNaN(im[metric])))
     .sort((x, y) => nullToNaN(x[metric]) - nullToNaN(y[metric]))
     .slice(0, count);
+}
+
+/**
+ * One flat record per report (a row of a results or ablation table): the
+ * convention, the dataset-level scalar metrics and per-class IoU, keyed by class.
+ */
+export function evalSummaryRecord(r: EvalReport, name?: string): Record<string, string | number> {
+  const rec: Record<string, string | number> = {};
+  if (name !== undefined) rec.run = name;
+  rec.convention = r.convention;
+  rec.images = r.images;
+  for (const m of SCALARS) rec[m] = r.scores[m];
+  r.classes.forEach((c, i) => (rec[`IoU ${c}`] = r.scores.iou[i]!));
+  return rec;
+}
+
+/** A seed summary as text: `metric  mean ± std` in percent, per scalar metric and per-class IoU. */
+export function formatSeedSummary(s: SeedSummary): string {
+  const names: Record<ScalarMetric, string> = { miou: "mIoU", mdice: "mDice", fwiou: "FwIoU", mbiou: "mbIoU", pixelAccuracy: "pixel acc" };
+  const w = Math.max(9, ...s.classes.map((c) => c.length + 4));
+  const f = (m: MeanStd) => (Number.isNaN(m.mean) ? "-" : `${(m.mean * 100).toFixed(2)} ± ${(m.std * 100).toFixed(2)}`);
+  return [
+    `${s.runs} runs, convention ${s.convention} (mean ± sample std, %)`,
+    ...SCALARS.map((m) => `${names[m].padEnd(w)}  ${f(s.metrics[m])}`),
+    ...s.classes.map((c, i) => `${`IoU ${c}`.padEnd(w)}  ${f(s.iou[i]!)}`),
+  ].join("\n");
 }

@@ -12,6 +12,8 @@ import {
   comparePerImage,
   worstImages,
   evaluateMasks,
+  evalSummaryRecord,
+  formatSeedSummary,
 } from "../../src/eval";
 
 const close = (a: number, b: number, tol: number, what = "") => assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b} (tol ${tol})`);
@@ -99,6 +101,15 @@ test("aggregateSeeds and comparePerImage read evaluation reports", () => {
   assert.ok(c.meanDiff > 0);
   assert.equal(c.convention, "count-bg");
   assert.deepEqual(worstImages(r1, "miou", 1).map((im) => im.id), ["i2"]);
+  assert.match(formatSeedSummary(s), /^2 runs, convention count-bg/);
+  assert.match(formatSeedSummary(s), /IoU a\s+\d+\.\d\d ± \d+\.\d\d/);
+  // Image-wise reduction: the mean of per-image mIoU, next to the pooled one.
+  close(r1.imageMean.miou, r1.perImage.reduce((acc, im) => acc + im.miou, 0) / 3, 1e-15, "image mean");
+  assert.notEqual(r1.imageMean.miou, r1.scores.miou);
+  const rec = evalSummaryRecord(r1, "seed 1");
+  assert.equal(rec.run, "seed 1");
+  assert.equal(rec.miou, r1.scores.miou);
+  assert.equal(rec["IoU b"], r1.scores.iou[1]);
   const other = evaluateMasks([{ id: "i0", gt, pred: gt, height: 2, width: 2 }], { ...space, convention: "ignore-bg" });
   assert.throws(() => comparePerImage(r1, other), /conventions differ/);
 });
