@@ -32,3 +32,4 @@ export * from "./cam";
 export * from "./eval";
 export * from "./viz";
 export * from "./seg";
+export * from "./pipeline";

@@ -123,6 +123,8 @@ export interface PbipConfig {
     /** `mobilenetv2` (bundled stand-in), `swin-t` (release architecture), `onnx:<file>`, `tfjs:<model.json>`. */
     name: string;
     weights?: string;
+    /** Override the encoder's input side (the bundled MobileNetV2 accepts any; the notebook profile uses 112 to match its patches). */
+    inputSize?: number;
   };
 }
 
@@ -202,7 +204,7 @@ export const NOTEBOOK: PbipConfig = {
   optim: { ...RELEASE.optim, lr: 2e-4, headLrMultiplier: 10, schedule: { kind: "poly", power: 1, warmupSteps: 20 } },
   train: { ...RELEASE.train, epochs: 2, batchSize: 8, valLimit: 60 },
   cam: { ...RELEASE.cam, tta: { hflip: false, intensities: [1] }, background: { mode: "white", power: 10, whiteGrey: 200, minBlob: 80 } },
-  encoder: { name: "mobilenetv2" },
+  encoder: { name: "mobilenetv2", inputSize: 112 },
 };
 
 export const PROFILES: Record<string, PbipConfig> = { release: RELEASE, paper: PAPER, notebook: NOTEBOOK };
@@ -273,4 +275,40 @@ export function kPerClass(cfg: PbipConfig, numClasses: number): number[] {
 export function quickMode(): boolean {
   const v = process.env.PBIP_QUICK;
   return v !== undefined && v !== "" && v !== "0" && v.toLowerCase() !== "false";
+}
+
+/**
+ * Turn `path.to.key=value` strings (the CLI's `--set`) into an override. Values are
+ * parsed as JSON when they parse (numbers, booleans, arrays), else kept as strings.
+ * Unknown paths are an error naming the key.
+ */
+export function parseSetOverrides(items: readonly string[], base: PbipConfig = RELEASE): ConfigOverride {
+  const out: Record<string, unknown> = {};
+  for (const item of items) {
+    const eq = item.indexOf("=");
+    if (eq <= 0) throw new Error(`--set ${item}: expected key.path=value`);
+    const keys = item.slice(0, eq).split(".");
+    const raw = item.slice(eq + 1);
+    let value: unknown = raw;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      /* a plain string */
+    }
+    let probe: unknown = base;
+    for (const k of keys) {
+      if (!isPlainObject(probe) || !(k in probe)) {
+        if (isPlainObject(probe) && keys[keys.length - 1] === k && k === "backboneWeights") break;
+        if (isPlainObject(probe) && keys[keys.length - 1] === k && (k === "weights" || k === "inputSize" || k === "clipGradNorm")) break;
+        throw new Error(`--set ${item}: unknown config key "${keys.join(".")}"`);
+      }
+      probe = probe[k];
+    }
+    let node = out;
+    keys.forEach((k, i) => {
+      if (i === keys.length - 1) node[k] = value;
+      else node = (node[k] ??= {}) as Record<string, unknown>;
+    });
+  }
+  return out as ConfigOverride;
 }

@@ -1,3 +1,96 @@
-import type { Command } from "../command";
+import * as path from "node:path";
+import { type Command, parse, str, flag, startBackend } from "../command";
+import { openDataset } from "../../data/dataset";
+import { openBank, loadClassNet, writePseudoMasks } from "../../pipeline";
+import { ProgressBar } from "../../util/progress";
+import { UsageError } from "../../util/errors";
+import { writeJsonAtomic } from "../../util/fs";
+import type { PbipConfig } from "../../config/profiles";
+import { iouPerClass, meanIoU } from "../../eval/confusion";
 
-export const commands: Command[] = [];
+const cam: Command = {
+  name: ["cam"],
+  summary: "write pseudo-masks (palette PNGs in the dataset's palette) for a split from a ClassNet checkpoint; resumable",
+  usage: [
+    "--checkpoint FILE  ClassNet checkpoint (best.safetensors or step-N.safetensors of a `pbip train` run)",
+    "--bank DIR         the bank the checkpoint was trained with",
+    "--data DIR --dataset NAME   dataset folder and manifest name",
+    "--split NAME       train | val | test (default test)",
+    "--out DIR          where the masks go (existing valid masks are kept)",
+    "--tta / --no-tta   test-time augmentation h-flip x intensity 0.9/1.0/1.1 (default: the checkpoint's config)",
+    "--gate gt|pred     gate CAM channels by ground-truth labels or predicted probabilities (default: config)",
+    "--background MODE  none (release) | power | white | power-white (default: config)",
+    "--backend NAME     compute backend",
+  ].join("\n"),
+  async run(argv) {
+    const p = parse("cam", argv, {
+      checkpoint: { type: "string" },
+      bank: { type: "string" },
+      data: { type: "string" },
+      dataset: { type: "string" },
+      split: { type: "string" },
+      out: { type: "string" },
+      tta: { type: "boolean" },
+      "no-tta": { type: "boolean" },
+      gate: { type: "string" },
+      background: { type: "string" },
+      backend: { type: "string" },
+    });
+    const ckpt = str(p, "checkpoint");
+    const bankDir = str(p, "bank");
+    const data = str(p, "data");
+    const out = str(p, "out");
+    if (!ckpt || !bankDir || !data || !out) throw new UsageError("pbip cam: --checkpoint, --bank, --data and --out are required (see --help)");
+    await startBackend(str(p, "backend"));
+    const ds = openDataset(data, { dataset: str(p, "dataset") ?? "synthetic" });
+    const splitName = (str(p, "split") ?? "test") as "train" | "val" | "test";
+    const split = ds.split(splitName);
+    const bank = openBank(bankDir);
+    const { net, config } = await loadClassNet(ckpt, bank, ds.spec);
+    const camCfg: PbipConfig["cam"] = JSON.parse(JSON.stringify(config.cam));
+    if (flag(p, "tta")) camCfg.tta = { hflip: true, intensities: [0.9, 1.0, 1.1] };
+    if (flag(p, "no-tta")) camCfg.tta = { hflip: false, intensities: [1] };
+    const gate = str(p, "gate");
+    if (gate) {
+      if (gate !== "gt" && gate !== "pred") throw new UsageError(`--gate must be gt or pred, got "${gate}"`);
+      camCfg.gate = gate;
+    }
+    const bg = str(p, "background");
+    if (bg) {
+      if (!["none", "power", "white", "power-white"].includes(bg)) throw new UsageError(`--background must be none, power, white or power-white, got "${bg}"`);
+      camCfg.background.mode = bg as PbipConfig["cam"]["background"]["mode"];
+    }
+    const bar = new ProgressBar(`cam ${splitName}`, split.samples.length);
+    try {
+      const r = await writePseudoMasks({
+        net,
+        split,
+        cam: camCfg,
+        inputSize: config.data.inputSize,
+        outDir: path.resolve(out),
+        batchSize: config.train.batchSize,
+        onProgress: (d) => bar.update(d),
+      });
+      console.log(`${r.written} masks written, ${r.skipped} already there, in ${r.outDir}`);
+      if (r.matrix) {
+        const fg = ds.spec.classes.map((_, i) => i);
+        const iou = iouPerClass(r.matrix);
+        const miou = meanIoU(r.matrix, fg);
+        console.log(`mIoU ${(100 * miou).toFixed(2)}% (ground-truth background counted); ${ds.spec.codes.map((c, i) => `${c} ${(100 * iou[i]!).toFixed(1)}`).join(", ")}`);
+        writeJsonAtomic(path.join(r.outDir, "..", `${path.basename(r.outDir)}.metrics.json`), {
+          checkpoint: path.resolve(ckpt),
+          split: splitName,
+          convention: "count-bg",
+          miou,
+          iou: Object.fromEntries(ds.spec.codes.map((c, i) => [c, iou[i]])),
+          cam: camCfg,
+        });
+      }
+    } finally {
+      net.dispose();
+    }
+    return 0;
+  },
+};
+
+export const commands: Command[] = [cam];

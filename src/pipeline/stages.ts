@@ -1,0 +1,174 @@
+/**
+ * Resumable stages of a run (see run.ts): each reuses its output when it exists and
+ * was made with the same config, and otherwise (re)makes it. Used by notebooks
+ * 01-05 and `pbip demo`.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { PbipConfig, ConfigOverride } from "../config/profiles";
+import { resolveConfig } from "../config/profiles";
+import type { ImageEncoder } from "../encoders/types";
+import { buildBankEvents, saveBank, loadBank, prototypesTensor, type ImageBank, type BankBuildEvent } from "../bank";
+import { encoderMismatch } from "../bank/bank";
+import type { PbipRun } from "./run";
+import { createClassNet, stage1Loaders, loadClassNet, writePseudoMasks, type PseudoMaskResult } from "./core";
+import { trainClassNet } from "../train/trainer";
+import { latestCheckpoint, plannedSteps, type TrainEvent } from "../train/loop";
+import { readMetadata } from "../io/checkpoint";
+import type { ClassNet } from "../model/classnet";
+import type { SplitName } from "../data/types";
+import { readJson, writeJsonAtomic } from "../util/fs";
+
+/**
+ * The run's image bank: loaded when `bank/bank.json` was built with the same bank
+ * config and encoder, else built (events go to `onEvent`) and saved.
+ */
+export async function ensureBank(run: PbipRun, encoder: ImageEncoder, onEvent?: (ev: BankBuildEvent) => void): Promise<{ bank: ImageBank; reused: boolean }> {
+  const file = path.join(run.paths.bank, "bank.json");
+  if (fs.existsSync(file)) {
+    try {
+      const bank = loadBank(run.paths.bank);
+      const same = JSON.stringify(bank.meta.config) === JSON.stringify(run.config.bank) && encoderMismatch(bank.meta.encoder, encoder.identity).length === 0;
+      if (same) return { bank, reused: true };
+    } catch {
+      /* rebuild below */
+    }
+  }
+  let built: ImageBank | undefined;
+  for await (const ev of buildBankEvents({ split: run.dataset.split("train"), encoder, config: run.config.bank })) {
+    onEvent?.(ev);
+    if (ev.type === "done") built = ev.bank;
+  }
+  await saveBank(run.paths.bank, built!);
+  return { bank: loadBank(run.paths.bank), reused: false };
+}
+
+/** A stage-1 variant: a name and config changes over the run's config (e.g. `cls-only`: L_FGS and L_BGS off). */
+export interface Stage1Variant {
+  name: string;
+  overrides?: ConfigOverride;
+}
+
+/** Standard variants of notebook 03 and the results table. */
+export const STAGE1_VARIANTS = {
+  pbip: { name: "pbip" },
+  clsOnly: { name: "cls-only", overrides: { loss: { useFg: false, useBg: false } as PbipConfig["loss"] } },
+} satisfies Record<string, Stage1Variant>;
+
+export interface Stage1Handle {
+  variant: string;
+  config: PbipConfig;
+  dir: string;
+  /** True when a finished run with this config was found (no training needed). */
+  complete: boolean;
+  /** Training events (start, steps, validation, checkpoints, done); a complete run yields start and done only. */
+  events(): AsyncGenerator<TrainEvent>;
+}
+
+/** The config of a stage-1 variant of this run. */
+export function variantConfig(run: PbipRun, v: Stage1Variant): PbipConfig {
+  return resolveConfig(run.config, v.overrides);
+}
+
+/**
+ * Prepare a stage-1 training run of a variant. A folder left by another config is
+ * set aside (renamed with a timestamp) so the run starts over; a folder with the
+ * same config resumes from its newest checkpoint.
+ */
+export async function stage1(run: PbipRun, v: Stage1Variant, encoder: ImageEncoder, bank: ImageBank): Promise<Stage1Handle> {
+  const cfg = variantConfig(run, v);
+  const dir = run.paths.stage1(v.name);
+  const last = latestCheckpoint(dir);
+  let complete = false;
+  if (last) {
+    const meta = readMetadata<{ config: PbipConfig; step: number }>(last);
+    if (JSON.stringify(meta.config) !== JSON.stringify(cfg)) {
+      const aside = `${dir}.old-${Date.now()}`;
+      fs.renameSync(dir, aside);
+      console.error(`stage 1 (${v.name}): ${dir} was trained with another config; moved it to ${aside}`);
+    } else {
+      const { train } = stage1Loaders(run.dataset, cfg);
+      complete = meta.step >= plannedSteps(cfg, train.batchesPerEpoch);
+    }
+  }
+  return {
+    variant: v.name,
+    config: cfg,
+    dir,
+    complete,
+    async *events() {
+      const net = await createClassNet(cfg, bank, run.dataset.spec);
+      const { train, val } = stage1Loaders(run.dataset, cfg);
+      const protos = prototypesTensor(bank);
+      try {
+        yield* trainClassNet({
+          config: cfg,
+          net,
+          encoder,
+          bankPrototypes: protos,
+          backgroundId: run.dataset.spec.backgroundId,
+          train,
+          val,
+          outDir: dir,
+          bankIdentity: { dir: run.paths.bank, encoder: bank.meta.encoder, k: bank.meta.k, rule: bank.meta.rule, seed: bank.meta.seed },
+        });
+      } finally {
+        protos.dispose();
+        net.dispose();
+      }
+    },
+  };
+}
+
+/** Step and validation records of a stage-1 or stage-2 run folder (train-log.jsonl), for plots of finished runs. */
+export function readTrainLog(dir: string): { steps: Extract<TrainEvent, { type: "step" }>[] } {
+  const file = path.join(dir, "train-log.jsonl");
+  if (!fs.existsSync(file)) return { steps: [] };
+  const steps = fs
+    .readFileSync(file, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Extract<TrainEvent, { type: "step" }>);
+  return { steps };
+}
+
+/** The best (else last) checkpoint of a finished stage-1 variant, with its validation score. */
+export function stage1Checkpoint(run: PbipRun, variant: string): { file: string; valMiou?: number } {
+  const dir = run.paths.stage1(variant);
+  const best = path.join(dir, "best.safetensors");
+  const file = fs.existsSync(best) ? best : latestCheckpoint(dir);
+  if (!file) throw new Error(`stage 1 (${variant}) has no checkpoint in ${dir}: run notebook 03 (or \`pbip train\`) first`);
+  const meta = readMetadata<{ bestMiou?: number; val?: { miou: number } }>(file);
+  return { file, valMiou: meta.val?.miou ?? meta.bestMiou };
+}
+
+/** Load a finished stage-1 variant's ClassNet. */
+export async function loadStage1(run: PbipRun, variant: string, bank: ImageBank): Promise<{ net: ClassNet; config: PbipConfig; file: string }> {
+  const { file } = stage1Checkpoint(run, variant);
+  const { net, config } = await loadClassNet(file, bank, run.dataset.spec);
+  return { net, config, file };
+}
+
+/**
+ * Pseudo-masks of a split from a stage-1 model, written once: the folder records the
+ * checkpoint and CAM config it was made with; a change redoes it, an interrupted
+ * run continues where it stopped.
+ */
+export async function ensurePseudoMasks(
+  run: PbipRun,
+  variant: string,
+  split: SplitName,
+  net: ClassNet,
+  config: PbipConfig,
+  checkpoint: string,
+  onProgress?: (done: number, total: number) => void,
+): Promise<PseudoMaskResult> {
+  const dir = run.paths.pseudo(variant, split);
+  const stamp = path.join(dir, "..", `${split}.source.json`);
+  const source = { checkpoint: path.resolve(checkpoint), checkpointMtime: fs.statSync(checkpoint).mtimeMs, cam: config.cam, inputSize: config.data.inputSize };
+  if (fs.existsSync(stamp) && JSON.stringify(readJson(stamp)) !== JSON.stringify(source)) fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  writeJsonAtomic(stamp, source);
+  return writePseudoMasks({ net, split: run.dataset.split(split), cam: config.cam, inputSize: config.data.inputSize, outDir: dir, batchSize: config.train.batchSize, onProgress });
+}
+
