@@ -1,4 +1,5 @@
 import sharp from "sharp";
+import * as tf from "@tensorflow/tfjs";
 import type { DatasetSpec } from "../data/types";
 import { colormap, hex, type ColormapName } from "./colormap";
 import type { RGB } from "../data/types";
@@ -338,6 +339,33 @@ export async function foregroundImages(image: ImageInput, maps: MapsInput, opts:
     colLabels: ["patch X", ...opts.classes],
     rowLabels: showBg ? ["X_FG = b·M·X", "X_BG = (1-b)(1-M)X"] : ["X_FG = b·M·X"],
   });
+}
+
+/** Split a `[P, H, W, C]` tensor (or pass through a list) into one image per entry. Reads the tensor once; does not dispose it. */
+function imagesOf(x: tf.Tensor | ImageInput[]): RgbImage[] {
+  if (Array.isArray(x)) return x.map(toRgbImage);
+  if (x.rank !== 4) throw new Error(`expected a [P, H, W, C] tensor, got [${x.shape.join(", ")}]`);
+  const [p, h, w, c] = x.shape as [number, number, number, number];
+  const all = x.dataSync();
+  const float = x.dtype === "float32";
+  return Array.from({ length: p }, (_, i) => toRgbImage(float ? { width: w, height: h, channels: c, data: all.subarray(i * h * w * c, (i + 1) * h * w * c) as Float32Array } : { width: w, height: h, channels: c, data: Array.from(all.subarray(i * h * w * c, (i + 1) * h * w * c)) }));
+}
+
+/**
+ * Region images as the matching stage built them (eq. 5; e.g. `Regions.fg` and
+ * `Regions.bg` of src/match, `[P, H, W, 3]` in [0, 1], one per image-subclass
+ * pair), as PNG: X_FG in the first row, X_BG in the second, one column per pair.
+ */
+export async function regionImages(
+  fg: tf.Tensor | ImageInput[],
+  bg?: tf.Tensor | ImageInput[],
+  opts: { captions?: string[]; scale?: number; title?: string } = {},
+): Promise<Buffer> {
+  const s = opts.scale ?? 1;
+  const f = imagesOf(fg).map((im) => upscale(im, s));
+  const b = bg ? imagesOf(bg).map((im) => upscale(im, s)) : undefined;
+  if (b && b.length !== f.length) throw new Error(`regionImages: ${f.length} foreground images but ${b.length} background images`);
+  return imageGrid(b ? [f, b] : [f], { title: opts.title, colLabels: opts.captions, rowLabels: b ? ["X_FG", "X_BG"] : ["X_FG"] });
 }
 
 /** A vertical colour bar for a colormap, as SVG. */

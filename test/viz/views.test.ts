@@ -14,6 +14,7 @@ import {
   errorView,
   errorViewRgb,
   foregroundRegions,
+  regionImages,
   toRgbImage,
   toIdMask,
   colormap,
@@ -192,4 +193,17 @@ test("colormaps: viridis endpoints and midpoint, jet's known values", () => {
   assert.deepEqual(colormap("jet", 1), [128, 0, 0]);
   assert.deepEqual(colormap("gray", 2), [255, 255, 255]);
   assert.deepEqual(colormap("viridis", NaN), colormap("viridis", 0));
+});
+
+test("region images from the matching stage's [P, H, W, 3] tensors", async () => {
+  const before = tf.memory().numTensors;
+  const fg = tf.ones([3, 8, 8, 3]);
+  const bg = tf.zeros([3, 8, 8, 3]);
+  const png = await regionImages(fg, bg, { captions: ["TE-0", "NEC-1", "LYM-2"], scale: 2 });
+  const d = pngDimensions(png);
+  assert.ok(d.width >= 3 * 16 && d.height >= 2 * 16, `${d.width}x${d.height}`);
+  const two = tf.zeros([2, 8, 8, 3]);
+  await assert.rejects(regionImages(fg, two), /3 foreground images but 2/);
+  tf.dispose([fg, bg, two]);
+  assert.equal(tf.memory().numTensors, before, "the view creates no tensors");
 });
