@@ -104,6 +104,7 @@ export interface BaselineScore {
   iou: number[];
 }
 
+/** Both baselines on one test split, with what they were fitted on. */
 export interface BaselineReport {
   convention: string;
   mostFrequent: BaselineScore;

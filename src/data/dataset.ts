@@ -51,8 +51,10 @@ const IMG_DIRS = ["img", "images", "image"];
 const MASK_DIRS = ["mask", "masks"];
 const TRAIN_MASK_DIR = "train-mask";
 
+/** A folder layout, or `auto` to detect it (a labels.csv means `csv`, else the dataset's published layout). */
 export type LayoutChoice = LabelFormat | "auto";
 
+/** Options of {@link openDataset}. */
 export interface OpenOptions {
   /** Dataset name (a manifest in data-manifests/), a manifest, or a spec. */
   dataset: string | DataManifest | DatasetSpec;
@@ -62,6 +64,7 @@ export interface OpenOptions {
   layout?: LayoutChoice;
 }
 
+/** Options of {@link openSplit}: {@link OpenOptions} plus the split (`valid` is accepted for `val`). */
 export interface OpenSplitOptions extends OpenOptions {
   split: SplitName | "valid";
 }
@@ -230,6 +233,7 @@ export interface SplitScan {
   orphanMasks: string[];
 }
 
+/** Options of {@link scanSplit}. */
 export interface ScanOptions {
   /** Derive val/test labels from the masks when names carry none (default true). Without it, such samples get an all-zero label. */
   labelsFromMasks?: boolean;

@@ -31,6 +31,7 @@ export interface MaskImage {
   height: number;
 }
 
+/** Options of {@link readImage}. */
 export interface ReadImageOptions {
   /** Expected side (square patches); another size is an error unless `resize` is set. */
   expectSize?: number;
@@ -83,6 +84,7 @@ function sameColour(a: readonly number[], b: readonly number[]): boolean {
   return a[0] === b[0] && a[1] === b[1] && a[2] === b[2];
 }
 
+/** Options of {@link readMask}. */
 export interface ReadMaskOptions {
   /** Resize to this side (nearest neighbour) when the mask has another size. */
   resize?: number;

@@ -32,6 +32,7 @@ export interface AugmentOp {
   vflip: boolean;
 }
 
+/** Options of {@link createLoader}. */
 export interface LoaderOptions {
   batchSize: number;
   /** Shuffle each epoch (default: true for the train split, false otherwise). */
@@ -46,7 +47,7 @@ export interface LoaderOptions {
   prefetch?: number;
   /** Drop the last incomplete batch (default false). */
   dropLast?: boolean;
-  /** Include masks (default: when every sample has one). */
+  /** Include masks (default: for val/test splits whose samples all have one; train batches carry none unless asked, as real WSSS training sets have no masks). */
   withMasks?: boolean;
 }
 
@@ -169,7 +170,7 @@ export function createLoader(split: Split, opts: LoaderOptions): Loader {
   const seed = opts.seed ?? 0;
   const aug = augmentConfig(opts.augment);
   const prefetch = Math.max(0, opts.prefetch ?? 2);
-  const withMasks = opts.withMasks ?? split.hasMasks ?? split.samples.every((s) => s.maskPath);
+  const withMasks = opts.withMasks ?? (split.name !== "train" && split.samples.every((s) => s.maskPath));
   if (withMasks && !split.samples.every((s) => s.maskPath)) throw new Error(`createLoader: withMasks asked for, but split ${split.name} has samples without masks`);
   const size = opts.inputSize ?? split.resize ?? split.dataset.patchSize;
   const numClasses = split.dataset.classes.length;

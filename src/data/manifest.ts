@@ -29,6 +29,7 @@ export interface ManifestLayout {
   folders?: Partial<Record<SplitName, string[]>>;
 }
 
+/** Where a dataset comes from: paper, download pages, licence, citation. */
 export interface ManifestSource {
   paper: { title: string; authors: string; venue: string; year: number; doi?: string; url?: string };
   /** Download locations; `verified` says whether pbip's authors could check the address. */

@@ -1,5 +1,6 @@
 import type * as tf from "@tensorflow/tfjs";
 
+/** An 8-bit colour (palette entry). */
 export type RGB = [number, number, number];
 
 /** How image-level labels are written: `luad` `-[1 0 0 1].png`, `bcss` `[1101].png`, `csv` a labels.csv. */
@@ -40,8 +41,10 @@ export interface Sample {
   maskPath?: string;
 }
 
+/** The splits of a dataset (`valid` folders are read as `val`). */
 export type SplitName = "train" | "val" | "test";
 
+/** The samples of one split of a dataset folder, as the readers open it. */
 export interface Split {
   dataset: DatasetSpec;
   name: SplitName;

@@ -29,6 +29,7 @@ export interface VerifyRow {
   badFiles: number;
 }
 
+/** The result of {@link verifyDataset}: a row per split and every problem found. */
 export interface VerifyReport {
   dataset: string;
   root: string;
@@ -38,6 +39,7 @@ export interface VerifyReport {
   ok: boolean;
 }
 
+/** Options of {@link verifyDataset}. */
 export interface VerifyOptions {
   dataset: string | DataManifest | DatasetSpec;
   layout?: LayoutChoice;
@@ -62,19 +64,21 @@ async function checkImage(file: string, spec: DatasetSpec): Promise<DataProblem[
   let width: number;
   let height: number;
   try {
-    if (isPng(buf)) {
-      // The exact decoder checks every CRC, the zlib stream and IEND.
-      const d = decodePng(buf, file);
-      width = d.width;
-      height = d.height;
-    } else {
-      const r = await sharp(buf, { failOn: "truncated" }).raw().toBuffer({ resolveWithObject: true });
-      width = r.info.width;
-      height = r.info.height;
-    }
+    // libpng (through sharp, off the main thread) checks CRCs, the zlib stream and truncation.
+    const r = await sharp(buf, { failOn: "truncated" }).raw().toBuffer({ resolveWithObject: true });
+    width = r.info.width;
+    height = r.info.height;
   } catch (e) {
-    const msg = e instanceof FileError ? e.problem : (e as Error).message;
-    return [{ file, kind: /truncated|CRC|corrupt|decompress|IEND/i.test(msg) ? "corrupt" : "unreadable", problem: msg }];
+    let msg = (e as Error).message;
+    if (isPng(buf)) {
+      // The exact decoder says precisely what is wrong (which chunk, truncated where).
+      try {
+        decodePng(buf, file);
+      } catch (e2) {
+        if (e2 instanceof FileError) msg = e2.problem;
+      }
+    }
+    return [{ file, kind: /truncated|CRC|corrupt|decompress|IEND|read error/i.test(msg) ? "corrupt" : "unreadable", problem: msg }];
   }
   if (width !== spec.patchSize || height !== spec.patchSize) out.push({ file, kind: "size", problem: `patch is ${width}x${height}, expected ${spec.patchSize}x${spec.patchSize}` });
   return out;

@@ -96,6 +96,9 @@ test("same seed and epoch, same batches; another epoch or seed, another order", 
     const ops = new Set(train.samples.map((_, p) => JSON.stringify(l.augmentation(0, p))));
     assert.ok(ops.size >= 8, `${ops.size} distinct augmentations`);
     assert.deepEqual(createLoader(train, { batchSize: 5 }).augmentation(0, 3), { k: 0, hflip: false, vflip: false });
+    // Train batches carry no masks unless asked (real WSSS training sets have none).
+    const [plain] = await collect(createLoader(train, { batchSize: 5 }).epoch(0));
+    assert.equal(plain!.masks, undefined);
   });
 });
 
@@ -103,7 +106,7 @@ test("augmentation is applied identically to image and mask", async () => {
   const { out } = await smallSet();
   await onBackend("cpu", async () => {
     const train = openSplit(out, { dataset: "synthetic", split: "train" });
-    const loader = createLoader(train, { batchSize: 8, seed: 9, augment: { hflip: true, vflip: true, rot90: true } });
+    const loader = createLoader(train, { batchSize: 8, seed: 9, augment: { hflip: true, vflip: true, rot90: true }, withMasks: true });
     const batches = await collect(loader.epoch(2));
     const order = loader.order(2);
     const S = SMALL.size;

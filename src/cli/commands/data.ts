@@ -178,4 +178,5 @@ const baselines: Command = {
   },
 };
 
+/** `pbip data synth`, `pbip data verify`, `pbip data baselines`. */
 export const commands: Command[] = [synth, verify, baselines];

@@ -26,6 +26,7 @@ import { runPatchTask, type PatchResult, type PatchTask } from "./task";
 /** Version of the generator's algorithm; part of the card, bumped whenever output bytes change. */
 export const SYNTH_GENERATOR_VERSION = "1.0.0";
 
+/** Options of {@link generateSynthetic}: sizes, seed, workers, plus any {@link PaintParams}. */
 export interface SynthOptions extends Partial<PaintParams> {
   /** Output folder (default {@link defaultSyntheticDir}). Replaced atomically. */
   out?: string;

@@ -12,6 +12,7 @@ import { encodePalettePng, encodeRgbPng } from "../png";
 import type { RGB, SplitName } from "../types";
 import { paintPatch, type PaintParams } from "./paint";
 
+/** One patch to paint and write (sent to a worker thread as a message). */
 export interface PatchTask {
   split: SplitName;
   index: number;
@@ -28,6 +29,7 @@ export interface PatchTask {
   keepPixels: boolean;
 }
 
+/** What a painted patch reports back: its label, statistics for the card, file hashes, and optionally its pixels. */
 export interface PatchResult {
   split: SplitName;
   index: number;
