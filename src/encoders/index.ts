@@ -5,3 +5,4 @@ export * from "./mobilenetv2";
 export * from "./onnx";
 export * from "./tfjs-model";
 export * from "./factory";
+export * from "./swin";

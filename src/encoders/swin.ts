@@ -45,6 +45,18 @@ import {
   type SwinConfig,
 } from "./swin-weights";
 import type { HostTensor, NamedTensors, WeightLoadReport } from "../io/tensors";
+
+export {
+  PROJECTION_KEY,
+  SWIN_T_CONFIG,
+  randomProjection,
+  randomSwinWeights,
+  readSwinWeights,
+  relativePositionIndex,
+  swinNumFeatures,
+  swinParameterSpecs,
+} from "./swin-weights";
+export type { ParamSpec, SwinConfig, SwinHostWeights } from "./swin-weights";
 import { assertCleanLoad } from "../io/tensors";
 import { UsageError } from "../util/errors";
 

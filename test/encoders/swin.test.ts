@@ -201,3 +201,54 @@ test("encoder: identity, stand-in labels, preprocessing, dense map pools to the 
     small.dispose();
   });
 });
+
+// --------------------------------------------------------------- full Swin-T
+const PY = "/usr/bin/python3";
+function torchAvailable(): boolean {
+  if (!fs.existsSync(PY)) return false;
+  const { spawnSync } = require("node:child_process") as typeof import("node:child_process");
+  return spawnSync(PY, ["-c", "import torch, numpy"], { stdio: "ignore" }).status === 0;
+}
+
+test("Swin-T at 224 px (random weights) matches the PyTorch reference: pooled, projected, tokens, input gradient (1e-4)", async (t) => {
+  if (!torchAvailable()) {
+    t.skip(`${PY} cannot import torch: the full Swin-T comparison is skipped (the tiny fixture tests still ran)`);
+    return;
+  }
+  const { spawnSync } = require("node:child_process") as typeof import("node:child_process");
+  const { cacheDir, sha256File } = require("../../src/util") as typeof import("../../src/util");
+  const script = path.join(__dirname, "..", "reference", "swin_reference.py");
+  const dir = cacheDir("swin-reference", `swin-t-224-${sha256File(script).slice(0, 12)}`);
+  if (!fs.existsSync(path.join(dir, "io.safetensors"))) {
+    const r = spawnSync(PY, [script, "--config", "swin-t", "--seed", "3", "--input", "2,224,224", "--input-seed", "21", "--grad", "--out-dir", dir], { encoding: "utf8" });
+    assert.equal(r.status, 0, `reference failed: ${r.stderr}`);
+  }
+  const ioT = readSafetensors(path.join(dir, "io.safetensors"));
+  const get = (n: string) => ioT.get(n)!.data;
+  await onBackend("wasm", () => {
+    const before = tf.memory().numTensors;
+    const cfg = { ...SWIN_T_CONFIG, depths: [...SWIN_T_CONFIG.depths], numHeads: [...SWIN_T_CONFIG.numHeads] };
+    const w = readSwinWeights([path.join(dir, "weights.safetensors")], cfg, { projection: true });
+    assert.deepEqual([w.report.missing, w.report.unexpected, w.report.misshaped], [[], [], []]);
+    assert.equal(w.checkedIndexBuffers, 12);
+    const model = new SwinModel(buildSwinParams(cfg, w.tensors, w.tensors.get(PROJECTION_KEY)));
+    const x = tf.tensor4d(randomArray(2 * 224 * 224 * 3, 21), [2, 224, 224, 3]);
+    const out = model.forward(x, { tokens: true, differentiable: false });
+    const projected = model.project(out.pooled);
+    assert.deepEqual(out.tokens!.shape, [2, 7, 7, 768]);
+    assert.deepEqual(projected.shape, [2, 512]);
+    const errs: Record<string, number> = {
+      pooled: maxRelErr(out.pooled.dataSync(), get("pooled")),
+      projected: maxRelErr(projected.dataSync(), get("projected")),
+      tokens: maxRelErr(out.tokens!.dataSync(), get("tokens")),
+    };
+    const r = tf.tensor2d(get("grad_weights"), [2, 512]);
+    const g = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(model.project(model.forward(xx as tf.Tensor4D).pooled), r)))(x);
+    errs.gradInput0 = maxRelErr(g.dataSync().slice(0, 224 * 224 * 3), get("grad_input0"));
+    t.diagnostic(JSON.stringify(errs));
+    for (const [k, e] of Object.entries(errs)) assert.ok(e < 1e-4, `${k}: max relative error ${e.toExponential(2)}`);
+    tf.dispose([x, out.pooled, out.tokens!, projected, r, g]);
+    model.dispose();
+    assert.equal(tf.memory().numTensors, before);
+  });
+});
