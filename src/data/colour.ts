@@ -9,16 +9,19 @@ export const BASELINE_WHITE_LEVEL = 200;
 /** `rgb`: 8-bit RGB values; `od`: optical density -log10(I/255) per channel (the Beer-Lambert stain space). */
 export type ColourSpace = "rgb" | "od";
 
-/** Colour of a pixel in the chosen space: RGB 0..255, or optical density -log10(I/255). */
+/** Optical density of each 8-bit intensity, -log10(max(I, 1) / 255). */
+export const OD_TABLE: Float64Array = Float64Array.from({ length: 256 }, (_, i) => -Math.log10(Math.max(i, 1) / 255));
+
+/** Colour of a pixel in the chosen space: RGB 0..255, or optical density -log10(I/255) (I clamped to >= 1). */
 export function colourFeature(r: number, g: number, b: number, space: ColourSpace, out: number[]): void {
   if (space === "rgb") {
     out[0] = r;
     out[1] = g;
     out[2] = b;
   } else {
-    out[0] = -Math.log10(Math.max(r, 1) / 255);
-    out[1] = -Math.log10(Math.max(g, 1) / 255);
-    out[2] = -Math.log10(Math.max(b, 1) / 255);
+    out[0] = OD_TABLE[r]!;
+    out[1] = OD_TABLE[g]!;
+    out[2] = OD_TABLE[b]!;
   }
 }
 

@@ -35,6 +35,8 @@ test("same seed, same bytes; also with two worker threads; another seed differs"
   const a = await smallSet();
   const dir = tmpDir();
   const b = await generateSynthetic({ ...SMALL, out: path.join(dir, "b"), workers: 2 });
+  assert.equal(b.workers, 2, "two worker threads really ran");
+  assert.equal(a.workers, 1);
   const fa = listFiles(a.out);
   assert.deepEqual(listFiles(b.out), fa);
   for (const f of fa) assert.ok(fs.readFileSync(path.join(a.out, f)).equals(fs.readFileSync(path.join(b.out, f))), `${f} differs`);

@@ -75,21 +75,27 @@ export function defaultSyntheticDir(): string {
   return path.join(projectRoot(), "data", "synthetic");
 }
 
-function workerScript(): { file: string; eval: boolean } {
+/** The worker entry: compiled JS, or the TS source bootstrapped through tsx; undefined when neither can run. */
+function workerScript(): { file: string; eval: boolean } | undefined {
   const js = path.join(__dirname, "worker.js");
   if (fs.existsSync(js)) return { file: js, eval: false };
   // Running from TypeScript sources (tests, tsx): bootstrap tsx inside the worker.
   const ts = path.join(__dirname, "worker.ts");
-  const tsx = require.resolve("tsx/cjs");
-  return { file: `require(${JSON.stringify(tsx)}); require(${JSON.stringify(ts)});`, eval: true };
+  try {
+    const tsx = require.resolve("tsx/cjs");
+    return { file: `require(${JSON.stringify(tsx)}); require(${JSON.stringify(ts)});`, eval: true };
+  } catch {
+    return undefined;
+  }
 }
 
-async function runTasks(tasks: PatchTask[], root: string, workers: number, onDone: (r: PatchResult) => void): Promise<void> {
-  if (workers <= 1) {
+/** Run the tasks on `workers` threads (or in this thread); returns the number of threads used. */
+async function runTasks(tasks: PatchTask[], root: string, workers: number, onDone: (r: PatchResult) => void): Promise<number> {
+  const script = workers > 1 ? workerScript() : undefined;
+  if (!script) {
     for (const t of tasks) onDone(runPatchTask(t, root));
-    return;
+    return 1;
   }
-  const script = workerScript();
   const pool = Array.from({ length: Math.min(workers, tasks.length) }, () => new Worker(script.file, { eval: script.eval, workerData: { root } }));
   let next = 0;
   try {
@@ -117,6 +123,7 @@ async function runTasks(tasks: PatchTask[], root: string, workers: number, onDon
   } finally {
     await Promise.all(pool.map((w) => w.terminate()));
   }
+  return pool.length;
 }
 
 function isSyntheticDir(dir: string): boolean {
@@ -155,6 +162,7 @@ export async function generateSynthetic(opts: SynthOptions = {}): Promise<SynthR
   const workers = opts.workers ?? Math.min(8, os.availableParallelism?.() ?? os.cpus().length);
   const t0 = Date.now();
   let card: SynthCard | undefined;
+  let used = 1;
   await writeDirAtomic(out, async (tmp) => {
     const dirs = ["train", "val/img", "val/mask", "test/img", "test/mask", ...(o.trainMasks ? ["train-mask"] : [])];
     for (const d of dirs) fs.mkdirSync(path.join(tmp, d), { recursive: true });
@@ -190,7 +198,7 @@ export async function generateSynthetic(opts: SynthOptions = {}): Promise<SynthR
     }
     const results: Record<SplitName, PatchResult[]> = { train: [], val: [], test: [] };
     let done = 0;
-    await runTasks(tasks, tmp, workers, (r) => {
+    used = await runTasks(tasks, tmp, workers, (r) => {
       results[r.split][r.index] = r;
       o.onProgress?.({ phase: "paint", done: ++done, total: tasks.length });
     });
@@ -199,7 +207,7 @@ export async function generateSynthetic(opts: SynthOptions = {}): Promise<SynthR
     await writeCard(tmp, card, results);
     o.onProgress?.({ phase: "card", done: 1, total: 1 });
   });
-  return { out, card: card!, seconds: (Date.now() - t0) / 1000, workers: Math.max(1, workers) };
+  return { out, card: card!, seconds: (Date.now() - t0) / 1000, workers: used };
 }
 
 /** The synthetic manifest (data-manifests/synthetic.json). */
