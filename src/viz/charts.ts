@@ -76,6 +76,9 @@ export interface LineChartOptions extends ChartOptions {
   logY?: boolean;
   yMin?: number;
   yMax?: number;
+  /** Fixed x range (default: the data's); e.g. [0, total steps] so a live chart does not rescale. */
+  xMin?: number;
+  xMax?: number;
   /** Most points drawn per series; longer series are reduced by min/max buckets (default 1000). */
   maxPoints?: number;
 }
@@ -226,10 +229,13 @@ export function lineChart(series: LineSeries[], opts: LineChartOptions = {}): st
       ylo = Math.min(ylo, ty);
       yhi = Math.max(yhi, ty);
     });
+  if (opts.xMin !== undefined) xlo = Number.isFinite(xlo) ? Math.min(xlo, opts.xMin) : opts.xMin;
+  if (opts.xMax !== undefined) xhi = Number.isFinite(xhi) ? Math.max(xhi, opts.xMax) : opts.xMax;
   if (opts.yMin !== undefined) ylo = logY ? Math.log10(opts.yMin) : opts.yMin;
   if (opts.yMax !== undefined) yhi = logY ? Math.log10(opts.yMax) : opts.yMax;
-  const empty = !Number.isFinite(xlo);
-  if (empty) [xlo, xhi, ylo, yhi] = [0, 1, 0, 1];
+  const empty = !Number.isFinite(ylo) || !Number.isFinite(yhi);
+  if (!Number.isFinite(xlo) || !Number.isFinite(xhi)) [xlo, xhi] = [0, 1];
+  if (empty) [ylo, yhi] = [0, 1];
   if (xlo === xhi) [xlo, xhi] = [xlo - 1, xhi + 1];
   const [y0, y1] = logY ? [Math.floor(ylo), Math.max(Math.ceil(yhi), Math.floor(ylo) + 1)] : opts.yMin !== undefined && opts.yMax !== undefined ? [ylo, yhi] : niceDomain(ylo, yhi);
   const leg = planLegend(

@@ -51,8 +51,28 @@ export interface TrainerEpochEventLike {
   val?: Record<string, unknown>;
 }
 
+/** The trainer's validation event (src/train: `{type: "validation", epoch, step, score: {miou, ...}}`). */
+export interface TrainerValidationEventLike {
+  type: "validation";
+  epoch: number;
+  score: Record<string, unknown>;
+}
+
+/** The trainer's start event, which fixes the axes' extent. */
+export interface TrainerStartEventLike {
+  type: "start";
+  task?: string;
+  totalSteps?: number;
+  epochs?: number;
+}
+
 /** What {@link trainerEventToLive} makes of an event. */
-export type LiveUpdate = { kind: "step"; point: LivePoint; lr?: number } | { kind: "epoch"; point: LiveEpochPoint } | { kind: "end" } | null;
+export type LiveUpdate =
+  | { kind: "step"; point: LivePoint; lr?: number }
+  | { kind: "epoch"; point: LiveEpochPoint }
+  | { kind: "start"; task?: string; totalSteps?: number; epochs?: number }
+  | { kind: "end" }
+  | null;
 
 function numericEntries(o: Record<string, unknown> | undefined, rename: (k: string) => string = (k) => k): Record<string, number> {
   const out: Record<string, number> = {};
@@ -62,10 +82,12 @@ function numericEntries(o: Record<string, unknown> | undefined, rename: (k: stri
 }
 
 /**
- * Adapter from the trainer's events to live-plot points: `step` events give
- * their numeric `losses`; `epoch` events give `val.miou` as "val mIoU" and any
- * other numeric `val` field as "val <key>"; `done`/`end`/`finish` events mean
- * the run is over; anything else is ignored (null).
+ * Adapter from the trainer's events (src/train's `TrainEvent`) to live-plot
+ * points: `step` events give their numeric `losses` (and `lr`); `validation`
+ * events give `score.miou` as "val mIoU" and any other numeric score as
+ * "val <key>" (an `epoch` event with a `val` record works the same); `start`
+ * fixes the axes to the run's total steps and epochs; `done`/`end`/`finish` end
+ * the run; anything else (checkpoints, ...) is ignored (null).
  */
 export function trainerEventToLive(ev: unknown): LiveUpdate {
   if (typeof ev !== "object" || ev === null) return null;
@@ -75,10 +97,27 @@ export function trainerEventToLive(ev: unknown): LiveUpdate {
     if (typeof s.step !== "number") return null;
     return { kind: "step", point: { step: s.step, ...(typeof s.epoch === "number" ? { epoch: s.epoch } : {}), values: numericEntries(s.losses) }, ...(typeof s.lr === "number" ? { lr: s.lr } : {}) };
   }
-  if (e.type === "epoch") {
-    const s = ev as TrainerEpochEventLike;
+  const valName = (k: string) => (k === "miou" ? "val mIoU" : `val ${k}`);
+  if (e.type === "epoch" || e.type === "validation") {
+    const s = ev as { epoch?: unknown; score?: Record<string, unknown>; val?: Record<string, unknown> };
     if (typeof s.epoch !== "number") return null;
-    return { kind: "epoch", point: { epoch: s.epoch, values: numericEntries(s.val, (k) => (k === "miou" ? "val mIoU" : `val ${k}`)) } };
+    return { kind: "epoch", point: { epoch: s.epoch, values: numericEntries(e.type === "validation" ? s.score : s.val, valName) } };
+  }
+  if (e.type === "start") {
+    const s = ev as TrainerStartEventLike;
+    return {
+      kind: "start",
+      ...(typeof s.task === "string" ? { task: s.task } : {}),
+      ...(typeof s.totalSteps === "number" ? { totalSteps: s.totalSteps } : {}),
+      ...(typeof s.epochs === "number" ? { epochs: s.epochs } : {}),
+    };
+  }
+  if (e.type === "validation") {
+    // The training loop's validation event: { epoch, score: { miou, ... } }.
+    const s = ev as { epoch?: unknown; score?: Record<string, unknown> };
+    if (typeof s.epoch !== "number") return null;
+    const miou = s.score?.miou;
+    return { kind: "epoch", point: { epoch: s.epoch, values: typeof miou === "number" ? { "val mIoU": miou } : {} } };
   }
   if (e.type === "done" || e.type === "end" || e.type === "finish") return { kind: "end" };
   return null;
@@ -125,6 +164,7 @@ export class LivePlot {
   private readonly steps = new Map<string, { x: number[]; y: number[] }>();
   private readonly epochs = new Map<string, { x: number[]; y: number[] }>();
   private readonly lr = { x: [] as number[], y: [] as number[] };
+  private extent: { steps?: number; epochs?: number; task?: string } = {};
   private lastStep: LivePoint | undefined;
   private lastEpoch: LiveEpochPoint | undefined;
   private lastRender = -Infinity;
@@ -149,11 +189,15 @@ export class LivePlot {
    * sent (awaiting it lets the kernel flush the update during a busy loop);
    * ignoring it is fine.
    */
-  push(ev: LivePoint | TrainerStepEventLike | TrainerEpochEventLike | { type: string }): Promise<void> {
+  push(ev: LivePoint | TrainerStepEventLike | TrainerEpochEventLike | TrainerValidationEventLike | TrainerStartEventLike | { type: string }): Promise<void> {
     if ("type" in ev) {
       const u = trainerEventToLive(ev);
       if (!u) return Promise.resolve();
       if (u.kind === "end") return this.close();
+      if (u.kind === "start") {
+        this.extent = { steps: u.totalSteps, epochs: u.epochs, task: u.task };
+        return Promise.resolve();
+      }
       if (u.kind === "epoch") return this.pushEpoch(u.point);
       if (u.lr !== undefined) {
         this.lr.x.push(u.point.step);
@@ -320,12 +364,13 @@ export class LivePlot {
     const where = this.lastStep ? ` (step ${this.lastStep.step}${this.lastStep.epoch !== undefined ? `, epoch ${this.lastStep.epoch}` : ""})` : "";
     const charts = [
       lineChart(stepSeries, {
-        title: `${this.opts.title ?? "training"}${where}`,
-        xLabel: "step",
+        title: `${this.opts.title ?? this.extent.task ?? "training"}${where}`,
+        xLabel: this.extent.steps ? `step (of ${this.extent.steps})` : "step",
         yLabel: sm > 0 ? `loss (EMA ${sm})` : "loss",
         width: mainW,
         height: H,
         logY: this.opts.logY,
+        ...(this.extent.steps ? { xMin: 0, xMax: this.extent.steps } : {}),
       }),
     ];
     if (showEpoch) {
@@ -336,7 +381,16 @@ export class LivePlot {
       });
       const allY = eps.flatMap((s) => Array.from(s.y));
       const inUnit = allY.every((v) => v >= 0 && v <= 1);
-      charts.push(lineChart(eps, { title: "per epoch", xLabel: "epoch", width: sideW, height: H, ...(inUnit ? { yMin: 0, yMax: 1 } : {}) }));
+      charts.push(
+        lineChart(eps, {
+          title: "per epoch",
+          xLabel: "epoch",
+          width: sideW,
+          height: H,
+          ...(inUnit ? { yMin: 0, yMax: 1 } : {}),
+          ...(this.extent.epochs ? { xMin: 0, xMax: Math.max(1, this.extent.epochs - 1) } : {}),
+        }),
+      );
     }
     if (showLr) charts.push(lineChart([{ name: "lr", x: this.lr.x, y: this.lr.y, color: "#7f7f7f" }], { title: "learning rate", xLabel: "step", width: sideW, height: H }));
     return charts.length === 1 ? charts[0]! : panels(charts, { columns: charts.length });

@@ -1,6 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { LivePlot, trainerEventToLive, pngDimensions, svgSize, type DisplayHandle, type MimeBundle } from "../../src/viz";
+import type { TrainEvent } from "../../src/train/loop";
+
+// Compile-time contract with the trainer: every TrainEvent can be pushed, and a trainer can be watched.
+export const pushTrainEvent = (live: LivePlot, ev: TrainEvent): Promise<void> => live.push(ev);
+export const watchTrainer = (live: LivePlot, events: AsyncIterable<TrainEvent>): AsyncGenerator<TrainEvent> => live.watch(events);
 
 /** A mock display entry that records every bundle it is given. */
 function mockDisplay(): DisplayHandle & { bundles: MimeBundle[] } {
@@ -19,6 +24,17 @@ test("trainer events map to live points", () => {
   assert.deepEqual(trainerEventToLive({ type: "epoch", epoch: 2, val: { miou: 0.61, fwiou: 0.7, ids: ["a"] } }), {
     kind: "epoch",
     point: { epoch: 2, values: { "val mIoU": 0.61, "val fwiou": 0.7 } },
+  });
+  // src/train's TrainEvent shapes: validation carries `score`, start fixes the axes.
+  assert.deepEqual(trainerEventToLive({ type: "validation", epoch: 3, step: 40, score: { miou: 0.55, perClass: [1] }, best: true }), {
+    kind: "epoch",
+    point: { epoch: 3, values: { "val mIoU": 0.55 } },
+  });
+  assert.deepEqual(trainerEventToLive({ type: "start", task: "pbip", step: 0, totalSteps: 80, stepsPerEpoch: 10, epochs: 8 }), {
+    kind: "start",
+    task: "pbip",
+    totalSteps: 80,
+    epochs: 8,
   });
   assert.deepEqual(trainerEventToLive({ type: "done" }), { kind: "end" });
   assert.equal(trainerEventToLive({ type: "checkpoint", path: "x" }), null);
@@ -57,13 +73,17 @@ test("epoch values redraw at once, in their own panel; trainer events go through
   const now = 0;
   const d = mockDisplay();
   const live = new LivePlot({ intervalMs: 60_000, trailing: false, display: d, now: () => now, png: false });
+  live.push({ type: "start", task: "pbip", totalSteps: 40, epochs: 4 });
   live.push({ type: "step", step: 1, epoch: 0, losses: { total: 2, cls: 1, fg: 0.6, bg: 0.4 } });
   live.push({ type: "step", step: 2, epoch: 0, losses: { total: 1.8, cls: 0.9, fg: 0.5, bg: 0.4 } });
   assert.equal(live.renders, 1);
-  live.push({ type: "epoch", epoch: 0, val: { miou: 0.42 } });
+  live.push({ type: "validation", epoch: 0, score: { miou: 0.42 } });
   assert.equal(live.renders, 2, "an epoch event redraws even inside the interval");
   const b = d.bundles[d.bundles.length - 1]!;
   assert.match(b["image/svg+xml"]!, /per epoch/);
+  assert.match(b["image/svg+xml"]!, /step \(of 40\)/, "the start event fixes the step axis");
+  assert.match(b["image/svg+xml"]!, />pbip \(step 2, epoch 0\)</, "and names the task");
+  assert.match(b["image/svg+xml"]!, />40</, "tick at the last step");
   assert.match(b["image/svg+xml"]!, /val mIoU 0\.42/);
   assert.match(b["text/plain"]!, /epoch 0: val mIoU=0\.42/);
   assert.equal(d.bundles.every((x) => !x["image/png"]), true, "png: false sends SVG only");
