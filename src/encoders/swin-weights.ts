@@ -247,6 +247,21 @@ export function readSwinWeights(files: string[], config: SwinConfig, options: { 
 }
 
 /**
+ * Read only the projection matrix (`projection.weight`, or MedCLIP's
+ * `vision_model.projection_head.weight`) from a `.safetensors` file, checking that
+ * it is [d, numFeatures] (PyTorch layout). Other tensors in the file are ignored.
+ */
+export function readSwinProjection(file: string, numFeatures: number): HostTensor {
+  const t = readSafetensors(file, { filter: (n) => PROJECTION_NAMES.includes(n) });
+  const found = PROJECTION_NAMES.map((n) => t.get(n)).find((x) => x !== undefined);
+  if (!found) throw new FileError(file, `no projection matrix: expected a tensor named ${PROJECTION_NAMES.join(" or ")}`);
+  if (found.shape.length !== 2 || found.shape[1] !== numFeatures) {
+    throw new FileError(file, `projection matrix is [${found.shape.join(", ")}], expected [d, ${numFeatures}] (PyTorch [out, in])`);
+  }
+  return found;
+}
+
+/**
  * Seeded random weights for a Swin with `config` (for tests and benchmarks; never
  * features anyone should use): linear and patch-embedding weights N(0, 0.02) as
  * Hugging Face's `_init_weights`, biases N(0, 0.02), LayerNorm gains 1 + N(0, 0.1)

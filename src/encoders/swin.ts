@@ -38,6 +38,7 @@ import {
   SWIN_T_CONFIG,
   randomProjection,
   randomSwinWeights,
+  readSwinProjection,
   readSwinWeights,
   relativePositionIndex,
   swinNumFeatures,
@@ -51,6 +52,7 @@ export {
   SWIN_T_CONFIG,
   randomProjection,
   randomSwinWeights,
+  readSwinProjection,
   readSwinWeights,
   relativePositionIndex,
   swinNumFeatures,
@@ -783,6 +785,10 @@ export async function createSwinEncoder(options: SwinEncoderOptions = {}): Promi
   } else if (options.randomSeed !== undefined) {
     weights = randomSwinWeights(config, options.randomSeed);
     source = `random Swin weights (seed ${options.randomSeed})`;
+    if (options.projection) {
+      weights.set(PROJECTION_KEY, readSwinProjection(options.projection, F));
+      files.push(options.projection);
+    }
   } else {
     throw new UsageError(
       "encoder swin-t needs weights: write them with kernel-setup/export_swin_weights.py (ImageNet Swin-T + the release's seeded projection, or MedCLIP's vision tower) and pass the .safetensors file",

@@ -14,6 +14,7 @@ import {
 } from "../../src/encoders/swin";
 import {
   PROJECTION_KEY,
+  readSwinProjection,
   readSwinWeights,
   relativePositionIndex,
   swinParameterSpecs,
@@ -251,4 +252,33 @@ test("Swin-T at 224 px (random weights) matches the PyTorch reference: pooled, p
     model.dispose();
     assert.equal(tf.memory().numTensors, before);
   });
+});
+
+test("kernel-setup/export_swin_weights.py --projection-only writes the seeded nn.Linear(768, 512) pbip loads", async (t) => {
+  if (!torchAvailable()) {
+    t.skip(`${PY} cannot import torch: the export script is not exercised`);
+    return;
+  }
+  const { spawnSync } = require("node:child_process") as typeof import("node:child_process");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-swin-export-"));
+  try {
+    const out = path.join(dir, "proj.safetensors");
+    const script = path.join(__dirname, "..", "..", "kernel-setup", "export_swin_weights.py");
+    const r = spawnSync(PY, [script, "imagenet", "--projection-only", "--seed", "42", "--out", out], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    const side = JSON.parse(fs.readFileSync(path.join(dir, "proj.json"), "utf8")) as Record<string, unknown>;
+    assert.equal(side.inputSize, 224);
+    assert.deepEqual(side.mean, [0.485, 0.456, 0.406]);
+    assert.match(String(side.projection), /torch\.manual_seed\(42\)/);
+    // torch.manual_seed(42); nn.Linear(768, 512, bias=False).weight[0, :4], computed by torch here too.
+    const expect = spawnSync(PY, ["-c", "import torch; torch.manual_seed(42); print(' '.join(repr(float(v)) for v in torch.nn.Linear(768, 512, bias=False).weight[0, :4]))"], { encoding: "utf8" });
+    const first = expect.stdout.trim().split(" ").map(Number);
+    const proj = readSwinProjection(out, 768);
+    assert.deepEqual(proj.shape, [512, 768]);
+    assert.deepEqual([...proj.data.slice(0, 4)], first.map((v) => Math.fround(v)));
+    assert.ok(proj.data.every((v) => Math.abs(v) <= 1 / Math.sqrt(768)), "U(-1/sqrt(768), 1/sqrt(768))");
+    assert.throws(() => readSwinProjection(out, 32), /proj\.safetensors: projection matrix is \[512, 768\], expected \[d, 32\]/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
