@@ -20,7 +20,8 @@ import * as tf from "@tensorflow/tfjs";
 import type { BankRule, PbipConfig } from "../config/profiles";
 import type { EncoderIdentity, ImageEncoder } from "../encoders/types";
 import { FileError } from "../util/errors";
-import { float32FromLE, float32ToLE, projectRoot, readJson, writeDirAtomic, writeFileAtomic, writeJsonAtomic } from "../util/fs";
+import { float32FromLE, float32ToLE, readJson, writeDirAtomic, writeFileAtomic, writeJsonAtomic } from "../util/fs";
+import { pbipVersion } from "../io/checkpoint";
 import type { SubclassRecord } from "./prototypes";
 import type { SelectionStats } from "./select";
 
@@ -77,20 +78,6 @@ export interface ImageBank {
   prototypes: Float32Array;
   /** Folder it was loaded from or saved to. */
   dir?: string;
-}
-
-let cachedVersion: string | undefined;
-
-/** The version in pbip's package.json. */
-export function pbipVersion(): string {
-  if (!cachedVersion) {
-    try {
-      cachedVersion = readJson<{ version: string }>(path.join(projectRoot(), "package.json")).version;
-    } catch {
-      cachedVersion = "unknown";
-    }
-  }
-  return cachedVersion;
 }
 
 /** The bank record of an encoder. */

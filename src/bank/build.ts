@@ -21,7 +21,8 @@ import { RELEASE, type PbipConfig } from "../config/profiles";
 import { cacheDir, float32FromLE, float32ToLE, readJson, sha256, writeFileAtomic, writeJsonAtomic } from "../util/fs";
 import { type FeatureMatrix, l2NormalizeRows, selectRows } from "./matrix";
 import { classPrototypes, type SubclassRecord } from "./prototypes";
-import { BANK_FORMAT, BANK_FORMAT_VERSION, encoderRecord, pbipVersion, type BankEncoderRecord, type ImageBank } from "./bank";
+import { BANK_FORMAT, BANK_FORMAT_VERSION, encoderRecord, type BankEncoderRecord, type ImageBank } from "./bank";
+import { pbipVersion } from "../io/checkpoint";
 import { isMostlyWhite, recordWhiteStep, selectCandidates, whiteFraction, type SelectionStats } from "./select";
 
 /** The encoded bank candidates: one feature row per kept (single-label, not white) patch. */

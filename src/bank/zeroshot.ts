@@ -4,9 +4,9 @@
  * No training; it measures how well the bank (and the encoder behind it)
  * separates the tissue classes.
  *
- * Protocol (the paper does not state one): the patches classified are val/test
- * patches whose ground-truth mask is dominated by one class, so the bank (built
- * from training patches) never sees them. A patch qualifies when foreground
+ * Protocol (the paper does not state one): the patches classified are val and/or
+ * test patches whose ground-truth mask is dominated by one class, so the bank
+ * (built from training patches) never sees them. A patch qualifies when foreground
  * (non-background) pixels cover at least `minForeground` of it (default 0.5) and
  * one class holds at least `minShare` of the foreground (default 0.9); its true
  * class is that class. Scores: per-class precision, recall and F1, accuracy and
@@ -151,7 +151,7 @@ export function dominantClassSamples(split: Split, opts: DominantClassOptions = 
 export type ZeroShotEvent =
   | { type: "selected"; patches: number; skipped: number; perClass: number[] }
   | { type: "encode"; done: number; total: number; seconds: number }
-  | { type: "done"; report: ZeroShotReport; classification: PrototypeClassification; samples: Sample[]; truth: number[]; features: FeatureMatrix };
+  | { type: "done"; report: ZeroShotReport; classification: PrototypeClassification; samples: Sample[]; truth: number[]; features: FeatureMatrix; splits: string[] };
 
 /** Options of {@link zeroShotEvents}. */
 export interface ZeroShotOptions extends DominantClassOptions {
@@ -161,41 +161,62 @@ export interface ZeroShotOptions extends DominantClassOptions {
 }
 
 /**
- * Image-prompt zero-shot classification of a masked split with a bank (Table 6):
- * pick single-class patches ({@link dominantClassSamples}), encode them with the
- * bank's encoder (checked against the bank), classify by the most similar
- * prototype, and score.
+ * Image-prompt zero-shot classification of masked splits with a bank (Table 6):
+ * pick single-class patches of each split ({@link dominantClassSamples}), encode
+ * them with the bank's encoder (checked against the bank), classify by the most
+ * similar prototype, and score them together.
  */
-export async function* zeroShotEvents(bank: ImageBank, split: Split, encoder: ImageEncoder, opts: ZeroShotOptions = {}): AsyncGenerator<ZeroShotEvent> {
+export async function* zeroShotEvents(bank: ImageBank, splits: Split | readonly Split[], encoder: ImageEncoder, opts: ZeroShotOptions = {}): AsyncGenerator<ZeroShotEvent> {
   assertBankEncoder(bank, encoder);
-  const sel = dominantClassSamples(split, opts);
-  let samples = sel.samples;
-  let truth = sel.classIndex;
-  if (opts.maxPerClass !== undefined) {
-    const count = new Map<number, number>();
-    const keep = truth.map((c) => {
-      const k = (count.get(c) ?? 0) + 1;
-      count.set(c, k);
-      return k <= opts.maxPerClass!;
-    });
-    samples = samples.filter((_, i) => keep[i]);
-    truth = truth.filter((_, i) => keep[i]);
-  }
+  const list = Array.isArray(splits) ? (splits as readonly Split[]) : [splits as Split];
+  const parts = list.map((split) => {
+    const sel = dominantClassSamples(split, opts);
+    let samples = sel.samples;
+    let truth = sel.classIndex;
+    if (opts.maxPerClass !== undefined) {
+      const count = new Map<number, number>();
+      const keep = truth.map((c) => {
+        const k = (count.get(c) ?? 0) + 1;
+        count.set(c, k);
+        return k <= opts.maxPerClass!;
+      });
+      samples = samples.filter((_, i) => keep[i]);
+      truth = truth.filter((_, i) => keep[i]);
+    }
+    return { split, samples, truth, skipped: sel.skipped };
+  });
+  const samples = parts.flatMap((p) => p.samples);
+  const truth = parts.flatMap((p) => p.truth);
   const perClass = bank.meta.classes.map((_, c) => truth.filter((t) => t === c).length);
-  yield { type: "selected", patches: samples.length, skipped: sel.skipped, perClass };
-  if (!samples.length) throw new Error(`zero-shot: no patch of split ${split.name} has a dominant class (min foreground ${opts.minForeground ?? 0.5}, min share ${opts.minShare ?? 0.9})`);
-  let features: FeatureMatrix | undefined;
-  for await (const ev of encodeSamples(split, samples, encoder, { batchSize: opts.batchSize })) {
-    if (ev.type === "encode") yield { type: "encode", done: ev.done, total: ev.total, seconds: ev.seconds };
-    else features = ev.features;
+  const names = list.map((s) => s.name);
+  yield { type: "selected", patches: samples.length, skipped: parts.reduce((a, p) => a + p.skipped, 0), perClass };
+  if (!samples.length) throw new Error(`zero-shot: no patch of ${names.join(" + ")} has a dominant class (min foreground ${opts.minForeground ?? 0.5}, min share ${opts.minShare ?? 0.9})`);
+  const rows: Float32Array[] = [];
+  let done = 0;
+  const t0 = Date.now();
+  for (const p of parts) {
+    if (!p.samples.length) continue;
+    for await (const ev of encodeSamples(p.split, p.samples, encoder, { batchSize: opts.batchSize })) {
+      if (ev.type === "encode") yield { type: "encode", done: done + ev.done, total: samples.length, seconds: (Date.now() - t0) / 1000 };
+      else rows.push(ev.features.data);
+    }
+    done += p.samples.length;
   }
-  const classification = classifyByPrototypes(bank, features!);
+  const d = encoder.identity.dim;
+  const data = new Float32Array(samples.length * d);
+  let o = 0;
+  for (const r of rows) {
+    data.set(r, o);
+    o += r.length;
+  }
+  const features: FeatureMatrix = { rows: samples.length, dim: d, data };
+  const classification = classifyByPrototypes(bank, features);
   const report = zeroShotReport(truth, classification.predicted, bank.meta.classes, bank.meta.codes);
-  yield { type: "done", report, classification, samples, truth, features: features! };
+  yield { type: "done", report, classification, samples, truth, features, splits: names };
 }
 
 /** {@link zeroShotEvents} without the progress: the report and what it was computed from. */
-export async function zeroShotClassification(bank: ImageBank, split: Split, encoder: ImageEncoder, opts: ZeroShotOptions = {}): Promise<Extract<ZeroShotEvent, { type: "done" }>> {
-  for await (const ev of zeroShotEvents(bank, split, encoder, opts)) if (ev.type === "done") return ev;
+export async function zeroShotClassification(bank: ImageBank, splits: Split | readonly Split[], encoder: ImageEncoder, opts: ZeroShotOptions = {}): Promise<Extract<ZeroShotEvent, { type: "done" }>> {
+  for await (const ev of zeroShotEvents(bank, splits, encoder, opts)) if (ev.type === "done") return ev;
   throw new Error("zero-shot: ended without a result");
 }

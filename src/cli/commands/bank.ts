@@ -33,11 +33,11 @@ const BUILD_USAGE = `${COMMON}
   --white-max F       white filter: drop patches with more than this share of white pixels (default 0.5; 1 = off)
   --max-per-class N   use at most N single-label patches per class (seeded draw; quick runs)
   --no-cache          do not reuse or store encoded features in the cache
-  --zero-shot SPLIT   afterwards, score image-prompt zero-shot classification on val or test (Table 6)`;
+  --zero-shot SPLIT   afterwards, score image-prompt zero-shot classification on val, test or val,test (Table 6)`;
 
 const ZS_USAGE = `  --bank DIR          bank folder (from pbip bank build)
 ${COMMON}
-  --split S           val or test (default test): patches whose mask has one dominant class
+  --split S           val, test or val,test (default test): patches whose mask has one dominant class
   --min-share F       dominant class: at least this share of the foreground pixels (default 0.9)
   --min-foreground F  and foreground at least this share of the patch (default 0.5)
   --json FILE         also write the scores as JSON`;
@@ -90,7 +90,7 @@ function bankSummary(bank: ImageBank): string {
 }
 
 async function runZeroShot(bank: ImageBank, ds: Dataset, splitName: string, encoder: Awaited<ReturnType<typeof createEncoder>>, o: { batch?: number; minShare?: number; minForeground?: number; json?: string }): Promise<void> {
-  const split = ds.split(splitName as "val" | "test");
+  const split = splitName.split(",").map((s) => ds.split(s as "val" | "test"));
   let bar: ProgressBar | undefined;
   for await (const ev of zeroShotEvents(bank, split, encoder, { batchSize: o.batch, minShare: o.minShare, minForeground: o.minForeground })) {
     if (ev.type === "selected") {
@@ -144,7 +144,7 @@ export const commands: Command[] = [
       const rule = str(p, "rule");
       if (rule !== undefined && !["centroid", "nearest", "random"].includes(rule)) throw new UsageError(`pbip ${cmd}: --rule must be centroid, nearest or random, got "${rule}"`);
       const zs = str(p, "zero-shot");
-      if (zs !== undefined && zs !== "val" && zs !== "test") throw new UsageError(`pbip ${cmd}: --zero-shot must be val or test, got "${zs}"`);
+      if (zs !== undefined && !/^(val|test)(,(val|test))?$/.test(zs)) throw new UsageError(`pbip ${cmd}: --zero-shot must be val, test or val,test, got "${zs}"`);
       const isInt = (n: number) => Number.isInteger(n) && n >= 0;
       const profile = str(p, "profile") ?? "release";
       if (!PROFILES[profile]) throw new UsageError(`pbip ${cmd}: unknown --profile "${profile}"; use ${Object.keys(PROFILES).join(", ")}`);
@@ -225,7 +225,7 @@ export const commands: Command[] = [
       const bankDir = str(p, "bank");
       if (!bankDir) throw new UsageError(`pbip ${cmd}: --bank DIR is required`);
       const split = str(p, "split") ?? "test";
-      if (split !== "val" && split !== "test") throw new UsageError(`pbip ${cmd}: --split must be val or test, got "${split}"`);
+      if (!/^(val|test)(,(val|test))?$/.test(split)) throw new UsageError(`pbip ${cmd}: --split must be val, test or val,test, got "${split}"`);
       const frac = (n: number) => n >= 0 && n <= 1;
       const resize = num(cmd, "resize", str(p, "resize"), (n) => Number.isInteger(n) && n >= 16, "an integer >= 16");
       const ds = openBankDataset(cmd, str(p, "data"), str(p, "dataset"), resize);
