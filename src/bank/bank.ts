@@ -21,7 +21,6 @@ import type { BankRule, PbipConfig } from "../config/profiles";
 import type { EncoderIdentity, ImageEncoder } from "../encoders/types";
 import { FileError } from "../util/errors";
 import { float32FromLE, float32ToLE, readJson, writeDirAtomic, writeFileAtomic, writeJsonAtomic } from "../util/fs";
-import { pbipVersion } from "../io/checkpoint";
 import type { SubclassRecord } from "./prototypes";
 import type { SelectionStats } from "./select";
 
