@@ -94,6 +94,27 @@ const f32x4Add = () => op.simd(0xe4);
 const f32x4Mul = () => op.simd(0xe6);
 const f32x4Extract = (lane: number) => op.simd(0x1f, lane);
 const f32x4Replace = (lane: number) => op.simd(0x20, lane);
+const f32x4Sub = () => op.simd(0xe5);
+const f32x4Div = () => op.simd(0xe7);
+const f32x4Max = () => op.simd(0xe9);
+const f32x4Abs = () => op.simd(0xe0);
+const f32x4Ge = () => op.simd(0x46);
+const f32x4Nearest = () => op.simd(0x6a);
+const i32x4TruncSat = () => op.simd(0xf8);
+const i32x4Add = () => op.simd(0xae);
+const i32x4Shl = () => op.simd(0xab);
+const bitselect = () => op.simd(0x52);
+/** v128.const with four equal float32 lanes. */
+function f32x4Const(v: number): number[] {
+  const b = Buffer.alloc(16);
+  for (let l = 0; l < 4; l++) b.writeFloatLE(v, 4 * l);
+  return op.simd(0x0c, ...b);
+}
+function i32x4Const(v: number): number[] {
+  const b = Buffer.alloc(16);
+  for (let l = 0; l < 4; l++) b.writeInt32LE(v, 4 * l);
+  return op.simd(0x0c, ...b);
+}
 const load32Zero = (offset = 0) => op.simd(0x5c, 2, ...uleb(offset));
 const load64Zero = (offset = 0) => op.simd(0x5d, 2, ...uleb(offset));
 
@@ -202,6 +223,56 @@ function gatherFunc(): FuncDef {
   return { params: [I32, I32, I32, I32, I32], locals: [I32, I32, I32], body: b };
 }
 
+/**
+ * Exact-erf GELU, element-wise over `n4` four-float vectors. Forward (params x, y, n4):
+ * y = x Phi(x). Backward (params x, dy, dx, n4): dx = dy (Phi(x) + x phi(x)).
+ * Phi comes from erfc by Abramowitz and Stegun 7.1.26 (|error of erf| <= 1.5e-7, about
+ * two float32 ulps at 1), and exp(-x^2/2) from a degree-7 Taylor polynomial after
+ * Cody-Waite range reduction (relative error < 1e-7).
+ */
+function geluFunc(backward: boolean): FuncDef {
+  // Forward params: x, y, n4. Backward params: x, dy, dx, n4. Then an i32 counter and eight v128 locals.
+  const X = 0;
+  const Y = 1;
+  const OUT = 2;
+  const nParams = backward ? 4 : 3;
+  const cnt = nParams - 1;
+  const i = nParams;
+  const base = nParams + 1;
+  const L = { x: base, ax: base + 1, t: base + 2, e: base + 3, q: base + 4, phi: base + 5, n: base + 6, r: base + 7 };
+  const ptrs = backward ? [X, Y, OUT] : [X, Y];
+  const b: number[] = [];
+  const emit = (...xs: number[][]) => xs.forEach((z) => b.push(...z));
+  const A = [0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429];
+  emit(op.i32(0), op.set(i), op.block, op.loop);
+  emit(op.get(X), v128Load(), op.tee(L.x), f32x4Abs(), op.set(L.ax));
+  // t = 1 / (1 + (p / sqrt 2) |x|)
+  emit(f32x4Const(1), f32x4Const(1), f32x4Const(0.3275911 / Math.SQRT2), op.get(L.ax), f32x4Mul(), f32x4Add(), f32x4Div(), op.set(L.t));
+  // v = max(-x^2 / 2, -87); n = nearest(v log2 e); r = v - n ln2 (two parts)
+  emit(op.get(L.x), op.get(L.x), f32x4Mul(), f32x4Const(-0.5), f32x4Mul(), f32x4Const(-87), f32x4Max(), op.set(L.r));
+  emit(op.get(L.r), f32x4Const(Math.LOG2E), f32x4Mul(), f32x4Nearest(), op.set(L.n));
+  emit(op.get(L.r), op.get(L.n), f32x4Const(0.693145751953125), f32x4Mul(), f32x4Sub(), op.get(L.n), f32x4Const(1.428606820309417e-6), f32x4Mul(), f32x4Sub(), op.set(L.r));
+  // e^r by Horner on 1/7!, ..., 1, then times 2^n built in the exponent bits.
+  const c = [1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2, 1, 1];
+  emit(f32x4Const(c[0]!));
+  for (let k = 1; k < c.length; k++) emit(op.get(L.r), f32x4Mul(), f32x4Const(c[k]!), f32x4Add());
+  emit(op.get(L.n), i32x4TruncSat(), i32x4Const(127), i32x4Add(), op.i32(23), i32x4Shl(), f32x4Mul(), op.set(L.e));
+  // q = Phi(-|x|) = 0.5 t (a1 + t (a2 + ...)) e
+  emit(f32x4Const(A[4]!));
+  for (let k = 3; k >= 0; k--) emit(op.get(L.t), f32x4Mul(), f32x4Const(A[k]!), f32x4Add());
+  emit(op.get(L.t), f32x4Mul(), op.get(L.e), f32x4Mul(), f32x4Const(0.5), f32x4Mul(), op.set(L.q));
+  // Phi(x) = x >= 0 ? 1 - q : q
+  emit(f32x4Const(1), op.get(L.q), f32x4Sub(), op.get(L.q), op.get(L.x), f32x4Const(0), f32x4Ge(), bitselect(), op.set(L.phi));
+  if (!backward) {
+    emit(op.get(Y), op.get(L.x), op.get(L.phi), f32x4Mul(), v128Store());
+  } else {
+    emit(op.get(OUT), op.get(Y), v128Load(), op.get(L.phi), op.get(L.x), op.get(L.e), f32x4Mul(), f32x4Const(1 / Math.sqrt(2 * Math.PI)), f32x4Mul(), f32x4Add(), f32x4Mul(), v128Store());
+  }
+  for (const p of ptrs) emit(op.get(p), op.i32(16), op.add, op.set(p));
+  emit(op.get(i), op.i32(1), op.add, op.tee(i), op.get(cnt), op.ltS, op.brIf(0), op.end, op.end);
+  return { params: new Array(nParams).fill(I32), locals: [I32, ...new Array(8).fill(V128)], body: b };
+}
+
 // ------------------------------------------------------------------ registration
 
 interface WasmBackendLike {
@@ -212,10 +283,14 @@ interface WasmBackendLike {
 
 const BMM = "PbipWindowMatMul";
 const GATHER = "PbipGatherRows";
+const GELU = "PbipGelu";
+const GELU_GRAD = "PbipGeluGrad";
 let registered: boolean | undefined;
 let memory: WasmMemory | undefined;
 const bmmCache = new Map<string, (a: number, b: number, c: number, batch: number) => void>();
 let gatherFn: ((x: number, idx: number, out: number, rows: number, c4: number) => void) | undefined;
+let geluFn: ((x: number, y: number, n4: number) => void) | undefined;
+let geluGradFn: ((x: number, dy: number, dx: number, n4: number) => void) | undefined;
 
 /** Bind the kernels to the backend's memory (a new WASM backend instance has a new one). */
 function useMemory(m: WasmMemory): void {
@@ -223,6 +298,8 @@ function useMemory(m: WasmMemory): void {
   memory = m;
   bmmCache.clear();
   gatherFn = undefined;
+  geluFn = undefined;
+  geluGradFn = undefined;
 }
 
 function instantiate<T>(def: FuncDef): T {
@@ -236,7 +313,7 @@ function register(): boolean {
   registered = false;
   try {
     if (!tf.findBackend("wasm")) return false;
-    if (!WebAssembly.validate(assemble([bmmFunc(3, 5, 7, false), gatherFunc()]))) return false;
+    if (!WebAssembly.validate(assemble([bmmFunc(3, 5, 7, false), gatherFunc(), geluFunc(false), geluFunc(true)]))) return false;
     tf.registerKernel({
       kernelName: BMM,
       backendName: "wasm",
@@ -267,6 +344,33 @@ function register(): boolean {
         const { rows, cols } = attrs as unknown as { rows: number; cols: number };
         const out = be.makeOutput([rows, cols], "float32");
         gatherFn!(be.dataIdMap.get(x.dataId).memoryOffset, be.dataIdMap.get(index.dataId).memoryOffset, be.dataIdMap.get(out.dataId).memoryOffset, rows, cols / 4);
+        return out;
+      },
+    });
+    tf.registerKernel({
+      kernelName: GELU,
+      backendName: "wasm",
+      kernelFunc: ({ inputs, backend }) => {
+        const be = backend as unknown as WasmBackendLike;
+        useMemory(be.wasm.asm.memory);
+        geluFn ??= instantiate(geluFunc(false));
+        const { x } = inputs as { x: tf.TensorInfo };
+        const out = be.makeOutput(x.shape, "float32");
+        geluFn!(be.dataIdMap.get(x.dataId).memoryOffset, be.dataIdMap.get(out.dataId).memoryOffset, tf.util.sizeFromShape(x.shape) / 4);
+        return out;
+      },
+    });
+    tf.registerKernel({
+      kernelName: GELU_GRAD,
+      backendName: "wasm",
+      kernelFunc: ({ inputs, backend }) => {
+        const be = backend as unknown as WasmBackendLike;
+        useMemory(be.wasm.asm.memory);
+        geluGradFn ??= instantiate(geluFunc(true));
+        const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+        const out = be.makeOutput(x.shape, "float32");
+        const m = be.dataIdMap;
+        geluGradFn!(m.get(x.dataId).memoryOffset, m.get(dy.dataId).memoryOffset, m.get(out.dataId).memoryOffset, tf.util.sizeFromShape(x.shape) / 4);
         return out;
       },
     });
@@ -306,4 +410,19 @@ export function gatherRows(x: tf.Tensor2D, index: tf.Tensor1D): tf.Tensor2D {
   const cols = x.shape[1];
   if (cols % 4 !== 0) throw new Error(`gatherRows: ${cols} columns is not a multiple of 4`);
   return tf.engine().runKernel(GATHER, { x, index }, { rows: index.shape[0], cols } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+}
+
+/**
+ * Exact-erf GELU, x Phi(x), in one pass (WASM; size a multiple of 4). See {@link geluFunc}
+ * for the accuracy (erf within 1.5e-7).
+ */
+export function geluWasm(x: tf.Tensor): tf.Tensor {
+  if (x.size % 4 !== 0) throw new Error(`geluWasm: ${x.size} elements is not a multiple of 4`);
+  return tf.engine().runKernel(GELU, { x }, {}) as tf.Tensor;
+}
+
+/** dy * GELU'(x) = dy (Phi(x) + x phi(x)) in one pass (WASM; size a multiple of 4). */
+export function geluGradWasm(x: tf.Tensor, dy: tf.Tensor): tf.Tensor {
+  if (x.size % 4 !== 0 || dy.size !== x.size) throw new Error(`geluGradWasm: sizes ${x.size} and ${dy.size}`);
+  return tf.engine().runKernel(GELU_GRAD, { x, dy }, {}) as tf.Tensor;
 }

@@ -32,7 +32,7 @@ import type { EncoderIdentity, EncoderOutput, ImageEncoder, Preprocessing } from
 import * as fs from "node:fs";
 import { preprocessForEncoder } from "./preprocess";
 import { readEncoderSidecar, sidecarPathFor, sidecarPreprocessing } from "./onnx";
-import { gatherRows, swinWasmKernelsAvailable, windowMatMul } from "./swin-wasm";
+import { gatherRows, geluGradWasm, geluWasm, swinWasmKernelsAvailable, windowMatMul } from "./swin-wasm";
 import {
   PROJECTION_KEY,
   SWIN_T_CONFIG,
@@ -444,7 +444,7 @@ function blockForward(x: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tens
   const x1 = tf.add(x2, o) as tf.Tensor2D;
   const ln2 = lnForward(x1, blk.ln2);
   const a = linearForward(ln2.y, blk.fc1);
-  const y = tf.add(x1, linearForward(gelu(a) as tf.Tensor2D, blk.fc2));
+  const y = tf.add(x1, linearForward((fast ? geluWasm(a) : gelu(a)) as tf.Tensor2D, blk.fc2));
   if (saved) Object.assign(saved, { xhat1: ln1.xhat, rstd1: ln1.rstd, q, k, v, p, xhat2: ln2.xhat, rstd2: ln2.rstd, a });
   return tf.reshape(y, [B, H, W, C]) as tf.Tensor4D;
 }
@@ -454,13 +454,14 @@ function blockBackward(dy: tf.Tensor4D, blk: Block, g: Geometry, s: BlockSaved):
   const { B, H, W, C, T } = g;
   const N = B * H * W;
   const dy2 = tf.reshape(dy, [N, C]) as tf.Tensor2D;
+  const fast = g.perm !== undefined;
   // MLP branch.
-  const da = tf.mul(tf.matMul(dy2, blk.fc2.w), geluGrad(s.a)) as tf.Tensor2D;
+  const dg = tf.matMul(dy2, blk.fc2.w);
+  const da = (fast ? geluGradWasm(s.a, dg) : tf.mul(dg, geluGrad(s.a))) as tf.Tensor2D;
   const dx1 = tf.add(dy2, lnBackward(tf.matMul(da, blk.fc1.w), s.xhat2, s.rstd2, blk.ln2.g)) as tf.Tensor2D;
   // Attention branch.
   const dOw = toWindows(tf.reshape(dx1, [B, H, W, C]) as tf.Tensor4D, g);
   const dctx = splitHeads(tf.matMul(dOw, blk.o.w), T, blk.heads);
-  const fast = g.perm !== undefined;
   const bmm = (a: tf.Tensor, b: tf.Tensor, ta = false) => (fast ? windowMatMul(a, b, ta) : tf.matMul(a, b, ta, false)) as tf.Tensor4D;
   const dp = bmm(dctx, tf.transpose(s.v, [0, 1, 3, 2]));
   const dv = bmm(tf.transpose(s.p, [0, 1, 3, 2]), dctx);

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr } from "../helpers";
-import { gatherRows, swinWasmKernelsAvailable, windowMatMul } from "../../src/encoders/swin-wasm";
+import { gatherRows, geluGradWasm, geluWasm, swinWasmKernelsAvailable, windowMatMul } from "../../src/encoders/swin-wasm";
 
 // Shapes of Swin-T's window attention (T = 49 tokens, head dim 32) and of odd sizes that
 // exercise every column remainder (N % 4 = 0..3) and more than 12 vectors per row.
@@ -56,8 +56,54 @@ test("gatherRows copies rows by index and writes zeros for negative indices", as
     [3, -1, 0, 9, 9, 2].forEach((src, r) => {
       for (let c = 0; c < 8; c++) assert.equal(got[r * 8 + c], src < 0 ? 0 : xs[src * 8 + c]);
     });
-    assert.throws(() => gatherRows(tf.zeros([2, 6]) as tf.Tensor2D, idx), /not a multiple of 4/);
+    assert.throws(() => tf.tidy(() => gatherRows(tf.zeros([2, 6]) as tf.Tensor2D, idx)), /not a multiple of 4/);
     tf.dispose([x, idx, out]);
   });
   await onBackend("cpu", () => assert.equal(swinWasmKernelsAvailable(), false, "not on other backends"));
+});
+
+/** erf in float64: Taylor series below 3, continued fraction for erfc above (|error| < 1e-15). */
+function erf64(z: number): number {
+  const a = Math.abs(z);
+  let r: number;
+  if (a < 3) {
+    let sum = 0;
+    let term = a;
+    for (let k = 0; k < 200 && (k < 3 || Math.abs(term) > 1e-18); k++) {
+      sum += term / (2 * k + 1);
+      term *= (-a * a) / (k + 1);
+    }
+    r = (2 / Math.sqrt(Math.PI)) * sum;
+  } else {
+    let f = 0;
+    for (let k = 60; k >= 1; k--) f = k / 2 / (a + f);
+    r = 1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / (a + f);
+  }
+  return z < 0 ? -r : r;
+}
+
+test("WASM GELU and its gradient match exact erf GELU in float64 (error < 5e-7)", async () => {
+  await onBackend("wasm", () => {
+    const n = 40000;
+    const xs = new Float32Array(n);
+    for (let i = 0; i < n; i++) xs[i] = -12 + (24 * i) / n;
+    xs.set([0, -0, 60, -60, 1e-30, -1e-30]);
+    const dys = randomArray(n, 8);
+    const [y, d] = tf.tidy(() => {
+      const x = tf.tensor1d(xs);
+      return [geluWasm(x).dataSync(), geluGradWasm(x, tf.tensor1d(dys)).dataSync()];
+    });
+    let ey = 0;
+    let ed = 0;
+    for (let i = 0; i < n; i++) {
+      const v = xs[i]!;
+      const phi = 0.5 * (1 + erf64(v / Math.SQRT2));
+      ey = Math.max(ey, Math.abs(y![i]! - v * phi) / Math.max(1, Math.abs(v * phi)));
+      const gd = phi + (v * Math.exp((-v * v) / 2)) / Math.sqrt(2 * Math.PI);
+      ed = Math.max(ed, Math.abs(d![i]! - dys[i]! * gd));
+    }
+    assert.ok(ey < 5e-7, `GELU error ${ey}`);
+    assert.ok(ed < 5e-7, `GELU gradient error ${ed}`);
+    assert.ok(y!.every(Number.isFinite) && d!.every(Number.isFinite));
+  });
 });
