@@ -109,6 +109,28 @@ test("a training step (stochastic depth on) gives the same gradients on WASM and
   assert.ok(nonzero >= cpu.grads.size / 2, `${nonzero}/${cpu.grads.size} parameters get a non-zero gradient`);
 });
 
+test("gradient checkpointing changes memory, not gradients (stochastic depth on)", async () => {
+  await onBackend("wasm", () => {
+    const run = (checkpoint: boolean) => {
+      const model = buildMiT("mit-b0", { config: TINY, seed: 8, dropPathRate: 0.3 });
+      model.loadWeights(path.join(FIX, "weights.safetensors"));
+      model.setGradientCheckpointing(checkpoint);
+      const before = tf.memory().numTensors;
+      const r = stepGrads(model, true);
+      assert.equal(tf.memory().numTensors, before, `checkpoint ${checkpoint}: no tensors leaked`);
+      model.dispose();
+      return r;
+    };
+    const on = run(true);
+    const off = run(false);
+    assert.equal(on.loss, off.loss);
+    for (const [name, g] of off.grads) {
+      const err = maxRelErr(on.grads.get(name)!, g);
+      assert.ok(err < 1e-6, `${name}: checkpointed vs plain gradient max relative error ${err.toExponential(2)}`);
+    }
+  });
+});
+
 test("tensor count does not grow across training steps (WASM, SGD)", async () => {
   await onBackend("wasm", () => {
     const model = buildMiT("mit-b0", { config: TINY, seed: 4, dropPathRate: 0.1 });
@@ -150,23 +172,26 @@ test("gradients match PyTorch autograd on the tiny configuration", async (t) => 
   const ref = readSafetensors(path.join(dir, "grad.safetensors"));
   // Same weights and input as the committed fixture (same seed and rounding).
   assert.deepEqual(readSafetensors(path.join(dir, "io.safetensors")).get("input")!.data, input.data);
-  await onBackend("wasm", () => {
-    const model = buildMiT("mit-b0", { config: TINY, weights: path.join(dir, "weights.safetensors") });
-    const lw = [1, 2, 3, 4].map((s) => ref.get(`loss_weight.stage${s}`)!.data);
-    const { loss, grads } = stepGrads(model, false, lw);
-    const refLoss = ref.get("loss")!.data[0]!;
-    assert.ok(Math.abs(loss - refLoss) < 1e-4 * Math.max(1, Math.abs(refLoss)), `loss ${loss} vs ${refLoss}`);
-    let worst = 0;
-    for (const [name, g] of grads) {
-      const r = ref.get(`grad.${name}`)!;
-      assert.ok(r, `reference gradient for ${name}`);
-      const v = model.namedVariables().get(name)!;
-      const mine = tf.tidy(() => toPyTorchLayout(name, tf.tensor(g, v.shape)).dataSync());
-      const err = maxRelErr(mine, r.data);
-      worst = Math.max(worst, err);
-      assert.ok(err < 1e-3, `${name}: max relative error ${err.toExponential(2)} against autograd`);
-    }
-    t.diagnostic(`worst per-parameter max relative error against PyTorch autograd: ${worst.toExponential(2)}`);
-    model.dispose();
-  });
+  // training=false runs the plain graph; training=true with drop-path 0 runs the checkpointed blocks.
+  for (const training of [false, true]) {
+    await onBackend("wasm", () => {
+      const model = buildMiT("mit-b0", { config: TINY, dropPathRate: 0, weights: path.join(dir, "weights.safetensors") });
+      const lw = [1, 2, 3, 4].map((s) => ref.get(`loss_weight.stage${s}`)!.data);
+      const { loss, grads } = stepGrads(model, training, lw);
+      const refLoss = ref.get("loss")!.data[0]!;
+      assert.ok(Math.abs(loss - refLoss) < 1e-4 * Math.max(1, Math.abs(refLoss)), `loss ${loss} vs ${refLoss}`);
+      let worst = 0;
+      for (const [name, g] of grads) {
+        const r = ref.get(`grad.${name}`)!;
+        assert.ok(r, `reference gradient for ${name}`);
+        const v = model.namedVariables().get(name)!;
+        const mine = tf.tidy(() => toPyTorchLayout(name, tf.tensor(g, v.shape)).dataSync());
+        const err = maxRelErr(mine, r.data);
+        worst = Math.max(worst, err);
+        assert.ok(err < 1e-3, `${name}: max relative error ${err.toExponential(2)} against autograd`);
+      }
+      t.diagnostic(`training=${training}: worst per-parameter max relative error against PyTorch autograd: ${worst.toExponential(2)}`);
+      model.dispose();
+    });
+  }
 });

@@ -271,3 +271,37 @@ test("MiT-b1 at 224 px matches the PyTorch reference module (max relative error 
     assert.equal(tf.memory().numTensors, before);
   });
 });
+
+/** The README's torch-only one-liner, with the file names as placeholders. */
+const ONE_LINER =
+  "import torch,json,struct,itertools as it;sd=torch.load('IN',map_location='cpu');sd=sd.get('state_dict',sd);" +
+  "ts=[(k,v.float().contiguous().numpy().astype('<f4').tobytes(),list(v.shape)) for k,v in sorted(sd.items()) if torch.is_tensor(v)];" +
+  "ends=list(it.accumulate(len(b) for _,b,_ in ts));" +
+  "h=json.dumps({k:{'dtype':'F32','shape':s,'data_offsets':[e-len(b),e]} for (k,b,s),e in zip(ts,ends)}).encode();" +
+  "h+=b' '*(-len(h)%8);open('OUT','wb').write(struct.pack('<Q',len(h))+h+b''.join(b for _,b,_ in ts))";
+
+test("kernel-setup/convert_mit_pth.py and the README one-liner turn a .pth into a loadable .safetensors", async (t) => {
+  if (!torchAvailable()) {
+    t.skip(`${PY} cannot import torch: the .pth conversion check is skipped`);
+    return;
+  }
+  const { spawnSync } = require("node:child_process") as typeof import("node:child_process");
+  const dir = path.dirname(tmpFile("x"));
+  const root = path.join(__dirname, "..", "..");
+  const ref = spawnSync(PY, [path.join(root, "test/reference/mit_reference.py"), "--config", "tiny", "--out-dir", dir, "--input", "1,32,32", "--case", "a:4,2,2,1", "--pth"], { encoding: "utf8" });
+  assert.equal(ref.status, 0, ref.stderr);
+  const conv = spawnSync(PY, [path.join(root, "kernel-setup/convert_mit_pth.py"), path.join(dir, "weights.pth"), path.join(dir, "converted.safetensors")], { encoding: "utf8" });
+  assert.equal(conv.status, 0, conv.stderr);
+  const code = ONE_LINER.replace("IN", path.join(dir, "weights.pth")).replace("OUT", path.join(dir, "oneliner.safetensors"));
+  const one = spawnSync(PY, ["-c", code], { encoding: "utf8" });
+  assert.equal(one.status, 0, one.stderr);
+  await onBackend("wasm", () => {
+    const expected = buildMiT("mit-b0", { config: TINY, weights: path.join(dir, "weights.safetensors") }).namedVariables();
+    for (const file of ["converted.safetensors", "oneliner.safetensors"]) {
+      const m = buildMiT("mit-b0", { config: TINY, weights: path.join(dir, file) });
+      for (const [name, v] of m.namedVariables()) assert.deepEqual(v.dataSync(), expected.get(name)!.dataSync(), `${file}: ${name}`);
+      m.dispose();
+    }
+    for (const v of expected.values()) v.dispose();
+  });
+});

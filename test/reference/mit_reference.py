@@ -12,6 +12,8 @@ What it writes into --out-dir:
                           checkpoints, which loaders must ignore)
   weights_hf.safetensors  (with --hf) the same numbers under Hugging Face
                           `SegformerForImageClassification` names, k and v split
+  weights.pth             (with --pth) the same state dict saved by torch.save as
+                          {"state_dict": {"module.<name>": ...}}, to test converters
   grad.safetensors        (with --grad) `loss_weight.stage1..4` (NHWC), `loss`, and
                           `grad.<name>` for every encoder parameter (PyTorch
                           layout): gradients of sum_s sum(stage_s * loss_weight_s)
@@ -275,6 +277,7 @@ def main():
     ap.add_argument("--round", choices=["none", "bf16"], default="none",
                     help="round weights to values F16 and BF16 both hold exactly")
     ap.add_argument("--hf", action="store_true", help="also write weights_hf.safetensors")
+    ap.add_argument("--pth", action="store_true", help="also write weights.pth (torch.save, wrapped and module.-prefixed)")
     ap.add_argument("--grad", action="store_true",
                     help="also write grad.safetensors: parameter gradients of a seeded linear loss (first --case)")
     ap.add_argument("--input", default="1,224,224", help="B,H,W of the seeded random input (RGB)")
@@ -293,6 +296,10 @@ def main():
     save_safetensors(os.path.join(args.out_dir, "weights.safetensors"), state, args.weights_dtype, meta)
     if args.hf:
         save_safetensors(os.path.join(args.out_dir, "weights_hf.safetensors"), hf_names(state), args.weights_dtype, meta)
+    if args.pth:
+        # As a DataParallel training script would save it: wrapped, `module.`-prefixed.
+        wrapped = {"state_dict": {"module." + k: v for k, v in state.items()}, "epoch": 300}
+        torch.save(wrapped, os.path.join(args.out_dir, "weights.pth"))
 
     model64 = model.double()
     g = torch.Generator().manual_seed(args.seed + 1000)

@@ -211,7 +211,8 @@ export function loadMiTWeights(
   let hfPrefix = "segformer.";
 
   for (const [fileName, t] of tensors) {
-    if (MIT_IGNORED_PREFIXES.some((p) => fileName.startsWith(p))) continue;
+    const bare = fileName.replace(/^(module\.)?(backbone\.)?/, "");
+    if (MIT_IGNORED_PREFIXES.some((p) => bare.startsWith(p))) continue;
     if (naming === "huggingface") {
       const r = hfToOriginalName(fileName);
       if (!r || !expected.has(r.name)) {
@@ -227,12 +228,11 @@ export function loadMiTWeights(
         found.set(r.name, { fileNames: [fileName], tensor: t });
       }
     } else {
-      const name = fileName.replace(/^(module\.)?(backbone\.)?/, "");
-      if (!expected.has(name)) {
+      if (!expected.has(bare)) {
         report.unexpected.push(fileName);
         continue;
       }
-      found.set(name, { fileNames: [fileName], tensor: t });
+      found.set(bare, { fileNames: [fileName], tensor: t });
     }
   }
 

@@ -43,7 +43,7 @@ let instanceCounter = 0;
  * gradient (fewer ops and saved tensors than autodiff through mean/variance):
  * `dx = rstd * (g*dy - mean(g*dy) - xhat * mean(g*dy * xhat))`.
  */
-export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
+export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor2D {
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xi, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
     const mean = tf.mean(xi, -1, true);
@@ -85,6 +85,108 @@ export function geluErf(x: tf.Tensor): tf.Tensor {
     };
   });
   return f(x);
+}
+
+/**
+ * Gradients of `f` at `xs` for the upstream gradient `dy`, computed from inside another
+ * gradient's backward pass (gradient checkpointing). TF.js 4.22 keeps one active tape:
+ * a nested `tf.grads` starts a fresh one and, when it finishes, sets the engine's tape
+ * to null, so the outer backward could no longer release its saved tensors. The outer
+ * tape is put back afterwards.
+ */
+function recomputeGrads(f: (...xs: tf.Tensor[]) => tf.Tensor, xs: tf.Tensor[], dy: tf.Tensor): tf.Tensor[] {
+  const state = tf.engine().state;
+  const outerTape = state.activeTape;
+  try {
+    return tf.grads(f)(xs, dy);
+  } finally {
+    state.activeTape = outerTape;
+  }
+}
+
+/** A block's parameter by name relative to the block (e.g. `attn.q.weight`). */
+type ParamLookup = (name: string) => tf.Tensor;
+
+/** Shape facts and stochastic-depth masks of one block call. */
+interface BlockGeometry {
+  stage: number;
+  b: number;
+  h: number;
+  w: number;
+  attnMask: Float32Array | null;
+  mlpMask: Float32Array | null;
+}
+
+/** `x @ W + b` on a token matrix, fused. */
+function linear(x: tf.Tensor2D, P: ParamLookup, name: string, bias = true): tf.Tensor2D {
+  return tf.fused.matMul({ a: x, b: P(`${name}.weight`) as tf.Tensor2D, bias: bias ? P(`${name}.bias`) : undefined }) as tf.Tensor2D;
+}
+
+/** Stochastic depth: scale each sample's rows of a branch `[B*N, C]` by its mask entry (0 or 1/keep). */
+function applyDropMask(branch: tf.Tensor2D, mask: Float32Array | null, batch: number): tf.Tensor2D {
+  if (!mask) return branch;
+  const [n, c] = branch.shape;
+  return tf.reshape(tf.mul(tf.reshape(branch, [batch, (n / batch) * c]), tf.tensor2d(mask, [batch, 1])), [n, c]);
+}
+
+/**
+ * Efficient self-attention on normalised tokens `t` `[B*H*W, C]`: q from all tokens,
+ * k and v from the grid reduced by the kernel = stride = sr convolution and its
+ * LayerNorm, softmax(q k^T / sqrt(head_dim)) v per head, then `proj`.
+ */
+function attention(t: tf.Tensor2D, P: ParamLookup, g: BlockGeometry, cfg: MiTConfig): tf.Tensor2D {
+  const { stage, b, h, w } = g;
+  const c = cfg.embedDims[stage]!;
+  const heads = cfg.numHeads[stage]!;
+  const hd = c / heads;
+  const sr = cfg.srRatios[stage]!;
+  const n = h * w;
+  const scale = hd ** -0.5;
+  // The scale is folded into q's weight and bias (C*C multiplies instead of B*N*C).
+  const wq = tf.mul(P("attn.q.weight"), scale) as tf.Tensor2D;
+  const bq = cfg.qkvBias ? tf.mul(P("attn.q.bias"), scale) : undefined;
+  const q = tf.fused.matMul({ a: t, b: wq, bias: bq }) as tf.Tensor2D;
+  let src = t;
+  let m = n;
+  if (sr > 1) {
+    const grid = tf.reshape(t, [b, h, w, c]) as tf.Tensor4D;
+    const red = tf.fused.conv2d({ x: grid, filter: P("attn.sr.weight") as tf.Tensor4D, strides: sr, pad: "valid", bias: P("attn.sr.bias") });
+    m = red.shape[1] * red.shape[2];
+    src = layerNorm(tf.reshape(red, [b * m, c]), P("attn.norm.weight"), P("attn.norm.bias"), cfg.defaultEps);
+  }
+  // kv's [C, 2C] weight: columns 0..C-1 give k, C..2C-1 give v (PyTorch rows of [2C, C]).
+  const wkv = P("attn.kv.weight");
+  const bkv = cfg.qkvBias ? P("attn.kv.bias") : undefined;
+  const k = tf.fused.matMul({ a: src, b: tf.slice(wkv, [0, 0], [c, c]) as tf.Tensor2D, bias: bkv && tf.slice(bkv, [0], [c]) }) as tf.Tensor2D;
+  const v = tf.fused.matMul({ a: src, b: tf.slice(wkv, [0, c], [c, c]) as tf.Tensor2D, bias: bkv && tf.slice(bkv, [c], [c]) }) as tf.Tensor2D;
+  let out: tf.Tensor;
+  if (heads === 1) {
+    const q3 = tf.reshape(q, [b, n, c]) as tf.Tensor3D;
+    const k3 = tf.reshape(k, [b, m, c]) as tf.Tensor3D;
+    const v3 = tf.reshape(v, [b, m, c]) as tf.Tensor3D;
+    out = tf.matMul(tf.softmax(tf.matMul(q3, k3, false, true)), v3);
+  } else {
+    const split = (x: tf.Tensor2D, len: number) => tf.transpose(tf.reshape(x, [b, len, heads, hd]), [0, 2, 1, 3]) as tf.Tensor4D;
+    const attn = tf.softmax(tf.matMul(split(q, n), split(k, m), false, true));
+    out = tf.transpose(tf.matMul(attn, split(v, m)), [0, 2, 1, 3]);
+  }
+  return linear(tf.reshape(out, [b * n, c]) as tf.Tensor2D, P, "attn.proj");
+}
+
+/** Mix-FFN on normalised tokens: fc1, depthwise 3x3 over the token grid, GELU (erf), fc2. */
+function mixFfn(t: tf.Tensor2D, P: ParamLookup, g: BlockGeometry): tf.Tensor2D {
+  const { b, h, w } = g;
+  const hid = linear(t, P, "mlp.fc1");
+  const hidden = hid.shape[1];
+  const mixed = tf.fused.depthwiseConv2d({
+    x: tf.reshape(hid, [b, h, w, hidden]) as tf.Tensor4D,
+    filter: P("mlp.dwconv.dwconv.weight") as tf.Tensor4D,
+    strides: 1,
+    pad: 1,
+    bias: P("mlp.dwconv.dwconv.bias"),
+  });
+  const act = geluErf(tf.reshape(mixed, [b * h * w, hidden])) as tf.Tensor2D;
+  return linear(act, P, "mlp.fc2");
 }
 
 function linearInit(rng: Rng, n: number): Float32Array {
@@ -231,84 +333,71 @@ export class MixTransformer implements Backbone {
     if (this.disposed) throw new Error(`${this.name}: used after dispose()`);
   }
 
-  /** `x @ W + b` on a token matrix, fused. */
-  private linear(x: tf.Tensor2D, p: string, bias = true): tf.Tensor2D {
-    return tf.fused.matMul({ a: x, b: this.v(`${p}.weight`) as tf.Tensor2D, bias: bias ? this.v(`${p}.bias`) : undefined }) as tf.Tensor2D;
-  }
-
-  private norm(x: tf.Tensor2D, p: string, eps: number): tf.Tensor2D {
-    return layerNorm(x, this.v(`${p}.weight`) as tf.Tensor1D, this.v(`${p}.bias`) as tf.Tensor1D, eps);
-  }
-
-  /** Per-sample stochastic depth on a branch `[B*N, C]` (identity when not training or rate 0). */
-  private dropPath(branch: tf.Tensor2D, rate: number, batch: number, training: boolean): tf.Tensor2D {
-    if (!training || rate <= 0) return branch;
+  /** Per-sample stochastic depth scale factors (0 or 1/keep) for one branch, or null when inactive. */
+  private drawDropMask(rate: number, batch: number, training: boolean): Float32Array | null {
+    if (!training || rate <= 0) return null;
     const keep = 1 - rate;
     const mask = new Float32Array(batch);
     for (let b = 0; b < batch; b++) mask[b] = Math.floor(keep + this.dropRng.next()) / keep;
-    const [n, c] = branch.shape;
-    return tf.reshape(tf.mul(tf.reshape(branch, [batch, (n / batch) * c]), tf.tensor2d(mask, [batch, 1])), [n, c]);
+    return mask;
   }
 
-  /** Efficient self-attention on normalised tokens `t` `[B*H*W, C]`. */
-  private attention(t: tf.Tensor2D, p: string, stage: number, b: number, h: number, w: number): tf.Tensor2D {
-    const c = this.config.embedDims[stage]!;
-    const heads = this.config.numHeads[stage]!;
-    const hd = c / heads;
-    const sr = this.config.srRatios[stage]!;
-    const n = h * w;
-    const scale = hd ** -0.5;
-    // The scale is folded into q's weight and bias (C*C multiplies instead of B*N*C).
-    const wq = tf.mul(this.v(`${p}.attn.q.weight`), scale) as tf.Tensor2D;
-    const bq = this.config.qkvBias ? tf.mul(this.v(`${p}.attn.q.bias`), scale) : undefined;
-    const q = tf.fused.matMul({ a: t, b: wq, bias: bq }) as tf.Tensor2D;
-    let src = t;
-    let m = n;
-    if (sr > 1) {
-      const grid = tf.reshape(t, [b, h, w, c]) as tf.Tensor4D;
-      const red = tf.fused.conv2d({ x: grid, filter: this.v(`${p}.attn.sr.weight`) as tf.Tensor4D, strides: sr, pad: "valid", bias: this.v(`${p}.attn.sr.bias`) });
-      m = red.shape[1] * red.shape[2];
-      src = this.norm(tf.reshape(red, [b * m, c]), `${p}.attn.norm`, this.config.defaultEps);
-    }
-    // kv's [C, 2C] weight: columns 0..C-1 give k, C..2C-1 give v (PyTorch rows of [2C, C]).
-    const wkv = this.v(`${p}.attn.kv.weight`);
-    const bkv = this.config.qkvBias ? this.v(`${p}.attn.kv.bias`) : undefined;
-    const k = tf.fused.matMul({ a: src, b: tf.slice(wkv, [0, 0], [c, c]) as tf.Tensor2D, bias: bkv && tf.slice(bkv, [0], [c]) }) as tf.Tensor2D;
-    const v = tf.fused.matMul({ a: src, b: tf.slice(wkv, [0, c], [c, c]) as tf.Tensor2D, bias: bkv && tf.slice(bkv, [c], [c]) }) as tf.Tensor2D;
-    let out: tf.Tensor;
-    if (heads === 1) {
-      const q3 = tf.reshape(q, [b, n, c]) as tf.Tensor3D;
-      const k3 = tf.reshape(k, [b, m, c]) as tf.Tensor3D;
-      const v3 = tf.reshape(v, [b, m, c]) as tf.Tensor3D;
-      out = tf.matMul(tf.softmax(tf.matMul(q3, k3, false, true)), v3);
-    } else {
-      const split = (x: tf.Tensor2D, len: number) => tf.transpose(tf.reshape(x, [b, len, heads, hd]), [0, 2, 1, 3]) as tf.Tensor4D;
-      const attn = tf.softmax(tf.matMul(split(q, n), split(k, m), false, true));
-      out = tf.transpose(tf.matMul(attn, split(v, m)), [0, 2, 1, 3]);
-    }
-    return this.linear(tf.reshape(out, [b * n, c]) as tf.Tensor2D, `${p}.attn.proj`);
+  /**
+   * One transformer block `x += DropPath(Attn(norm1(x)))`, `x += DropPath(MixFFN(norm2(x)))`
+   * on tokens `[B*H*W, C]`, as a pure function of `x` and the parameters `P` (names
+   * relative to the block), so it can be recomputed for gradient checkpointing.
+   */
+  private blockFn(x: tf.Tensor2D, P: ParamLookup, g: BlockGeometry): tf.Tensor2D {
+    const cfg = this.config;
+    const a = tf.tidy(() => attention(layerNorm(x, P("norm1.weight"), P("norm1.bias"), cfg.blockEps), P, g, cfg));
+    const x1 = tf.tidy(() => tf.add(x, applyDropMask(a, g.attnMask, g.b)) as tf.Tensor2D);
+    a.dispose();
+    const f = tf.tidy(() => mixFfn(layerNorm(x1, P("norm2.weight"), P("norm2.bias"), cfg.blockEps), P, g));
+    const out = tf.tidy(() => tf.add(x1, applyDropMask(f, g.mlpMask, g.b)));
+    tf.dispose([x1, f]);
+    return out as tf.Tensor2D;
   }
 
-  /** Mix-FFN on normalised tokens: fc1, depthwise 3x3 over the grid, GELU (erf), fc2. */
-  private mixFfn(t: tf.Tensor2D, p: string, b: number, h: number, w: number): tf.Tensor2D {
-    const hid = this.linear(t, `${p}.mlp.fc1`);
-    const hidden = hid.shape[1];
-    const grid = tf.reshape(hid, [b, h, w, hidden]) as tf.Tensor4D;
-    const mixed = tf.fused.depthwiseConv2d({
-      x: grid,
-      filter: this.v(`${p}.mlp.dwconv.dwconv.weight`) as tf.Tensor4D,
-      strides: 1,
-      pad: 1,
-      bias: this.v(`${p}.mlp.dwconv.dwconv.bias`),
+  /**
+   * A block with gradient checkpointing: the forward keeps only the block's input;
+   * the backward recomputes the block under a nested gradient tape. Same values, same
+   * gradients, a fraction of the memory (the engine otherwise keeps every activation
+   * and every intermediate gradient of the whole network until the backward ends).
+   */
+  private checkpointedBlock(x: tf.Tensor2D, prefix: string, g: BlockGeometry): tf.Tensor2D {
+    const names = this.blockParamNames(prefix);
+    const vars = names.map((n) => this.v(`${prefix}.${n}`));
+    const run = (xi: tf.Tensor, ps: tf.Tensor[]): tf.Tensor2D => {
+      const m = new Map(names.map((n, k) => [n, ps[k]!]));
+      return this.blockFn(xi as tf.Tensor2D, (n) => m.get(n)!, g);
+    };
+    const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const save = args[args.length - 1] as tf.GradSaveFunc;
+      const inputs = args.slice(0, -1) as tf.Tensor[];
+      save(inputs);
+      return {
+        value: run(inputs[0]!, inputs.slice(1)),
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => recomputeGrads((...a: tf.Tensor[]) => run(a[0]!, a.slice(1)), saved, dy),
+      };
     });
-    const act = geluErf(tf.reshape(mixed, [b * h * w, hidden])) as tf.Tensor2D;
-    return this.linear(act, `${p}.mlp.fc2`);
+    return op(x, ...vars) as tf.Tensor2D;
+  }
+
+  private readonly paramNameCache = new Map<string, string[]>();
+  private blockParamNames(prefix: string): string[] {
+    let names = this.paramNameCache.get(prefix);
+    if (!names) {
+      names = [...this.vars.keys()].filter((n) => n.startsWith(`${prefix}.`)).map((n) => n.slice(prefix.length + 1));
+      this.paramNameCache.set(prefix, names);
+    }
+    return names;
   }
 
   /**
    * Forward pass: `x` is a normalised NHWC batch (ImageNet mean/std for the
    * pretrained weights). Returns the four stage maps `[B, H/s_i, W/s_i, C_i]`.
-   * `training` turns on stochastic depth.
+   * `training` turns on stochastic depth and, unless disabled with
+   * {@link setGradientCheckpointing}, per-block gradient checkpointing.
    */
   apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D[] {
     this.checkAlive();
@@ -324,28 +413,54 @@ export class MixTransformer implements Backbone {
         const c = cfg.embedDims[s]!;
         const k = cfg.patchSizes[s]!;
         const pad = Math.floor(k / 2);
-        const emb = tf.fused.conv2d({
-          x: feat,
-          filter: this.v(`patch_embed${i}.proj.weight`) as tf.Tensor4D,
-          strides: cfg.strides[s]!,
-          pad: pad === 0 ? "valid" : pad,
-          bias: this.v(`patch_embed${i}.proj.bias`),
+        const input = feat;
+        let tokens = tf.tidy(() => {
+          const emb = tf.fused.conv2d({
+            x: input,
+            filter: this.v(`patch_embed${i}.proj.weight`) as tf.Tensor4D,
+            strides: cfg.strides[s]!,
+            pad: pad === 0 ? "valid" : pad,
+            bias: this.v(`patch_embed${i}.proj.bias`),
+          });
+          return layerNorm(tf.reshape(emb, [-1, c]), this.v(`patch_embed${i}.norm.weight`), this.v(`patch_embed${i}.norm.bias`), cfg.defaultEps);
         });
-        const [, h, w] = emb.shape;
-        let tokens = this.norm(tf.reshape(emb, [b * h * w, c]), `patch_embed${i}.norm`, cfg.defaultEps);
+        const h = Math.floor((input.shape[1] + 2 * pad - k) / cfg.strides[s]!) + 1;
+        const w = Math.floor((input.shape[2] + 2 * pad - k) / cfg.strides[s]!) + 1;
         for (let j = 0; j < cfg.depths[s]!; j++, blockIndex++) {
-          const p = `block${i}.${j}`;
+          const prefix = `block${i}.${j}`;
           const rate = this.dpr[blockIndex]!;
-          const a = this.attention(this.norm(tokens, `${p}.norm1`, cfg.blockEps), p, s, b, h, w);
-          tokens = tf.add(tokens, this.dropPath(a, rate, b, training));
-          const f = this.mixFfn(this.norm(tokens, `${p}.norm2`, cfg.blockEps), p, b, h, w);
-          tokens = tf.add(tokens, this.dropPath(f, rate, b, training));
+          const g: BlockGeometry = {
+            stage: s,
+            b,
+            h,
+            w,
+            attnMask: this.drawDropMask(rate, b, training),
+            mlpMask: this.drawDropMask(rate, b, training),
+          };
+          const next =
+            training && this.checkpointing
+              ? this.checkpointedBlock(tokens, prefix, g)
+              : this.blockFn(tokens, (n) => this.v(`${prefix}.${n}`), g);
+          tokens.dispose();
+          tokens = next;
         }
-        feat = tf.reshape(this.norm(tokens, `norm${i}`, cfg.blockEps), [b, h, w, c]);
+        const t = tokens;
+        feat = tf.tidy(() => tf.reshape(layerNorm(t, this.v(`norm${i}.weight`), this.v(`norm${i}.bias`), cfg.blockEps), [b, h, w, c]));
+        tokens.dispose();
         outs.push(feat);
       }
       return outs;
     });
+  }
+
+  private checkpointing = true;
+  /**
+   * Per-block gradient checkpointing when `training` (default on): trades one extra
+   * forward pass of each block during the backward for memory. Off gives the same
+   * gradients with the whole network's activations held at once.
+   */
+  setGradientCheckpointing(on: boolean): void {
+    this.checkpointing = on;
   }
 
   dispose(): void {
