@@ -1,6 +1,6 @@
 // Speed of the Swin-T encoder (the release's "MedCLIP": Swin-T + Linear(768, 512)); not a test.
 //
-//   npx tsx bench/swin-speed.ts [--backend wasm] [--batch 20] [--size 224] [--reps 2] [--profile]
+//   npx tsx bench/swin-speed.ts [--backend wasm] [--batch 20] [--size 224] [--reps 2] [--memory fast|lean] [--profile]
 //
 // Random weights (seeded; speed does not depend on the values). Times, as the median
 // of --reps runs after one warm-up:
@@ -52,7 +52,9 @@ async function main(): Promise<void> {
   const report = await initBackend({ backend });
   console.log(`backend ${report.backend}: ${report.device}; batch ${batch} x ${size} px`);
   const t0 = performance.now();
-  const enc = await createSwinEncoder({ randomSeed: 1 });
+  const memory = arg("memory", "fast") as "fast" | "lean";
+  const enc = await createSwinEncoder({ randomSeed: 1, memory });
+  console.log(`memory mode: ${memory}`);
   console.log(`built Swin-T with random weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const images = tf.randomUniform([batch, size, size, 3], 0, 1, "float32", 3) as tf.Tensor4D;
   const r = tf.randomNormal([batch, 512], 0, 1, "float32", 4);

@@ -405,11 +405,21 @@ interface BlockSaved {
   q: tf.Tensor4D;
   k: tf.Tensor4D;
   v: tf.Tensor4D;
-  p: tf.Tensor4D;
+  /** Attention probabilities; recomputed from q, k in the backward pass when absent (lean memory). */
+  p?: tf.Tensor4D;
   xhat2: tf.Tensor2D;
   rstd2: tf.Tensor2D;
-  a: tf.Tensor2D;
+  /** MLP pre-activation; recomputed from xhat2 when absent (lean memory). */
+  a?: tf.Tensor2D;
 }
+
+/**
+ * What a block keeps for its backward pass. `fast` keeps everything (about 60 MB per
+ * 224 px image for Swin-T); `lean` recomputes the attention probabilities and the MLP
+ * pre-activation in the backward pass (about 25 MB per image; one more fc1 product
+ * and softmax per block, roughly 10 % more time).
+ */
+export type SwinMemoryMode = "fast" | "lean";
 
 /** [M, C] -> [M / T, heads, T, hd]. */
 function splitHeads(x: tf.Tensor2D, T: number, heads: number): tf.Tensor4D {
@@ -423,6 +433,15 @@ function mergeHeads(x: tf.Tensor4D): tf.Tensor2D {
   return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [n * T, heads * hd]) as tf.Tensor2D;
 }
 
+/** softmax(q k^T + bias + mask) per window and head: [nWin, heads, T, T]. */
+function attentionProbs(q: tf.Tensor4D, k: tf.Tensor4D, biasMask: tf.Tensor4D, fast: boolean): tf.Tensor4D {
+  const [nWin, heads, T] = q.shape;
+  const nWm = biasMask.shape[0];
+  const qk = fast ? windowMatMul(q, tf.transpose(k, [0, 1, 3, 2])) : tf.matMul(q, k, false, true);
+  const s = tf.add(tf.reshape(qk, [nWin / nWm, nWm, heads, T, T]), biasMask);
+  return tf.reshape(tf.softmax(s), [nWin, heads, T, T]) as tf.Tensor4D;
+}
+
 /** One Swin block (Hugging Face `SwinLayer`) forward on [B, H, W, C]; fills `saved` when given. */
 function blockForward(x: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tensor4D, saved?: Partial<BlockSaved>): tf.Tensor4D {
   const { B, H, W, C, T } = g;
@@ -433,12 +452,8 @@ function blockForward(x: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tens
   const q = splitHeads(linearForward(hw, blk.q), T, blk.heads);
   const k = splitHeads(linearForward(hw, blk.k), T, blk.heads);
   const v = splitHeads(linearForward(hw, blk.v), T, blk.heads);
-  const nWin = q.shape[0];
-  const nWm = biasMask.shape[0];
   const fast = g.perm !== undefined;
-  const qk = fast ? windowMatMul(q, tf.transpose(k, [0, 1, 3, 2])) : tf.matMul(q, k, false, true);
-  const s = tf.add(tf.reshape(qk, [nWin / nWm, nWm, blk.heads, T, T]), biasMask);
-  const p = tf.reshape(tf.softmax(s), [nWin, blk.heads, T, T]) as tf.Tensor4D;
+  const p = attentionProbs(q, k, biasMask, fast);
   const ctx = mergeHeads((fast ? windowMatMul(p, v) : tf.matMul(p, v)) as tf.Tensor4D);
   const o = tf.reshape(fromWindows(linearForward(ctx, blk.o), g), [N, C]);
   const x1 = tf.add(x2, o) as tf.Tensor2D;
@@ -450,22 +465,24 @@ function blockForward(x: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tens
 }
 
 /** Input gradient of {@link blockForward}. */
-function blockBackward(dy: tf.Tensor4D, blk: Block, g: Geometry, s: BlockSaved): tf.Tensor4D {
+function blockBackward(dy: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tensor4D, s: BlockSaved): tf.Tensor4D {
   const { B, H, W, C, T } = g;
   const N = B * H * W;
   const dy2 = tf.reshape(dy, [N, C]) as tf.Tensor2D;
   const fast = g.perm !== undefined;
   // MLP branch.
+  const a = s.a ?? linearForward(tf.add(tf.mul(s.xhat2, blk.ln2.g), blk.ln2.b) as tf.Tensor2D, blk.fc1);
   const dg = tf.matMul(dy2, blk.fc2.w);
-  const da = (fast ? geluGradWasm(s.a, dg) : tf.mul(dg, geluGrad(s.a))) as tf.Tensor2D;
+  const da = (fast ? geluGradWasm(a, dg) : tf.mul(dg, geluGrad(a))) as tf.Tensor2D;
   const dx1 = tf.add(dy2, lnBackward(tf.matMul(da, blk.fc1.w), s.xhat2, s.rstd2, blk.ln2.g)) as tf.Tensor2D;
   // Attention branch.
   const dOw = toWindows(tf.reshape(dx1, [B, H, W, C]) as tf.Tensor4D, g);
   const dctx = splitHeads(tf.matMul(dOw, blk.o.w), T, blk.heads);
   const bmm = (a: tf.Tensor, b: tf.Tensor, ta = false) => (fast ? windowMatMul(a, b, ta) : tf.matMul(a, b, ta, false)) as tf.Tensor4D;
+  const p = s.p ?? attentionProbs(s.q, s.k, biasMask, fast);
   const dp = bmm(dctx, tf.transpose(s.v, [0, 1, 3, 2]));
-  const dv = bmm(tf.transpose(s.p, [0, 1, 3, 2]), dctx);
-  const ds = tf.mul(s.p, tf.sub(dp, tf.sum(tf.mul(dp, s.p), -1, true))) as tf.Tensor4D;
+  const dv = bmm(tf.transpose(p, [0, 1, 3, 2]), dctx);
+  const ds = tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), -1, true))) as tf.Tensor4D;
   const dq = bmm(ds, s.k);
   const dk = bmm(tf.transpose(ds, [0, 1, 3, 2]), s.q);
   const dhw = tf.addN([tf.matMul(mergeHeads(dq), blk.q.w), tf.matMul(mergeHeads(dk), blk.k.w), tf.matMul(mergeHeads(dv), blk.v.w)]) as tf.Tensor2D;
@@ -473,19 +490,18 @@ function blockBackward(dy: tf.Tensor4D, blk: Block, g: Geometry, s: BlockSaved):
   return tf.reshape(tf.add(dx1, lnBackward(dh, s.xhat1, s.rstd1, blk.ln1.g)), [B, H, W, C]) as tf.Tensor4D;
 }
 
-const SAVED_ORDER = ["xhat1", "rstd1", "q", "k", "v", "p", "xhat2", "rstd2", "a"] as const;
-
 /** A block as one differentiable op (input gradient only; the saved tensors are freed as soon as the backward has used them). */
-function blockOp(x: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tensor4D): tf.Tensor4D {
+function blockOp(x: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tensor4D, memory: SwinMemoryMode): tf.Tensor4D {
+  const order: (keyof BlockSaved)[] = memory === "lean" ? ["xhat1", "rstd1", "q", "k", "v", "xhat2", "rstd2"] : ["xhat1", "rstd1", "q", "k", "v", "p", "xhat2", "rstd2", "a"];
   return customOp(x, (xx, save) => {
     const saved: Partial<BlockSaved> = {};
     const y = blockForward(xx as tf.Tensor4D, blk, g, biasMask, saved);
-    save(SAVED_ORDER.map((k) => saved[k]!));
+    save(order.map((k) => saved[k]!));
     return {
       value: y,
       gradFunc: (dy, kept) => {
-        const s = Object.fromEntries(SAVED_ORDER.map((k, i) => [k, kept[i]])) as unknown as BlockSaved;
-        const dx = tf.tidy(() => blockBackward(dy, blk, g, s));
+        const s = Object.fromEntries(order.map((k, i) => [k, kept[i]])) as unknown as BlockSaved;
+        const dx = tf.tidy(() => blockBackward(dy, blk, g, biasMask, s));
         tf.dispose(kept);
         return dx;
       },
@@ -550,8 +566,9 @@ export class SwinModel {
    * (default true) every block, norm and linear layer is a custom-gradient op, so the
    * call can sit inside `tf.grad`/`variableGrads`; gradients reach the input only.
    */
-  forward(x: tf.Tensor4D, options: { tokens?: boolean; differentiable?: boolean } = {}): SwinForwardOutput {
+  forward(x: tf.Tensor4D, options: { tokens?: boolean; differentiable?: boolean; memory?: SwinMemoryMode } = {}): SwinForwardOutput {
     const diff = options.differentiable ?? true;
+    const memory = options.memory ?? "fast";
     const c = this.params.config;
     return tf.tidy(() => {
       const [B, H0, W0, cin] = x.shape;
@@ -573,7 +590,7 @@ export class SwinModel {
           const g = this.withPermutation(geometry(B, H, W, C, c.windowSize, bi % 2 === 1, `stage ${si + 1}`));
           const bm = this.biasMask(si, bi, blk, g);
           const hin = h;
-          h = diff ? blockOp(hin, blk, g, bm) : tf.tidy(() => blockForward(hin, blk, g, bm));
+          h = diff ? blockOp(hin, blk, g, bm, memory) : tf.tidy(() => blockForward(hin, blk, g, bm));
         });
         if (stage.merge) {
           if (H % 2 || W % 2) h = tf.pad(h, [[0, 0], [0, H % 2], [0, W % 2], [0, 0]]);
@@ -649,6 +666,8 @@ export interface SwinEncoderOptions {
   preprocessing?: Partial<Preprocessing>;
   /** Images per chunk in {@link SwinEncoder.encode} (default 16). */
   batchSize?: number;
+  /** What {@link SwinEncoder.apply} keeps for the backward pass (default `fast`; see {@link SwinMemoryMode}). */
+  memory?: SwinMemoryMode;
 }
 
 /** What a {@link SwinEncoder} was built from. */
@@ -690,6 +709,8 @@ export class SwinEncoder implements ImageEncoder {
     readonly info: SwinWeightsInfo,
     standInNote: string | undefined,
     private readonly batchSize = 16,
+    /** What {@link apply} keeps for the backward pass; may be changed between calls. */
+    public memory: SwinMemoryMode = "fast",
   ) {
     this.isStandIn = standInNote !== undefined;
     if (standInNote !== undefined) this.standInNote = standInNote;
@@ -703,7 +724,7 @@ export class SwinEncoder implements ImageEncoder {
   private run(images: tf.Tensor4D, dense: boolean, differentiable: boolean): EncoderOutput {
     return tf.tidy(() => {
       const x = preprocessForEncoder(images, this.identity.preprocessing);
-      const out = this.model.forward(x, { tokens: dense, differentiable });
+      const out = this.model.forward(x, { tokens: dense, differentiable, memory: this.memory });
       const pooled = this.model.project(out.pooled, differentiable);
       if (!dense) return { pooled };
       return { pooled, dense: this.model.project(out.tokens!, differentiable) };
@@ -824,5 +845,5 @@ export async function createSwinEncoder(options: SwinEncoderOptions = {}): Promi
     preprocessing: { ...preprocessing, ...options.preprocessing },
   };
   const info: SwinWeightsInfo = { source, projection: projectionNote, report, files };
-  return new SwinEncoder(model, identity, info, standIn, options.batchSize ?? 16);
+  return new SwinEncoder(model, identity, info, standIn, options.batchSize ?? 16, options.memory ?? "fast");
 }
