@@ -47,6 +47,9 @@ export function valueNoise(rng: Rng, w: number, h: number, cell: number, out?: F
   return res;
 }
 
+/** Scratch buffer for the octaves of {@link fbm} (one per thread: each worker has its own module). */
+let fbmScratch = new Float32Array(0);
+
 /**
  * Fractal value noise: `octaves` layers of {@link valueNoise}, each at half the
  * cell size and `gain` times the amplitude of the last, normalised so the result
@@ -54,7 +57,8 @@ export function valueNoise(rng: Rng, w: number, h: number, cell: number, out?: F
  */
 export function fbm(rng: Rng, w: number, h: number, cell: number, octaves = 3, gain = 0.5): Float32Array {
   const out = new Float32Array(w * h);
-  const tmp = new Float32Array(w * h);
+  if (fbmScratch.length < w * h) fbmScratch = new Float32Array(w * h);
+  const tmp = fbmScratch.subarray(0, w * h);
   let amp = 1;
   let norm = 0;
   for (let o = 0; o < octaves; o++) {
