@@ -70,6 +70,13 @@ export interface PbipConfig {
     regionMode: RegionMode;
     /** Switch adaptive thresholding off (ablation): regions are M*X and (1-M)*X without b. */
     adaptiveThreshold: boolean;
+    /**
+     * `image` mode: regions per encoder chunk. 0 runs the encoder on all regions inside
+     * one gradient tape (fastest when memory allows); N > 0 runs two passes with the
+     * encoder's gradient computed N regions at a time (exact; bounded memory: the WASM
+     * heap is 4 GiB, and the release's ~50 regions at 224 px through Swin-T need more).
+     */
+    encoderChunk: number;
   };
   loss: {
     temperature: number;
@@ -144,7 +151,7 @@ export const RELEASE: PbipConfig = {
     projectionHidden: 256,
     stages: [1, 2, 3, 4],
   },
-  match: { mapSource: "last", delta: 0.5, maxOver: "image", regionMinMax: true, regionMode: "image", adaptiveThreshold: true },
+  match: { mapSource: "last", delta: 0.5, maxOver: "image", regionMinMax: true, regionMode: "image", adaptiveThreshold: true, encoderChunk: 16 },
   loss: {
     temperature: 0.07,
     alpha: 1,

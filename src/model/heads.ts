@@ -57,7 +57,10 @@ export class PrototypeProjection {
 
 /** L2-normalise along the last axis (eps as torch's F.normalize: 1e-12 on the norm). */
 export function l2Normalize<T extends tf.Tensor>(x: T, eps = 1e-12): T {
-  return tf.tidy(() => tf.div(x, tf.maximum(tf.norm(x, "euclidean", -1, true), eps)) as T);
+  // x * rsqrt(max(|x|^2, eps^2)): the same values as x / max(|x|, eps), but a finite
+  // gradient at x = 0 (tf.norm's gradient there is 0/0 = NaN, and ReLU features can
+  // be all zero at a pixel).
+  return tf.tidy(() => tf.mul(x, tf.rsqrt(tf.maximum(tf.sum(tf.square(x), -1, true), eps * eps))) as T);
 }
 
 /**

@@ -37,8 +37,25 @@ interface PbipCtx {
   dense?: tf.Tensor4D;
   /** Labels read on the host. */
   labels: Float32Array;
-  /** Pairs chosen before the tape (backends without synchronous reads). */
+  /** Pairs chosen before the tape (backends without synchronous reads, or two-pass image mode). */
   pairs?: MatchPairs;
+  /**
+   * Two-pass `image` mode: the gradient of beta*(theta1*L_FGS + theta2*L_BGS) with
+   * respect to X_FG and X_BG (computed in chunks through the encoder before the
+   * tape), and the loss values.
+   */
+  regionGrad?: { fg: tf.Tensor4D; bg: tf.Tensor4D; fgLoss: number; bgLoss: number };
+}
+
+/** An identity whose gradient is zero (tfjs has no stopGradient op). */
+const stopGradient = tf.customGrad(((x: tf.Tensor) => ({ value: tf.clone(x), gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy) })) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor) => tf.Tensor;
+
+/** Split [N, ...] into chunks of at most `size` along the first axis. */
+function chunks<T extends tf.Tensor>(x: T, size: number): T[] {
+  const n = x.shape[0]!;
+  const out: T[] = [];
+  for (let i = 0; i < n; i += size) out.push(tf.slice(x, i, Math.min(size, n - i)) as T);
+  return out;
 }
 
 /** The PBIP stage-1 objective as a {@link TrainTask}. Dispose it after training (it holds a copy of the prototypes). */
@@ -66,20 +83,28 @@ export class PbipTask implements TrainTask<PbipCtx> {
     return m !== 1 ? [{ name: "heads", match: /^head\//, lrScale: m }] : [];
   }
 
+  /** Whether `image` mode runs in two passes with the encoder in chunks (see {@link regionGradients}). */
+  private twoPass(): boolean {
+    return this.useSim && this.o.config.match.regionMode === "image" && (this.o.config.match.encoderChunk ?? 0) > 0;
+  }
+
   async prepare(batch: Batch, step: number): Promise<PbipCtx> {
     const ctx: PbipCtx = { labels: Float32Array.from(await batch.labels.data()) };
     if (!this.useSim) return ctx;
-    if (!canReadSync()) {
+    if (!canReadSync() || this.twoPass()) {
       // The pairs depend on this step's logits. Where the backend cannot read them
-      // synchronously inside the tape (WebGPU in Node), run the forward pass once
-      // before it, with the same stochastic-depth seed, and select from that.
+      // synchronously inside the tape (WebGPU in Node), or when the regions' encoder
+      // gradients are computed beforehand, run the forward pass once before the tape,
+      // with the same stochastic-depth seed, and select from that.
       this.seedStep(step);
-      const logits = tf.tidy(() => {
-        const out = this.o.net.forward(batch.images, true);
-        return out.logits[out.logits.length - 1]!;
+      const out = tf.tidy(() => {
+        const o = this.o.net.forward(batch.images, true);
+        tf.dispose([...o.features, ...o.logits.slice(0, -1)]);
+        return { maps: o.maps, logits: o.logits[o.logits.length - 1]! };
       });
-      ctx.pairs = selectPairs(await logits.data(), ctx.labels, batch.ids.length, this.o.net.k);
-      logits.dispose();
+      ctx.pairs = selectPairs(await out.logits.data(), ctx.labels, batch.ids.length, this.o.net.k);
+      if (this.twoPass() && ctx.pairs.image.length > 0) ctx.regionGrad = await this.regionGradients(batch, out.maps, ctx.pairs);
+      tf.dispose([...out.maps, out.logits]);
     }
     if (this.o.config.match.regionMode === "feature") {
       const out = await this.o.encoder.encode(batch.images, { dense: true });
@@ -95,8 +120,59 @@ export class PbipTask implements TrainTask<PbipCtx> {
     this.o.net.backbone.setStepSeed?.(this.o.config.train.seed * 1_000_003 + step);
   }
 
+  /**
+   * Two-pass `image` mode, pass 1: the regions' features through the encoder in
+   * chunks without a tape, the loss gradient with respect to those features, then
+   * the encoder's vector-Jacobian product chunk by chunk, giving
+   * G = d beta*(theta1 L_FGS + theta2 L_BGS) / d(X_FG, X_BG). Pass 2 (in `loss`)
+   * rebuilds the regions in the tape and adds sum(X * G) - stop(sum(X * G)), whose
+   * gradient is exactly the matching losses' gradient. Encoder memory is bounded by
+   * the chunk size instead of growing with the number of pairs.
+   */
+  private async regionGradients(batch: Batch, maps: tf.Tensor4D[], pairs: MatchPairs): Promise<NonNullable<PbipCtx["regionGrad"]>> {
+    const { config: cfg, encoder } = this.o;
+    const size = cfg.match.encoderChunk;
+    const p = pairs.image.length;
+    const regions = tf.tidy(() => {
+      const m = matchingMap(maps, [batch.images.shape[1], batch.images.shape[2]], cfg.match.mapSource);
+      const b = adaptiveThreshold(m, cfg.match.delta, cfg.match.maxOver);
+      const r = foregroundBackground(batch.images, m, b, pairs, cfg.match);
+      return tf.concat([r.fg, r.bg], 0) as tf.Tensor4D;
+    });
+    const parts = chunks(regions, size);
+    const feats = tf.tidy(() => tf.concat(parts.map((c) => tf.tidy(() => encoder.apply!(c).pooled)), 0) as tf.Tensor2D);
+    const opts = { temperature: cfg.loss.temperature, reduction: cfg.loss.reduction };
+    const w = cfg.loss;
+    let fgLoss = 0;
+    let bgLoss = 0;
+    const gradF = tf.tidy(() => {
+      const g = tf.grad((f: tf.Tensor) => {
+        const fg = tf.slice(f, 0, p) as tf.Tensor2D;
+        const bg = tf.slice(f, p, p) as tf.Tensor2D;
+        const terms: tf.Scalar[] = [];
+        if (w.useFg) terms.push(tf.mul(foregroundContrastiveLoss(fg, pairs.subclass, this.protos, opts), w.beta * w.theta1));
+        if (w.useBg) terms.push(tf.mul(backgroundContrastiveLoss(bg, pairs.subclass, this.protos, opts), w.beta * w.theta2));
+        return tf.addN(terms) as tf.Scalar;
+      });
+      return g(feats);
+    });
+    const lf = w.useFg ? tf.tidy(() => foregroundContrastiveLoss(tf.slice(feats, 0, p) as tf.Tensor2D, pairs.subclass, this.protos, opts)) : undefined;
+    const lb = w.useBg ? tf.tidy(() => backgroundContrastiveLoss(tf.slice(feats, p, p) as tf.Tensor2D, pairs.subclass, this.protos, opts)) : undefined;
+    if (lf) fgLoss = (await lf.data())[0]!;
+    if (lb) bgLoss = (await lb.data())[0]!;
+    tf.dispose([lf, lb, feats]);
+    const gParts = chunks(gradF, size);
+    const gx = parts.map((c, i) => tf.tidy(() => tf.grad((x: tf.Tensor) => encoder.apply!(x as tf.Tensor4D).pooled)(c, gParts[i]!)));
+    const gAll = tf.concat(gx, 0) as tf.Tensor4D;
+    tf.dispose([regions, gradF, ...parts, ...gParts, ...gx]);
+    const fg = tf.slice(gAll, 0, p) as tf.Tensor4D;
+    const bg = tf.slice(gAll, p, p) as tf.Tensor4D;
+    gAll.dispose();
+    return { fg, bg, fgLoss, bgLoss };
+  }
+
   release(ctx: PbipCtx): void {
-    ctx.dense?.dispose();
+    tf.dispose([ctx.dense, ctx.regionGrad?.fg, ctx.regionGrad?.bg]);
   }
 
   loss(batch: Batch, ctx: PbipCtx, step: number, counts: Record<string, number>, seconds: Record<string, number>): StepResult {
@@ -106,6 +182,7 @@ export class PbipTask implements TrainTask<PbipCtx> {
     const cls = classificationLoss(out.logits, batch.labels, { k: net.k, stageWeights: this.stageWeights, merge: "mean" });
     let fg: tf.Scalar | undefined;
     let bg: tf.Scalar | undefined;
+    let surrogate: tf.Scalar | undefined;
     counts.pairs = 0;
     if (this.useSim) {
       const sel = ctx.pairs ?? selectPairs(out.logits[out.logits.length - 1]!.dataSync(), ctx.labels, batch.ids.length, net.k);
@@ -114,19 +191,28 @@ export class PbipTask implements TrainTask<PbipCtx> {
         const m = matchingMap(out.maps, [batch.images.shape[1], batch.images.shape[2]], cfg.match.mapSource);
         const b = adaptiveThreshold(m, cfg.match.delta, cfg.match.maxOver);
         const regions = foregroundBackground(batch.images, m, b, sel, cfg.match);
-        const tr = Date.now();
-        const feats = cfg.match.regionMode === "image" ? encodeRegionsImage(encoder, regions) : encodeRegionsFeature(ctx.dense!, regions, sel);
-        seconds.regions = (Date.now() - tr) / 1000;
-        const opts = { temperature: cfg.loss.temperature, reduction: cfg.loss.reduction };
-        if (cfg.loss.useFg) fg = foregroundContrastiveLoss(feats.fg, sel.subclass, this.protos, opts);
-        if (cfg.loss.useBg) bg = backgroundContrastiveLoss(feats.bg, sel.subclass, this.protos, opts);
+        const g = ctx.regionGrad;
+        if (g) {
+          // Pass 2 of the two-pass image mode: values from pass 1, gradient through sum(X * G).
+          const lin = tf.add(tf.sum(tf.mul(regions.fg, g.fg)), tf.sum(tf.mul(regions.bg, g.bg))) as tf.Scalar;
+          surrogate = tf.sub(lin, stopGradient(lin)) as tf.Scalar;
+          if (cfg.loss.useFg) fg = tf.scalar(g.fgLoss);
+          if (cfg.loss.useBg) bg = tf.scalar(g.bgLoss);
+        } else {
+          const tr = Date.now();
+          const feats = cfg.match.regionMode === "image" ? encodeRegionsImage(encoder, regions) : encodeRegionsFeature(ctx.dense!, regions, sel);
+          seconds.regions = (Date.now() - tr) / 1000;
+          const opts = { temperature: cfg.loss.temperature, reduction: cfg.loss.reduction };
+          if (cfg.loss.useFg) fg = foregroundContrastiveLoss(feats.fg, sel.subclass, this.protos, opts);
+          if (cfg.loss.useBg) bg = backgroundContrastiveLoss(feats.bg, sel.subclass, this.protos, opts);
+        }
       }
     }
     const camReg = this.useSim ? out.maps[out.maps.length - 1] : undefined;
     const t = pbipLoss({ cls: cls.total, fg, bg, camReg }, cfg.loss);
     const terms: Record<string, tf.Scalar> = { cls: t.cls, fg: t.fg, bg: t.bg, camReg: t.camReg };
     out.stages.forEach((s, i) => (terms[`cls_stage${s}`] = cls.perStage[i]!));
-    return { total: t.total, terms };
+    return { total: surrogate ? (tf.add(t.total, surrogate) as tf.Scalar) : t.total, terms };
   }
 
   async validate(source: BatchSource): Promise<ValidationScore> {

@@ -1,0 +1,212 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { onBackend, maxRelErr } from "../helpers";
+import { TinyBackbone, TinyEncoder } from "../tiny";
+import { ClassNet } from "../../src/model/classnet";
+import { resolveConfig, type PbipConfig, type ConfigOverride } from "../../src/config/profiles";
+import { PbipTask, trainClassNet } from "../../src/train/trainer";
+import { runTraining, TrainingDivergedError, type TrainEvent } from "../../src/train/loop";
+import type { BatchSource } from "../../src/train/validate";
+import type { Batch } from "../../src/data/types";
+import { Rng } from "../../src/util/rng";
+import { readSafetensors } from "../../src/io/safetensors";
+
+const K = [2, 2, 2, 2];
+const SIZE = 32;
+
+function config(over: ConfigOverride = {}): PbipConfig {
+  return resolveConfig(
+    "release",
+    {
+      data: { inputSize: SIZE, normalization: "backbone" } as PbipConfig["data"],
+      model: { backbone: "mobilenetv2", stages: [1, 2, 3, 4], projectionHidden: 8, scaleInit: 5 } as PbipConfig["model"],
+      match: { regionMode: "image", encoderChunk: 0 } as PbipConfig["match"],
+      loss: { beta: 0.5 } as PbipConfig["loss"],
+      optim: { lr: 1e-2, schedule: { kind: "poly", power: 1, warmupSteps: 0 } } as PbipConfig["optim"],
+      train: { epochs: 2, batchSize: 4, seed: 3, valEvery: 1, valLimit: 0, checkpointEvery: 1, maxSteps: 0 } as PbipConfig["train"],
+      cam: { tta: { hflip: false, intensities: [1] } } as PbipConfig["cam"],
+    },
+    over,
+  );
+}
+
+/** Deterministic in-memory batches: random images, labels with 1-3 classes, masks from the labels. */
+function memorySource(n: number, batch: number, seed: number, poison = -1): BatchSource {
+  const rng = new Rng(seed);
+  const items = Array.from({ length: n }, (_, i) => {
+    const img = new Float32Array(SIZE * SIZE * 3).map(() => rng.next());
+    if (i === poison) img[0] = NaN;
+    const label = [0, 1, 2, 3].map(() => (rng.next() < 0.5 ? 1 : 0));
+    if (!label.some(Boolean)) label[rng.int(4)] = 1;
+    const cls = label.flatMap((v, c) => (v ? [c] : []));
+    const mask = new Int32Array(SIZE * SIZE).map((_, p) => cls[Math.floor((p % SIZE) / (SIZE / cls.length))]!);
+    return { id: `p${i}`, img, label, mask };
+  });
+  return {
+    batchesPerEpoch: Math.floor(n / batch),
+    async *epoch(e: number): AsyncGenerator<Batch> {
+      const order = new Rng(seed * 31 + e).shuffle(items.map((_, i) => i));
+      for (let b = 0; b + batch <= n; b += batch) {
+        const sel = order.slice(b, b + batch).map((i) => items[i]!);
+        yield {
+          images: tf.tensor4d(Float32Array.from(sel.flatMap((s) => Array.from(s.img))), [batch, SIZE, SIZE, 3]),
+          labels: tf.tensor2d(sel.flatMap((s) => s.label), [batch, 4]),
+          masks: tf.tensor3d(Int32Array.from(sel.flatMap((s) => Array.from(s.mask))), [batch, SIZE, SIZE], "int32"),
+          ids: sel.map((s) => s.id),
+        };
+      }
+    },
+  };
+}
+
+function tinyNet(cfg: PbipConfig, seed = 1): ClassNet {
+  const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", 11) as tf.Tensor2D);
+  const net = new ClassNet({ backbone: new TinyBackbone(seed), prototypes: protos, k: K, model: cfg.model, normalization: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }, seed });
+  protos.dispose();
+  return net;
+}
+
+async function stepGradients(cfg: PbipConfig): Promise<Map<string, Float32Array>> {
+  const net = tinyNet(cfg);
+  const encoder = new TinyEncoder(SIZE);
+  const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", 12) as tf.Tensor2D);
+  const task = new PbipTask({ config: cfg, net, encoder, bankPrototypes: protos, backgroundId: 4 });
+  const src = memorySource(8, 4, 5);
+  const it = src.epoch(0)[Symbol.asyncIterator]();
+  const batch = (await it.next()).value as Batch;
+  const ctx = await task.prepare(batch, 0);
+  const vars = task.variables();
+  const counts: Record<string, number> = {};
+  const { value, grads } = tf.variableGrads(() => task.loss(batch, ctx, 0, counts, {}).total, [...vars.values()]);
+  if (cfg.loss.useFg) assert.ok(counts.pairs! > 0, "the case must have matching pairs");
+  const byVar = new Map([...vars].map(([n, v]) => [v.name, n]));
+  const out = new Map<string, Float32Array>();
+  for (const [vn, g] of Object.entries(grads)) out.set(byVar.get(vn)!, Float32Array.from(await g.data()));
+  out.set("loss", Float32Array.from(await value.data()));
+  task.release(ctx);
+  tf.dispose([value, ...Object.values(grads), batch.images, batch.labels, batch.masks, protos]);
+  task.dispose();
+  net.dispose();
+  encoder.dispose();
+  return out;
+}
+
+test("two-pass chunked image mode gives the single-tape gradient and loss", async () => {
+  await onBackend("cpu", () => undefined);
+  const one = await stepGradients(config({ match: { encoderChunk: 0 } as PbipConfig["match"] }));
+  const two = await stepGradients(config({ match: { encoderChunk: 3 } as PbipConfig["match"] }));
+  assert.ok(maxRelErr(two.get("loss")!, one.get("loss")!) < 1e-5, `loss ${two.get("loss")} vs ${one.get("loss")}`);
+  let checked = 0;
+  for (const [name, g] of one) {
+    if (name === "loss") continue;
+    const e = maxRelErr(two.get(name)!, g);
+    assert.ok(e < 1e-3, `${name}: relative error ${e}`);
+    checked++;
+  }
+  assert.ok(checked > 10);
+  // The matching losses reach the backbone: some backbone gradient differs from L_CLS alone.
+  const clsOnly = await stepGradients(config({ loss: { useFg: false, useBg: false } as PbipConfig["loss"] }));
+  assert.ok(maxRelErr(clsOnly.get("backbone/conv0/kernel")!, one.get("backbone/conv0/kernel")!) > 1e-3);
+});
+
+async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; val?: boolean; source?: BatchSource } = {}): Promise<TrainEvent[]> {
+  const net = tinyNet(cfg);
+  const encoder = new TinyEncoder(SIZE);
+  const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", 12) as tf.Tensor2D);
+  const events: TrainEvent[] = [];
+  try {
+    for await (const ev of trainClassNet({
+      config: cfg,
+      net,
+      encoder,
+      bankPrototypes: protos,
+      backgroundId: 4,
+      train: extra.source ?? memorySource(16, 4, 9),
+      val: extra.val === false ? undefined : memorySource(8, 4, 10),
+      outDir: dir,
+      stopAfter: extra.stopAfter,
+    })) {
+      events.push(ev);
+    }
+  } finally {
+    protos.dispose();
+    net.dispose();
+    encoder.dispose();
+  }
+  return events;
+}
+
+function tmp(name: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `pbip-${name}-`));
+}
+
+test("resuming after a stop mid-epoch reaches the same final weights as an uninterrupted run", async () => {
+  await onBackend("wasm", () => undefined);
+  for (const mode of ["feature", "image"] as const) {
+    const cfg = config({ match: { regionMode: mode, encoderChunk: mode === "image" ? 3 : 0 } as PbipConfig["match"] });
+    const a = tmp("full");
+    const b = tmp("resume");
+    const full = await train(cfg, a);
+    const first = await train(cfg, b, { stopAfter: 6 }); // epoch 1 (4 steps) + 2 steps of epoch 2
+    assert.ok(first.some((e) => e.type === "checkpoint"), "a checkpoint was written at the end of epoch 1");
+    assert.equal(first.filter((e) => e.type === "step").length, 6);
+    const second = await train(cfg, b);
+    const start = second.find((e) => e.type === "start") as Extract<TrainEvent, { type: "start" }>;
+    assert.equal(start.step, 4, "resumed from the epoch-1 checkpoint");
+    const doneA = full.at(-1) as Extract<TrainEvent, { type: "done" }>;
+    const doneB = second.at(-1) as Extract<TrainEvent, { type: "done" }>;
+    assert.equal(doneA.step, 8);
+    assert.equal(doneB.step, 8);
+    const wa = readSafetensors(doneA.lastCheckpoint!);
+    const wb = readSafetensors(doneB.lastCheckpoint!);
+    assert.deepEqual([...wa.keys()].sort(), [...wb.keys()].sort());
+    for (const [n, t] of wa) assert.deepEqual(Array.from(wb.get(n)!.data), Array.from(t.data), `${mode}: ${n} differs`);
+    // Losses of the redone steps equal the uninterrupted run's.
+    const la = full.filter((e) => e.type === "step").map((e) => (e as Extract<TrainEvent, { type: "step" }>).losses.total);
+    const lb = [...first.filter((e) => e.type === "step").slice(0, 4), ...second.filter((e) => e.type === "step")].map((e) => (e as Extract<TrainEvent, { type: "step" }>).losses.total);
+    assert.deepEqual(lb, la);
+  }
+});
+
+test("tensor count after 50 steps equals the count after 1 step", async () => {
+  await onBackend("wasm", () => undefined);
+  const cfg = config({ train: { epochs: 50, maxSteps: 50, valEvery: 100, checkpointEvery: 100 } as PbipConfig["train"], match: { regionMode: "image", encoderChunk: 3 } as PbipConfig["match"] });
+  const events = await train(cfg, tmp("leak"), { val: false, source: memorySource(4, 4, 2) });
+  const steps = events.filter((e) => e.type === "step") as Extract<TrainEvent, { type: "step" }>[];
+  assert.equal(steps.length, 50);
+  assert.equal(steps[49]!.tensors, steps[0]!.tensors, `tensors after step 1: ${steps[0]!.tensors}, after step 50: ${steps[49]!.tensors}`);
+});
+
+test("a non-finite loss stops the run naming the step, the batch and the last checkpoint", async () => {
+  await onBackend("wasm", () => undefined);
+  const cfg = config({ train: { epochs: 3 } as PbipConfig["train"] });
+  const dir = tmp("nan");
+  // Sample 13 carries a NaN pixel; the source is shuffled, so it shows up in some batch of some epoch.
+  await assert.rejects(
+    () => train(cfg, dir, { val: false, source: memorySource(16, 4, 9, 13) }),
+    (e: unknown) => {
+      assert.ok(e instanceof TrainingDivergedError, String(e));
+      assert.ok(e.ids.includes("p13"), `ids ${e.ids}`);
+      assert.match(e.message, /training diverged at step \d+/);
+      return true;
+    },
+  );
+});
+
+test("validation each epoch: events carry the pseudo-mask mIoU and the best checkpoint is kept", async () => {
+  await onBackend("wasm", () => undefined);
+  const dir = tmp("val");
+  const events = await train(config({ train: { epochs: 2 } as PbipConfig["train"] }), dir);
+  const vals = events.filter((e) => e.type === "validation") as Extract<TrainEvent, { type: "validation" }>[];
+  assert.equal(vals.length, 2);
+  for (const v of vals) assert.ok(v.score.miou >= 0 && v.score.miou <= 1);
+  assert.ok(fs.existsSync(path.join(dir, "best.safetensors")));
+  assert.ok(fs.existsSync(path.join(dir, "config.json")));
+  const log = fs.readFileSync(path.join(dir, "train-log.jsonl"), "utf8").trim().split("\n");
+  assert.equal(log.length, 8);
+  void runTraining;
+});
