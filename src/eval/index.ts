@@ -3,3 +3,4 @@ export * from "./metrics";
 export * from "./boundary";
 export * from "./stats";
 export * from "./evaluate";
+export * from "./dirs";
