@@ -10,6 +10,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import * as path from "node:path";
+import * as fs from "node:fs";
+import { execFileSync } from "node:child_process";
 import { registerWasmKernels } from "./wasm-kernels";
 
 export type BackendName = "webgpu" | "tensorflow" | "wasm" | "cpu";
@@ -162,7 +164,36 @@ export async function probeWebGpuAdapter(): Promise<AdapterInfo> {
   return { vendor: s("vendor"), architecture: s("architecture"), device: s("device"), description: s("description"), software };
 }
 
+/**
+ * On Linux, whether a Vulkan loader (libvulkan.so.1) can be found, without loading
+ * Dawn (which prints warnings to stderr when it cannot load Vulkan). Elsewhere true.
+ */
+export function vulkanLoaderFound(): boolean {
+  if (process.platform !== "linux") return true;
+  const dirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? "").split(":").filter(Boolean),
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/lib64",
+    "/usr/lib",
+    "/lib",
+    "/usr/local/lib",
+  ];
+  if (dirs.some((d) => fs.existsSync(path.join(d, "libvulkan.so.1")))) return true;
+  try {
+    return /libvulkan\.so\.1/.test(execFileSync("/sbin/ldconfig", ["-p"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }));
+  } catch {
+    return false;
+  }
+}
+
 async function tryWebGpu(auto: boolean, acceptSoftware: boolean): Promise<Partial<BackendReport>> {
+  if (auto && !vulkanLoaderFound()) {
+    throw new BackendUnavailable("no Vulkan loader (libvulkan.so.1) on this machine, so no WebGPU adapter (install the GPU driver's Vulkan support; for CPU emulation see kernel-setup/setup.sh)");
+  }
   const adapter = await probeWebGpuAdapter();
   if (auto && adapter.software && !acceptSoftware) {
     throw new BackendUnavailable(`WebGPU adapter "${adapter.description || adapter.device}" is a software rasteriser, not a GPU`);
