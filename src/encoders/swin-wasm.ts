@@ -1,8 +1,8 @@
 /**
- * Two WebAssembly SIMD kernels that make Swin's window attention fast on the
- * TensorFlow.js WASM backend, which runs batched matrix products of small matrices
- * (a 49x32 by 32x49 product per window and head) on a scalar fallback loop and
- * row gathers in JavaScript:
+ * WebAssembly SIMD kernels that make Swin fast on the TensorFlow.js WASM backend,
+ * which runs batched products of small matrices (a 49x32 by 32x49 product per
+ * window and head) on a scalar fallback loop, gathers rows slowly, and computes
+ * erf and exp with scalar library calls:
  *
  * - `windowMatMul(a, b, transposeA)`: C[i] = A[i] @ B[i] (or A[i]^T @ B[i]) for a batch
  *   of small row-major matrices. The code is generated for each shape: one output
@@ -12,12 +12,13 @@
  * - `gatherRows(x, index)`: out[r] = x[index[r]] (rows of C floats), 0 where index < 0.
  *   Swin's window partition with cyclic shift and zero padding, and its inverse,
  *   are such permutations.
+ * - `geluWasm(x)`, `geluGradWasm(x, dy)`: exact-erf GELU and dy * GELU'(x) in one pass.
  *
  * The module is assembled here, byte by byte (no toolchain), imports the WASM
  * backend's own memory, and reads and writes tensors in place. Kernels are
  * registered for the `wasm` backend only; callers use {@link swinWasmKernelsAvailable}
- * and fall back to ordinary TensorFlow.js ops elsewhere. Both are tested against
- * `tf.matMul` and `tf.gather`.
+ * and fall back to ordinary TensorFlow.js ops elsewhere. They are tested against
+ * `tf.matMul`, index arithmetic and a float64 erf.
  */
 import * as tf from "@tensorflow/tfjs";
 

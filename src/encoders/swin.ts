@@ -24,11 +24,20 @@
  * with the relative position index) and shift masks are precomputed once per
  * resolution, and every block is one `tf.customGrad` op whose hand-written backward
  * computes input gradients only, with 2-D matrix products in the layout the WASM
- * backend runs fastest (no transposed operands), and keeps only what the backward
- * needs (normalised activations, q/k/v, attention probabilities, MLP pre-activations).
+ * backend runs on XNNPACK (no transposed operands). On the WASM backend three
+ * generated SIMD kernels (./swin-wasm.ts) replace what the backend does slowly:
+ * the per-window attention products (14x faster than its batched matMul), the
+ * window partition with cyclic shift and padding as one row gather (instead of
+ * pad, roll by slice/concat and 6-D transposes), and exact-erf GELU with its
+ * gradient in one pass. Other backends (CPU, WebGPU) run the same maths with
+ * ordinary ops; tests compare them. Memory: `fast` keeps q, k, v, the attention
+ * probabilities, the MLP pre-activations and the normalised activations for the
+ * backward pass (about 60 MB per 224 px image), `lean` recomputes the
+ * probabilities and pre-activations (about 25 MB per image).
  */
 import * as tf from "@tensorflow/tfjs";
 import type { EncoderIdentity, EncoderOutput, ImageEncoder, Preprocessing } from "./types";
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import { preprocessForEncoder } from "./preprocess";
 import { readEncoderSidecar, sidecarPathFor, sidecarPreprocessing } from "./onnx";
@@ -745,7 +754,8 @@ export class SwinEncoder implements ImageEncoder {
     const maps: tf.Tensor4D[] = [];
     for (let i = 0; i < n; i += this.batchSize) {
       const size = Math.min(this.batchSize, n - i);
-      const out = tf.tidy(() => this.run(tf.slice(images, [i, 0, 0, 0], [size, -1, -1, -1]), dense, false));
+      // tf.gather, not tf.slice: the WASM backend's slice copies the whole input first.
+      const out = tf.tidy(() => this.run(tf.gather(images, tf.range(i, i + size, 1, "int32")), dense, false));
       pooled.push(out.pooled);
       if (out.dense) maps.push(out.dense);
       await new Promise((r) => setImmediate(r));
@@ -762,7 +772,7 @@ export class SwinEncoder implements ImageEncoder {
 }
 
 function hashTensors(parts: { name: string; t: HostTensor }[]): string {
-  const h = require("node:crypto").createHash("sha256") as import("node:crypto").Hash;
+  const h = crypto.createHash("sha256");
   for (const { name, t } of parts) {
     h.update(name);
     h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
