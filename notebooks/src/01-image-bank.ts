@@ -48,6 +48,11 @@ console.log(`tslab ${tslab.versions.tslab}`);
 // `centroid` rule, seed 42) and its dataset. By default that is the embedded **synthetic** tissue
 // set (generated on first use; `PBIP_QUICK=1` uses a smaller one). The bank is written to
 // `<run>/bank`, where notebooks 02–05 find it.
+//
+// To run on real data, edit the cell marked **CHANGE THIS CELL**: a dataset folder in its published
+// layout (LUAD-HistoSeg: `train/*-[1 0 0 1].png`, `val|test/{img,mask}/`) and, optionally, an encoder
+// exported to ONNX. Notebooks 02–05 read the same choice from the environment: set `PBIP_DATASET`,
+// `PBIP_DATA` and `PBIP_ENCODER` before starting Jupyter (or `npm run notebooks`).
 
 // %%
 // ======================== CHANGE THIS CELL to use your own data and encoder ========================

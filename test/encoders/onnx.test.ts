@@ -267,3 +267,10 @@ test("denseToNHWC turns tokens (with a CLS token) and NCHW maps into NHWC grids"
     tf.dispose([tok, g, nchw, h, z]);
   });
 });
+
+test("the factory names what it accepts", async () => {
+  await assert.rejects(createEncoder("medclip"), /unknown encoder "medclip"; use one of mobilenetv2, swin-t, onnx:<file.onnx>, tfjs:<model.json>/);
+  await assert.rejects(createEncoder("mobilenetv2", { weights: "x.safetensors" }), /fixed weights/);
+  await assert.rejects(createEncoder("onnx:"), /give the path of the .onnx file/);
+  await assert.rejects(createEncoder("tfjs:/nonexistent/model.json"), /model.json: TensorFlow.js model.json not found/);
+});
