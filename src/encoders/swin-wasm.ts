@@ -35,6 +35,7 @@ declare const WebAssembly: {
 // ------------------------------------------------------------------ a tiny assembler
 
 const I32 = 0x7f;
+const F32 = 0x7d;
 const V128 = 0x7b;
 
 function uleb(n: number): number[] {
@@ -86,6 +87,16 @@ const op = {
   brIf: (d: number) => [0x0d, ...uleb(d)],
   br: (d: number) => [0x0c, ...uleb(d)],
   simd: (code: number, ...imm: number[]) => [0xfd, ...uleb(code), ...imm],
+  f32Add: [0x92],
+  f32Sub: [0x93],
+  f32Mul: [0x94],
+  f32Div: [0x95],
+  f32Sqrt: [0x91],
+  f32Const: (v: number) => {
+    const b = Buffer.alloc(4);
+    b.writeFloatLE(v, 0);
+    return [0x43, ...b];
+  },
 };
 const v128Load = (offset = 0) => op.simd(0x00, 2, ...uleb(offset));
 const v128Store = (offset = 0) => op.simd(0x0b, 2, ...uleb(offset));
@@ -274,6 +285,82 @@ function geluFunc(backward: boolean): FuncDef {
   return { params: new Array(nParams).fill(I32), locals: [I32, ...new Array(8).fill(V128)], body: b };
 }
 
+/** Horizontal sum of the v128 in local `v` onto the stack (f32). */
+function hsum(v: number): number[] {
+  return [...op.get(v), ...f32x4Extract(0), ...op.get(v), ...f32x4Extract(1), ...op.f32Add, ...op.get(v), ...f32x4Extract(2), ...op.f32Add, ...op.get(v), ...f32x4Extract(3), ...op.f32Add];
+}
+
+/**
+ * LayerNorm over rows of `c4` four-float vectors, saving what the backward needs.
+ * Params (x, g, b, y, xhat, rstd, rows, c4, invC: f32, eps: f32):
+ * mean and variance per row (two passes), rstd = 1/sqrt(var + eps),
+ * xhat = (x - mean) rstd, y = xhat g + b.
+ */
+function layerNormFunc(): FuncDef {
+  const [X, G, B, Y, XH, RS, ROWS, C4, INVC, EPS] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+  const [r, j, px, acc, mean, rs, v] = [10, 11, 12, 13, 14, 15, 16];
+  const b: number[] = [];
+  const emit = (...xs: number[][]) => xs.forEach((z) => b.push(...z));
+  const rowLoop = (body: () => void) => {
+    emit(op.i32(0), op.set(j), op.get(X), op.set(px), op.block, op.loop);
+    body();
+    emit(op.get(px), op.i32(16), op.add, op.set(px), op.get(j), op.i32(1), op.add, op.tee(j), op.get(C4), op.ltS, op.brIf(0), op.end, op.end);
+  };
+  emit(op.i32(0), op.set(r), op.block, op.loop);
+  // mean
+  emit(v128Zero(), op.set(acc));
+  rowLoop(() => emit(op.get(acc), op.get(px), v128Load(), f32x4Add(), op.set(acc)));
+  emit(hsum(acc), op.get(INVC), op.f32Mul, f32x4Splat(), op.set(mean));
+  // variance
+  emit(v128Zero(), op.set(acc));
+  rowLoop(() => emit(op.get(px), v128Load(), op.get(mean), f32x4Sub(), op.tee(v), op.get(v), f32x4Mul(), op.get(acc), f32x4Add(), op.set(acc)));
+  emit(op.get(RS), op.f32Const(1), hsum(acc), op.get(INVC), op.f32Mul, op.get(EPS), op.f32Add, op.f32Sqrt, op.f32Div, op.f32Store(), op.get(RS), op.f32Load(), f32x4Splat(), op.set(rs));
+  // normalise; g and b are walked with the row offset j*16
+  rowLoop(() => {
+    emit(op.get(px), v128Load(), op.get(mean), f32x4Sub(), op.get(rs), f32x4Mul(), op.set(v));
+    emit(op.get(XH), op.get(v), v128Store(), op.get(Y), op.get(v), op.get(G), op.get(j), op.i32(16), op.mul, op.add, v128Load(), f32x4Mul());
+    emit(op.get(B), op.get(j), op.i32(16), op.mul, op.add, v128Load(), f32x4Add(), v128Store());
+    emit(op.get(XH), op.i32(16), op.add, op.set(XH), op.get(Y), op.i32(16), op.add, op.set(Y));
+  });
+  emit(op.get(px), op.set(X), op.get(RS), op.i32(4), op.add, op.set(RS));
+  emit(op.get(r), op.i32(1), op.add, op.tee(r), op.get(ROWS), op.ltS, op.brIf(0), op.end, op.end);
+  return { params: [I32, I32, I32, I32, I32, I32, I32, I32, F32, F32], locals: [I32, I32, I32, V128, V128, V128, V128], body: b };
+}
+
+/**
+ * LayerNorm input gradient plus a residual: out = res + rstd (d - mean(d) - xhat mean(d xhat)),
+ * d = dy g. Params (dy, xhat, rstd, g, res, out, rows, c4, invC: f32).
+ */
+function layerNormGradFunc(): FuncDef {
+  const [DY, XH, RS, G, RES, OUT, ROWS, C4, INVC] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const [r, j, off, s1, s2, d, m1, m2, rs] = [9, 10, 11, 12, 13, 14, 15, 16, 17];
+  const b: number[] = [];
+  const emit = (...xs: number[][]) => xs.forEach((z) => b.push(...z));
+  const rowLoop = (body: () => void) => {
+    emit(op.i32(0), op.set(j), op.i32(0), op.set(off), op.block, op.loop);
+    body();
+    emit(op.get(off), op.i32(16), op.add, op.set(off), op.get(j), op.i32(1), op.add, op.tee(j), op.get(C4), op.ltS, op.brIf(0), op.end, op.end);
+  };
+  const at = (base: number) => [...op.get(base), ...op.get(off), ...op.add];
+  emit(op.i32(0), op.set(r), op.block, op.loop);
+  emit(v128Zero(), op.set(s1), v128Zero(), op.set(s2));
+  rowLoop(() => {
+    emit(at(DY), v128Load(), op.get(G), op.get(j), op.i32(16), op.mul, op.add, v128Load(), f32x4Mul(), op.tee(d));
+    emit(op.get(s1), f32x4Add(), op.set(s1), op.get(d), at(XH), v128Load(), f32x4Mul(), op.get(s2), f32x4Add(), op.set(s2));
+  });
+  emit(hsum(s1), op.get(INVC), op.f32Mul, f32x4Splat(), op.set(m1), hsum(s2), op.get(INVC), op.f32Mul, f32x4Splat(), op.set(m2));
+  emit(op.get(RS), op.f32Load(), f32x4Splat(), op.set(rs));
+  rowLoop(() => {
+    emit(at(OUT), at(RES), v128Load());
+    emit(at(DY), v128Load(), op.get(G), op.get(j), op.i32(16), op.mul, op.add, v128Load(), f32x4Mul(), op.get(m1), f32x4Sub());
+    emit(at(XH), v128Load(), op.get(m2), f32x4Mul(), f32x4Sub(), op.get(rs), f32x4Mul(), f32x4Add(), v128Store());
+  });
+  for (const p of [DY, XH, RES, OUT]) emit(op.get(p), op.get(C4), op.i32(16), op.mul, op.add, op.set(p));
+  emit(op.get(RS), op.i32(4), op.add, op.set(RS));
+  emit(op.get(r), op.i32(1), op.add, op.tee(r), op.get(ROWS), op.ltS, op.brIf(0), op.end, op.end);
+  return { params: [I32, I32, I32, I32, I32, I32, I32, I32, F32], locals: [I32, I32, I32, V128, V128, V128, V128, V128, V128], body: b };
+}
+
 // ------------------------------------------------------------------ registration
 
 interface WasmBackendLike {
@@ -286,12 +373,18 @@ const BMM = "PbipWindowMatMul";
 const GATHER = "PbipGatherRows";
 const GELU = "PbipGelu";
 const GELU_GRAD = "PbipGeluGrad";
+const LN = "PbipLayerNorm";
+const LN_GRAD = "PbipLayerNormGrad";
 let registered: boolean | undefined;
 let memory: WasmMemory | undefined;
 const bmmCache = new Map<string, (a: number, b: number, c: number, batch: number) => void>();
 let gatherFn: ((x: number, idx: number, out: number, rows: number, c4: number) => void) | undefined;
 let geluFn: ((x: number, y: number, n4: number) => void) | undefined;
 let geluGradFn: ((x: number, dy: number, dx: number, n4: number) => void) | undefined;
+type LnFn = (x: number, g: number, b: number, y: number, xhat: number, rstd: number, rows: number, c4: number, invC: number, eps: number) => void;
+type LnGradFn = (dy: number, xhat: number, rstd: number, g: number, res: number, out: number, rows: number, c4: number, invC: number) => void;
+let lnFn: LnFn | undefined;
+let lnGradFn: LnGradFn | undefined;
 
 /** Bind the kernels to the backend's memory (a new WASM backend instance has a new one). */
 function useMemory(m: WasmMemory): void {
@@ -301,6 +394,8 @@ function useMemory(m: WasmMemory): void {
   gatherFn = undefined;
   geluFn = undefined;
   geluGradFn = undefined;
+  lnFn = undefined;
+  lnGradFn = undefined;
 }
 
 function instantiate<T>(def: FuncDef): T {
@@ -314,7 +409,7 @@ function register(): boolean {
   registered = false;
   try {
     if (!tf.findBackend("wasm")) return false;
-    if (!WebAssembly.validate(assemble([bmmFunc(3, 5, 7, false), gatherFunc(), geluFunc(false), geluFunc(true)]))) return false;
+    if (!WebAssembly.validate(assemble([bmmFunc(3, 5, 7, false), gatherFunc(), geluFunc(false), geluFunc(true), layerNormFunc(), layerNormGradFunc()]))) return false;
     tf.registerKernel({
       kernelName: BMM,
       backendName: "wasm",
@@ -375,6 +470,40 @@ function register(): boolean {
         return out;
       },
     });
+    tf.registerKernel({
+      kernelName: LN,
+      backendName: "wasm",
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const be = backend as unknown as WasmBackendLike;
+        useMemory(be.wasm.asm.memory);
+        lnFn ??= instantiate<LnFn>(layerNormFunc());
+        const { x, g, b } = inputs as { x: tf.TensorInfo; g: tf.TensorInfo; b: tf.TensorInfo };
+        const [rows, cols] = x.shape as [number, number];
+        const y = be.makeOutput([rows, cols], "float32");
+        const xhat = be.makeOutput([rows, cols], "float32");
+        const rstd = be.makeOutput([rows, 1], "float32");
+        const m = be.dataIdMap;
+        const o = (t: tf.TensorInfo) => m.get(t.dataId).memoryOffset;
+        lnFn!(o(x), o(g), o(b), o(y), o(xhat), o(rstd), rows, cols / 4, 1 / cols, (attrs as unknown as { eps: number }).eps);
+        return [y, xhat, rstd];
+      },
+    });
+    tf.registerKernel({
+      kernelName: LN_GRAD,
+      backendName: "wasm",
+      kernelFunc: ({ inputs, backend }) => {
+        const be = backend as unknown as WasmBackendLike;
+        useMemory(be.wasm.asm.memory);
+        lnGradFn ??= instantiate<LnGradFn>(layerNormGradFunc());
+        const { dy, xhat, rstd, g, res } = inputs as Record<"dy" | "xhat" | "rstd" | "g" | "res", tf.TensorInfo>;
+        const [rows, cols] = dy.shape as [number, number];
+        const out = be.makeOutput([rows, cols], "float32");
+        const m = be.dataIdMap;
+        const o = (t: tf.TensorInfo) => m.get(t.dataId).memoryOffset;
+        lnGradFn!(o(dy), o(xhat), o(rstd), o(g), o(res), o(out), rows, cols / 4, 1 / cols);
+        return out;
+      },
+    });
     registered = true;
   } catch {
     registered = false;
@@ -426,4 +555,19 @@ export function geluWasm(x: tf.Tensor): tf.Tensor {
 export function geluGradWasm(x: tf.Tensor, dy: tf.Tensor): tf.Tensor {
   if (x.size % 4 !== 0 || dy.size !== x.size) throw new Error(`geluGradWasm: sizes ${x.size} and ${dy.size}`);
   return tf.engine().runKernel(GELU_GRAD, { x, dy }, {}) as tf.Tensor;
+}
+
+/**
+ * LayerNorm over the last axis of x [N, C] (C a multiple of 4) in one WASM kernel:
+ * returns y = xhat g + b, xhat = (x - mean) rstd and rstd [N, 1] = 1/sqrt(var + eps).
+ */
+export function layerNormWasm(x: tf.Tensor2D, g: tf.Tensor1D, b: tf.Tensor1D, eps: number): { y: tf.Tensor2D; xhat: tf.Tensor2D; rstd: tf.Tensor2D } {
+  if (x.shape[1] % 4 !== 0) throw new Error(`layerNormWasm: ${x.shape[1]} channels is not a multiple of 4`);
+  const [y, xhat, rstd] = tf.engine().runKernel(LN, { x, g, b }, { eps } as unknown as tf.NamedAttrMap) as tf.Tensor2D[];
+  return { y: y!, xhat: xhat!, rstd: rstd! };
+}
+
+/** res + the LayerNorm input gradient rstd (dy g - mean(dy g) - xhat mean(dy g xhat)), in one WASM kernel. */
+export function layerNormGradWasm(dy: tf.Tensor2D, xhat: tf.Tensor2D, rstd: tf.Tensor2D, g: tf.Tensor1D, res: tf.Tensor2D): tf.Tensor2D {
+  return tf.engine().runKernel(LN_GRAD, { dy, xhat, rstd, g, res }, {}) as tf.Tensor2D;
 }

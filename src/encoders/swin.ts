@@ -41,7 +41,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import { preprocessForEncoder } from "./preprocess";
 import { readEncoderSidecar, sidecarPathFor, sidecarPreprocessing } from "./onnx";
-import { gatherRows, geluGradWasm, geluWasm, swinWasmKernelsAvailable, windowMatMul } from "./swin-wasm";
+import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, swinWasmKernelsAvailable, windowMatMul } from "./swin-wasm";
 import {
   PROJECTION_KEY,
   SWIN_T_CONFIG,
@@ -237,6 +237,7 @@ interface LnOut {
 }
 
 function lnForward(x: tf.Tensor2D, n: Norm): LnOut {
+  if (x.shape[1] % 4 === 0 && swinWasmKernelsAvailable()) return layerNormWasm(x, n.g, n.b, n.eps);
   const mean = tf.mean(x, -1, true);
   const xc = tf.sub(x, mean);
   const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), n.eps)) as tf.Tensor2D;
@@ -483,7 +484,8 @@ function blockBackward(dy: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Te
   const a = s.a ?? linearForward(tf.add(tf.mul(s.xhat2, blk.ln2.g), blk.ln2.b) as tf.Tensor2D, blk.fc1);
   const dg = tf.matMul(dy2, blk.fc2.w);
   const da = (fast ? geluGradWasm(a, dg) : tf.mul(dg, geluGrad(a))) as tf.Tensor2D;
-  const dx1 = tf.add(dy2, lnBackward(tf.matMul(da, blk.fc1.w), s.xhat2, s.rstd2, blk.ln2.g)) as tf.Tensor2D;
+  const dh2 = tf.matMul(da, blk.fc1.w) as tf.Tensor2D;
+  const dx1 = fast ? layerNormGradWasm(dh2, s.xhat2, s.rstd2, blk.ln2.g, dy2) : (tf.add(dy2, lnBackward(dh2, s.xhat2, s.rstd2, blk.ln2.g)) as tf.Tensor2D);
   // Attention branch.
   const dOw = toWindows(tf.reshape(dx1, [B, H, W, C]) as tf.Tensor4D, g);
   const dctx = splitHeads(tf.matMul(dOw, blk.o.w), T, blk.heads);
@@ -496,7 +498,8 @@ function blockBackward(dy: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Te
   const dk = bmm(tf.transpose(ds, [0, 1, 3, 2]), s.q);
   const dhw = tf.addN([tf.matMul(mergeHeads(dq), blk.q.w), tf.matMul(mergeHeads(dk), blk.k.w), tf.matMul(mergeHeads(dv), blk.v.w)]) as tf.Tensor2D;
   const dh = tf.reshape(fromWindows(dhw, g), [N, C]) as tf.Tensor2D;
-  return tf.reshape(tf.add(dx1, lnBackward(dh, s.xhat1, s.rstd1, blk.ln1.g)), [B, H, W, C]) as tf.Tensor4D;
+  const dx = fast ? layerNormGradWasm(dh, s.xhat1, s.rstd1, blk.ln1.g, dx1) : tf.add(dx1, lnBackward(dh, s.xhat1, s.rstd1, blk.ln1.g));
+  return tf.reshape(dx, [B, H, W, C]) as tf.Tensor4D;
 }
 
 /** A block as one differentiable op (input gradient only; the saved tensors are freed as soon as the backward has used them). */

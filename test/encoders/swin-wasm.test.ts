@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr } from "../helpers";
-import { gatherRows, geluGradWasm, geluWasm, swinWasmKernelsAvailable, windowMatMul } from "../../src/encoders/swin-wasm";
+import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, swinWasmKernelsAvailable, windowMatMul } from "../../src/encoders/swin-wasm";
 
 // Shapes of Swin-T's window attention (T = 49 tokens, head dim 32) and of odd sizes that
 // exercise every column remainder (N % 4 = 0..3) and more than 12 vectors per row.
@@ -105,5 +105,40 @@ test("WASM GELU and its gradient match exact erf GELU in float64 (error < 5e-7)"
     assert.ok(ey < 5e-7, `GELU error ${ey}`);
     assert.ok(ed < 5e-7, `GELU gradient error ${ed}`);
     assert.ok(y!.every(Number.isFinite) && d!.every(Number.isFinite));
+  });
+});
+
+test("WASM LayerNorm (forward with saved xhat, rstd; input gradient plus residual) matches the op-by-op computation on CPU", async () => {
+  const N = 37;
+  const C = 24;
+  const xs = randomArray(N * C, 1).map((v) => 3 * v + 2);
+  const gs = randomArray(C, 2);
+  const bs = randomArray(C, 3);
+  const dys = randomArray(N * C, 4);
+  const res = randomArray(N * C, 5);
+  const reference = await onBackend("cpu", () =>
+    tf.tidy(() => {
+      const x = tf.tensor2d(xs, [N, C]);
+      const g = tf.tensor1d(gs);
+      const b = tf.tensor1d(bs);
+      const f = (xx: tf.Tensor) => {
+        const { mean, variance } = tf.moments(xx, -1, true);
+        return tf.add(tf.mul(tf.mul(tf.sub(xx, mean), tf.rsqrt(tf.add(variance, 1e-5))), g), b);
+      };
+      const dx = tf.grad(f)(x, tf.tensor2d(dys, [N, C]));
+      return { y: f(x).dataSync(), dx: tf.add(dx, tf.tensor2d(res, [N, C])).dataSync() };
+    }),
+  );
+  await onBackend("wasm", () => {
+    const before = tf.memory().numTensors;
+    const got = tf.tidy(() => {
+      const r = layerNormWasm(tf.tensor2d(xs, [N, C]), tf.tensor1d(gs), tf.tensor1d(bs), 1e-5);
+      assert.deepEqual(r.rstd.shape, [N, 1]);
+      const dx = layerNormGradWasm(tf.tensor2d(dys, [N, C]), r.xhat, r.rstd, tf.tensor1d(gs), tf.tensor2d(res, [N, C]));
+      return { y: r.y.dataSync(), dx: dx.dataSync() };
+    });
+    assert.equal(tf.memory().numTensors, before);
+    assert.ok(maxRelErr(got.y, reference.y) < 1e-6, `y: ${maxRelErr(got.y, reference.y)}`);
+    assert.ok(maxRelErr(got.dx, reference.dx) < 1e-5, `dx: ${maxRelErr(got.dx, reference.dx)}`);
   });
 });
