@@ -19,6 +19,8 @@ import { generateSynthetic, defaultSyntheticDir } from "../data/synthetic/genera
 import { syntheticManifest } from "../data/synthetic/generate";
 import { verifyDataset } from "../data/verify";
 import { projectRoot, readJson, writeJsonAtomic, sha256 } from "../util/fs";
+import { stableStringify } from "../util/json";
+export { stableStringify };
 import { ProgressBar } from "../util/progress";
 
 /** Sizes of the embedded synthetic dataset: the default set, and the PBIP_QUICK one. */
@@ -73,17 +75,6 @@ export interface OpenRunOptions {
   verbose?: boolean;
 }
 
-function stableStringify(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(stableStringify).join(",")}]`;
-  if (v && typeof v === "object") {
-    return `{${Object.keys(v as object)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${stableStringify((v as Record<string, unknown>)[k])}`)
-      .join(",")}}`;
-  }
-  return JSON.stringify(v) ?? "null";
-}
-
 /** Make sure the embedded synthetic dataset exists (generating it with a progress bar). */
 export async function ensureSyntheticDataset(dir: string, quick: boolean, verbose = true): Promise<string> {
   const sizes = quick ? EMBEDDED_SIZES.quick : EMBEDDED_SIZES.full;
@@ -109,6 +100,8 @@ export async function openRun(o: OpenRunOptions = {}): Promise<PbipRun> {
   if (process.env.PBIP_BACKBONE) envOverrides.model = { backbone: process.env.PBIP_BACKBONE as PbipConfig["model"]["backbone"] } as PbipConfig["model"];
   if (process.env.PBIP_BACKBONE_WEIGHTS) envOverrides.model = { ...(envOverrides.model ?? {}), backboneWeights: process.env.PBIP_BACKBONE_WEIGHTS } as PbipConfig["model"];
   const config = resolveConfig(profile, envOverrides, quick ? QUICK_OVERRIDES : undefined, o.overrides);
+  // The notebook profile shrinks the bundled encoder's input to 112 px; another encoder keeps its own size.
+  if (process.env.PBIP_ENCODER && !/^mobilenetv2/.test(process.env.PBIP_ENCODER)) delete config.encoder.inputSize;
   const datasetName = o.dataset ?? process.env.PBIP_DATASET ?? "synthetic";
   let dataDir = o.data ?? process.env.PBIP_DATA;
   const synthetic = datasetName === "synthetic" && !dataDir;

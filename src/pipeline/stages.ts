@@ -10,7 +10,7 @@ import { resolveConfig } from "../config/profiles";
 import type { ImageEncoder } from "../encoders/types";
 import { buildBankEvents, saveBank, loadBank, prototypesTensor, type ImageBank, type BankBuildEvent } from "../bank";
 import { encoderMismatch } from "../bank/bank";
-import type { PbipRun } from "./run";
+import { stableStringify, type PbipRun } from "./run";
 import { createClassNet, stage1Loaders, loadClassNet, writePseudoMasks, type PseudoMaskResult } from "./core";
 import { trainClassNet } from "../train/trainer";
 import { latestCheckpoint, plannedSteps, type TrainEvent } from "../train/loop";
@@ -28,7 +28,7 @@ export async function ensureBank(run: PbipRun, encoder: ImageEncoder, onEvent?: 
   if (fs.existsSync(file)) {
     try {
       const bank = loadBank(run.paths.bank);
-      const same = JSON.stringify(bank.meta.config) === JSON.stringify(run.config.bank) && encoderMismatch(bank.meta.encoder, encoder.identity).length === 0;
+      const same = stableStringify(bank.meta.config) === stableStringify(run.config.bank) && encoderMismatch(bank.meta.encoder, encoder.identity).length === 0;
       if (same) return { bank, reused: true };
     } catch {
       /* rebuild below */
@@ -82,7 +82,7 @@ export async function stage1(run: PbipRun, v: Stage1Variant, encoder: ImageEncod
   let complete = false;
   if (last) {
     const meta = readMetadata<{ config: PbipConfig; step: number }>(last);
-    if (JSON.stringify(meta.config) !== JSON.stringify(cfg)) {
+    if (stableStringify(meta.config) !== stableStringify(cfg)) {
       const aside = `${dir}.old-${Date.now()}`;
       fs.renameSync(dir, aside);
       console.error(`stage 1 (${v.name}): ${dir} was trained with another config; moved it to ${aside}`);

@@ -21,6 +21,7 @@ import { saveVariables, loadVariables, readMetadata } from "../io/checkpoint";
 import { readSafetensors } from "../io/safetensors";
 import { assertCleanLoad } from "../io/tensors";
 import type { BatchSource } from "./validate";
+import { stableStringify } from "../util/json";
 
 /** Logged loss terms of a step: always `total`, plus the task's own terms. */
 export type LossRecord = { total: number } & Record<string, number>;
@@ -190,7 +191,7 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
   if (resumeFile) {
     const meta = readMetadata<CheckpointMeta>(resumeFile);
     if (meta.task !== task.name) throw new Error(`${resumeFile}: is a ${meta.task} checkpoint, not ${task.name}`);
-    if (JSON.stringify(meta.config) !== JSON.stringify(cfg)) {
+    if (stableStringify(meta.config) !== stableStringify(cfg)) {
       throw new Error(`${resumeFile}: was written with another config; use a new output folder or delete it to start over`);
     }
     assertCleanLoad(resumeFile, loadVariables(resumeFile, vars, ["optim/"]));
