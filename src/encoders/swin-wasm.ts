@@ -214,13 +214,18 @@ function bmmFunc(M: number, K: number, N: number, transposeA: boolean): FuncDef 
   return { params: [I32, I32, I32, I32], locals: [I32, I32, I32, I32, I32, I32, I32, V128, ...new Array(nAcc).fill(V128)], body };
 }
 
-/** out[r] = x[idx[r]] for rows of `c4` four-float vectors, zeros where idx[r] < 0. Params: (x, idx, out, rows, c4). */
+/**
+ * Batched row gather: for each of `batch` images, out rows = x rows of that image
+ * picked by the shared `idx` (zeros where idx < 0). Rows are `c4` four-float vectors.
+ * Params: (x, idx, out, rows per image of idx, c4, batch, bytes per image of x).
+ */
 function gatherFunc(): FuncDef {
-  const [X, IDX, OUT, ROWS, C4, r, src, j] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const [X, IDX, OUT, ROWS, C4, BATCH, XSTEP, r, src, j, bi, ip] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
   const b: number[] = [];
   const emit = (...xs: number[][]) => xs.forEach((x) => b.push(...x));
-  emit(op.i32(0), op.set(r), op.block, op.loop);
-  emit(op.get(IDX), op.i32Load(), op.set(src), op.i32(0), op.set(j));
+  emit(op.i32(0), op.set(bi), op.block, op.loop);
+  emit(op.get(IDX), op.set(ip), op.i32(0), op.set(r), op.block, op.loop);
+  emit(op.get(ip), op.i32Load(), op.set(src), op.i32(0), op.set(j));
   emit(op.get(src), op.i32(0), op.ltS, op.if);
   // zero row
   emit(op.block, op.loop, op.get(OUT), v128Zero(), v128Store(), op.get(OUT), op.i32(16), op.add, op.set(OUT));
@@ -230,9 +235,11 @@ function gatherFunc(): FuncDef {
   emit(op.block, op.loop, op.get(OUT), op.get(src), v128Load(), v128Store(), op.get(OUT), op.i32(16), op.add, op.set(OUT), op.get(src), op.i32(16), op.add, op.set(src));
   emit(op.get(j), op.i32(1), op.add, op.tee(j), op.get(C4), op.ltS, op.brIf(0), op.end, op.end);
   emit(op.end);
-  emit(op.get(IDX), op.i32(4), op.add, op.set(IDX));
+  emit(op.get(ip), op.i32(4), op.add, op.set(ip));
   emit(op.get(r), op.i32(1), op.add, op.tee(r), op.get(ROWS), op.ltS, op.brIf(0), op.end, op.end);
-  return { params: [I32, I32, I32, I32, I32], locals: [I32, I32, I32], body: b };
+  emit(op.get(X), op.get(XSTEP), op.add, op.set(X));
+  emit(op.get(bi), op.i32(1), op.add, op.tee(bi), op.get(BATCH), op.ltS, op.brIf(0), op.end, op.end);
+  return { params: [I32, I32, I32, I32, I32, I32, I32], locals: [I32, I32, I32, I32, I32], body: b };
 }
 
 /**
@@ -378,7 +385,7 @@ const LN_GRAD = "PbipLayerNormGrad";
 let registered: boolean | undefined;
 let memory: WasmMemory | undefined;
 const bmmCache = new Map<string, (a: number, b: number, c: number, batch: number) => void>();
-let gatherFn: ((x: number, idx: number, out: number, rows: number, c4: number) => void) | undefined;
+let gatherFn: ((x: number, idx: number, out: number, rows: number, c4: number, batch: number, xStep: number) => void) | undefined;
 let geluFn: ((x: number, y: number, n4: number) => void) | undefined;
 let geluGradFn: ((x: number, dy: number, dx: number, n4: number) => void) | undefined;
 type LnFn = (x: number, g: number, b: number, y: number, xhat: number, rstd: number, rows: number, c4: number, invC: number, eps: number) => void;
@@ -437,9 +444,10 @@ function register(): boolean {
         useMemory(be.wasm.asm.memory);
         gatherFn ??= instantiate(gatherFunc());
         const { x, index } = inputs as { x: tf.TensorInfo; index: tf.TensorInfo };
-        const { rows, cols } = attrs as unknown as { rows: number; cols: number };
-        const out = be.makeOutput([rows, cols], "float32");
-        gatherFn!(be.dataIdMap.get(x.dataId).memoryOffset, be.dataIdMap.get(index.dataId).memoryOffset, be.dataIdMap.get(out.dataId).memoryOffset, rows, cols / 4);
+        const { rows, cols, batch } = attrs as unknown as { rows: number; cols: number; batch: number };
+        const out = be.makeOutput([rows * batch, cols], "float32");
+        const xStep = (x.shape[0]! / batch) * cols * 4;
+        gatherFn!(be.dataIdMap.get(x.dataId).memoryOffset, be.dataIdMap.get(index.dataId).memoryOffset, be.dataIdMap.get(out.dataId).memoryOffset, rows, cols / 4, batch, xStep);
         return out;
       },
     });
@@ -535,11 +543,16 @@ export function windowMatMul(a: tf.Tensor, b: tf.Tensor, transposeA = false): tf
   return tf.reshape(out, [...a.shape.slice(0, -2), M, N]);
 }
 
-/** out[r] = x[index[r]] (rows of x [R, C], C a multiple of 4), zero rows where index[r] < 0. WASM only. */
-export function gatherRows(x: tf.Tensor2D, index: tf.Tensor1D): tf.Tensor2D {
+/**
+ * Row gather per image: x holds `batch` images of R rows each ([batch * R, C], C a
+ * multiple of 4); the result holds, for every image, its rows picked by `index`
+ * (length R'), zero rows where index < 0: [batch * R', C]. WASM only.
+ */
+export function gatherRows(x: tf.Tensor2D, index: tf.Tensor1D, batch = 1): tf.Tensor2D {
   const cols = x.shape[1];
   if (cols % 4 !== 0) throw new Error(`gatherRows: ${cols} columns is not a multiple of 4`);
-  return tf.engine().runKernel(GATHER, { x, index }, { rows: index.shape[0], cols } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+  if (x.shape[0] % batch !== 0) throw new Error(`gatherRows: ${x.shape[0]} rows do not split into ${batch} images`);
+  return tf.engine().runKernel(GATHER, { x, index }, { rows: index.shape[0], cols, batch } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
 }
 
 /**

@@ -307,8 +307,8 @@ interface Geometry {
   /** Tokens per window. */
   T: number;
   /**
-   * On the WASM backend: window-order row -> natural row (-1 for padding), and natural
-   * row -> window-order row, as int32 tensors (the partition as one row gather).
+   * On the WASM backend, per image: window-order row -> natural row (-1 for padding),
+   * and natural row -> window-order row, as int32 tensors (the partition as one row gather).
    */
   perm?: { toWin: tf.Tensor1D; fromWin: tf.Tensor1D };
 }
@@ -330,24 +330,21 @@ function geometry(B: number, H: number, W: number, C: number, window: number, od
   return { B, H, W, C, ws, shift, Hp, Wp, nWh: Hp / ws, nWw: Wp / ws, T: ws * ws };
 }
 
-/** The window partition of a geometry as row indices (see {@link Geometry.perm}). */
+/** The window partition of one image of a geometry as row indices (see {@link Geometry.perm}). */
 function windowPermutation(g: Geometry): { toWin: Int32Array; fromWin: Int32Array } {
-  const { B, H, W, ws, shift, Hp, Wp, nWh, nWw, T } = g;
-  const toWin = new Int32Array(B * nWh * nWw * T);
-  const fromWin = new Int32Array(B * H * W);
+  const { H, W, ws, shift, Hp, Wp, nWh, nWw, T } = g;
+  const toWin = new Int32Array(nWh * nWw * T);
+  const fromWin = new Int32Array(H * W);
   let r = 0;
-  for (let b = 0; b < B; b++) {
-    for (let wy = 0; wy < nWh; wy++) {
-      for (let wx = 0; wx < nWw; wx++) {
-        for (let t = 0; t < T; t++, r++) {
-          const y = (wy * ws + Math.floor(t / ws) + shift) % Hp;
-          const x = (wx * ws + (t % ws) + shift) % Wp;
-          if (y < H && x < W) {
-            const n = (b * H + y) * W + x;
-            toWin[r] = n;
-            fromWin[n] = r;
-          } else toWin[r] = -1;
-        }
+  for (let wy = 0; wy < nWh; wy++) {
+    for (let wx = 0; wx < nWw; wx++) {
+      for (let t = 0; t < T; t++, r++) {
+        const y = (wy * ws + Math.floor(t / ws) + shift) % Hp;
+        const x = (wx * ws + (t % ws) + shift) % Wp;
+        if (y < H && x < W) {
+          toWin[r] = y * W + x;
+          fromWin[y * W + x] = r;
+        } else toWin[r] = -1;
       }
     }
   }
@@ -356,7 +353,7 @@ function windowPermutation(g: Geometry): { toWin: Int32Array; fromWin: Int32Arra
 
 /** [B, H, W, C] natural order -> [B * nW * T, C] window order (pad, cyclic shift by -shift, partition). */
 function toWindows(x: tf.Tensor4D, g: Geometry): tf.Tensor2D {
-  if (g.perm) return gatherRows(tf.reshape(x, [-1, g.C]) as tf.Tensor2D, g.perm.toWin);
+  if (g.perm) return gatherRows(tf.reshape(x, [-1, g.C]) as tf.Tensor2D, g.perm.toWin, g.B);
   let t = x;
   if (g.Hp !== g.H || g.Wp !== g.W) t = tf.pad(t, [[0, 0], [0, g.Hp - g.H], [0, g.Wp - g.W], [0, 0]]);
   if (g.shift) t = roll2(t, -g.shift);
@@ -366,7 +363,7 @@ function toWindows(x: tf.Tensor4D, g: Geometry): tf.Tensor2D {
 
 /** The inverse (and adjoint) of {@link toWindows}: window order -> [B, H, W, C] (reverse, shift back, crop). */
 function fromWindows(w: tf.Tensor2D, g: Geometry): tf.Tensor4D {
-  if (g.perm) return tf.reshape(gatherRows(w, g.perm.fromWin), [g.B, g.H, g.W, g.C]) as tf.Tensor4D;
+  if (g.perm) return tf.reshape(gatherRows(w, g.perm.fromWin, g.B), [g.B, g.H, g.W, g.C]) as tf.Tensor4D;
   const r = tf.reshape(w, [g.B, g.nWh, g.nWw, g.ws, g.ws, g.C]);
   let t = tf.reshape(tf.transpose(r, [0, 1, 3, 2, 4, 5]), [g.B, g.Hp, g.Wp, g.C]) as tf.Tensor4D;
   if (g.shift) t = roll2(t, g.shift);
@@ -546,10 +543,10 @@ export class SwinModel {
     return swinNumFeatures(this.params.config);
   }
 
-  /** Attach the WASM row permutation of a geometry (cached per batch size and map size). */
+  /** Attach the WASM row permutation of a geometry (cached per map size, shared by all batch sizes). */
   private withPermutation(g: Geometry): Geometry {
     if (!swinWasmKernelsAvailable() || g.C % 4 !== 0) return g;
-    const key = `perm.${g.B}.${g.H}x${g.W}.${g.ws}.${g.shift}`;
+    const key = `perm.${g.H}x${g.W}.${g.ws}.${g.shift}`;
     let toWin = this.masks.get(key + ".to") as tf.Tensor1D | undefined;
     let fromWin = this.masks.get(key + ".from") as tf.Tensor1D | undefined;
     if (!toWin || !fromWin) {

@@ -57,6 +57,15 @@ test("gatherRows copies rows by index and writes zeros for negative indices", as
       for (let c = 0; c < 8; c++) assert.equal(got[r * 8 + c], src < 0 ? 0 : xs[src * 8 + c]);
     });
     assert.throws(() => tf.tidy(() => gatherRows(tf.zeros([2, 6]) as tf.Tensor2D, idx)), /not a multiple of 4/);
+    // Per image: 2 images of 5 rows, the same index applied to each.
+    const idx2 = tf.tensor1d([4, -1, 0], "int32");
+    const out2 = gatherRows(x, idx2, 2);
+    assert.deepEqual(out2.shape, [6, 8]);
+    const g2 = out2.dataSync();
+    [4, -1, 0, 9, -1, 5].forEach((src, r) => {
+      for (let c = 0; c < 8; c++) assert.equal(g2[r * 8 + c], src < 0 ? 0 : xs[src * 8 + c]);
+    });
+    tf.dispose([idx2, out2]);
     tf.dispose([x, idx, out]);
   });
   await onBackend("cpu", () => assert.equal(swinWasmKernelsAvailable(), false, "not on other backends"));
