@@ -1,3 +1,4 @@
 export * from "./core";
 export * from "./run";
 export * from "./stages";
+export * from "./results";
