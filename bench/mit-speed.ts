@@ -53,7 +53,7 @@ function category(kernel: string, shapes: number[][]): string {
   const k = kernel.toLowerCase();
   if (k.includes("batchmatmul") || k.includes("fusedmatmul")) {
     // Attention products are rank-3/4 batched matMuls of two activations; linears multiply by a 2-D weight.
-    const ranks = shapes.map((s) => s.length);
+    const ranks = shapes.map((s) => (s ? s.length : 0));
     return ranks.some((r) => r >= 3) ? "attention matMul (q k^T, p v)" : "linear matMul (q, kv, proj, fc1, fc2)";
   }
   if (k.includes("depthwise")) return "depthwise conv (Mix-FFN) + grads";

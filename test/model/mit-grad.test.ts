@@ -10,7 +10,8 @@ import * as tf from "@tensorflow/tfjs";
 import { onBackend, maxRelErr, randomArray, finiteDiff } from "../helpers";
 import { readSafetensors } from "../../src/io";
 import { cacheDir, sha256File } from "../../src/util";
-import { buildMiT, layerNorm, geluErf, toPyTorchLayout, type MiTConfig, type MixTransformer } from "../../src/model/backbones";
+import { buildMiT, toPyTorchLayout, type MiTConfig, type MixTransformer } from "../../src/model/backbones";
+import { layerNorm, geluErf, linearOp, batchMatMulOp, patchReduce, depthwise3x3Op, patchEmbedConvOp, sumRows } from "../../src/model/backbones/mit";
 
 const FIX = path.join(__dirname, "..", "fixtures", "mit");
 const TINY: Partial<MiTConfig> = {
@@ -58,6 +59,85 @@ test("layerNorm and geluErf gradients match finite differences (CPU and WASM)", 
     });
   }
 });
+
+/** Value and gradients of sum(op(...inputs) * r) for random inputs, as plain arrays. */
+function valueAndGrads(shapes: number[][], op: (...xs: tf.Tensor[]) => tf.Tensor, seed: number): Float32Array[] {
+  return tf.tidy(() => {
+    const xs = shapes.map((s, i) => tf.tensor(randomArray(s.reduce((a, b) => a * b, 1), seed + i), s));
+    const y = op(...xs);
+    const r = tf.tensor(randomArray(y.size, seed + 99), y.shape);
+    const grads = tf.grads((...a: tf.Tensor[]) => tf.sum(tf.mul(op(...a), r)))(xs);
+    return [y, ...grads].map((t) => t.dataSync() as Float32Array);
+  });
+}
+
+interface OpCase {
+  name: string;
+  shapes: number[][];
+  mine: (...xs: tf.Tensor[]) => tf.Tensor;
+  plain: (...xs: tf.Tensor[]) => tf.Tensor;
+}
+
+const OP_CASES: OpCase[] = [
+  {
+    name: "linearOp with bias",
+    shapes: [[7, 5], [5, 3], [3]],
+    mine: (x, w, b) => linearOp(x as tf.Tensor2D, w as tf.Tensor2D, b),
+    plain: (x, w, b) => tf.add(tf.matMul(x!, w!), b!),
+  },
+  { name: "linearOp without bias", shapes: [[4, 6], [6, 2]], mine: (x, w) => linearOp(x as tf.Tensor2D, w as tf.Tensor2D), plain: (x, w) => tf.matMul(x!, w!) },
+  { name: "batchMatMulOp rank 3", shapes: [[2, 5, 4], [2, 4, 3]], mine: (a, b) => batchMatMulOp(a!, b!), plain: (a, b) => tf.matMul(a!, b!) },
+  { name: "batchMatMulOp rank 4", shapes: [[2, 3, 5, 4], [2, 3, 4, 6]], mine: (a, b) => batchMatMulOp(a!, b!), plain: (a, b) => tf.matMul(a!, b!) },
+  {
+    name: "patchReduce r=2 (divisible) vs conv2d",
+    shapes: [[2, 6, 4, 3], [2, 2, 3, 5], [5]],
+    mine: (x, f, b) => patchReduce(x as tf.Tensor4D, f as tf.Tensor4D, b!, 2),
+    plain: (x, f, b) => tf.reshape(tf.add(tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, 2, "valid"), b!), [-1, 5]),
+  },
+  {
+    name: "patchReduce r=4 (7x9 input, cropped) vs conv2d",
+    shapes: [[1, 7, 9, 2], [4, 4, 2, 3], [3]],
+    mine: (x, f, b) => patchReduce(x as tf.Tensor4D, f as tf.Tensor4D, b!, 4),
+    plain: (x, f, b) => tf.reshape(tf.add(tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, 4, "valid"), b!), [-1, 3]),
+  },
+  {
+    name: "depthwise3x3Op vs depthwiseConv2d",
+    shapes: [[2, 5, 4, 3], [3, 3, 3, 1], [3]],
+    mine: (x, f, b) => depthwise3x3Op(x as tf.Tensor4D, f as tf.Tensor4D, b!),
+    plain: (x, f, b) => tf.add(tf.depthwiseConv2d(x as tf.Tensor4D, f as tf.Tensor4D, 1, 1), b!),
+  },
+  ...(
+    [
+      [7, 4, 3, [1, 17, 13, 3]],
+      [3, 2, 1, [2, 9, 8, 4]],
+      [3, 1, 1, [1, 5, 6, 3]],
+      [3, 2, 1, [1, 4, 4, 2]],
+      [5, 3, 2, [1, 11, 7, 2]],
+    ] as const
+  ).map(
+    ([k, s, p, xs]): OpCase => ({
+      name: `patchEmbedConvOp ${k}x${k} stride ${s} pad ${p} on ${xs.join("x")} vs conv2d`,
+      shapes: [[...xs], [k, k, xs[3], 5], [5]],
+      mine: (x, f, b) => patchEmbedConvOp(x as tf.Tensor4D, f as tf.Tensor4D, b!, s, p),
+      plain: (x, f, b) => tf.add(tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, s, p), b!),
+    }),
+  ),
+  { name: "sumRows", shapes: [[9, 4]], mine: (x) => sumRows(x as tf.Tensor2D), plain: (x) => tf.sum(x!, 0) },
+];
+
+for (const c of OP_CASES) {
+  test(`${c.name}: value and gradients equal TF.js's own op (CPU reference, WASM)`, async () => {
+    const ref = await onBackend("cpu", () => valueAndGrads(c.shapes, c.plain, 5));
+    for (const backend of ["cpu", "wasm"] as const) {
+      await onBackend(backend, () => {
+        const before = tf.memory().numTensors;
+        const got = valueAndGrads(c.shapes, c.mine, 5);
+        assert.equal(tf.memory().numTensors, before, "no leak");
+        got.forEach((g, i) => assert.ok(maxRelErr(g, ref[i]!) < 1e-5, `${backend} ${i === 0 ? "value" : `grad ${i - 1}`}: ${maxRelErr(g, ref[i]!).toExponential(2)}`));
+      });
+    }
+  });
+}
 
 /** A training step's loss: sum over stages of sum(F_s * W_s), with fixed seeded weights W_s. */
 function stepGrads(model: MixTransformer, training: boolean, lossWeights?: Float32Array[]): { loss: number; grads: Map<string, Float32Array> } {

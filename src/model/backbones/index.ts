@@ -18,7 +18,7 @@ import { MIT_CONFIGS, resolveMiTConfig, type MiTName, type MiTOptions } from "./
 import { buildMobileNetV2Backbone } from "./mobilenetv2";
 
 export * from "./types";
-export { MixTransformer, layerNorm, geluErf } from "./mit";
+export { MixTransformer } from "./mit";
 export {
   MIT_CONFIGS,
   IMAGENET_NORMALIZATION,
@@ -54,7 +54,7 @@ export const BACKBONE_NAMES: readonly BackboneName[] = ["mit-b0", "mit-b1", "mit
  * listing every missing, unexpected or mis-shaped name, unless it matches exactly.
  */
 export function buildMiT(name: MiTName, options: MiTOptions = {}): MixTransformer {
-  const model = new MixTransformer(name, resolveMiTConfig(name, options), options.seed ?? 0);
+  const model = new MixTransformer(name, resolveMiTConfig(name, options), options.seed ?? 0, !options.weights);
   if (options.weights) {
     try {
       assertCleanLoad(options.weights, model.loadWeights(options.weights));

@@ -39,6 +39,52 @@ import { dropPathRates, IMAGENET_NORMALIZATION, mitParamSpecs, validateMiTConfig
 let instanceCounter = 0;
 
 /**
+ * Column sums of a matrix `[N, C]` -> `[C]`, as `ones[1, N] @ x`: on the WASM backend a
+ * reduction over a leading axis transposes first and is 50x slower than this matMul.
+ */
+export function sumRows(x: tf.Tensor2D): tf.Tensor1D {
+  return tf.reshape(tf.matMul(tf.ones([1, x.shape[0]]), x), [x.shape[1]]);
+}
+
+/**
+ * 3x3 depthwise convolution, stride 1, padding 1 (Mix-FFN's `dwconv`) with bias, whose
+ * gradient avoids slow WASM paths: `dx` is the depthwise convolution of `dy` with the
+ * spatially flipped filter; `dW[kh, kw, c]` sums `x_pad[.., h+kh, w+kw, c] * dy[.., h, w, c]`
+ * over batch and space tap by tap, reducing with {@link sumRows}.
+ */
+export function depthwise3x3Op(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.Tensor): tf.Tensor4D {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const save = args[3] as tf.GradSaveFunc;
+    const [xi, fi, bi] = args as [tf.Tensor4D, tf.Tensor4D, tf.Tensor];
+    save([xi, fi]);
+    return {
+      value: tf.fused.depthwiseConv2d({ x: xi, filter: fi, strides: 1, pad: 1, bias: bi }),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sf] = saved as [tf.Tensor4D, tf.Tensor4D];
+        const dy4 = dy as tf.Tensor4D;
+        const [b, h, w, c] = sx.shape;
+        const dx = tf.depthwiseConv2d(dy4, tf.reverse(sf, [0, 1]) as tf.Tensor4D, 1, 1);
+        const dy2 = tf.reshape(dy4, [b * h * w, c]) as tf.Tensor2D;
+        const xp = tf.pad(sx, [
+          [0, 0],
+          [1, 1],
+          [1, 1],
+          [0, 0],
+        ]);
+        const taps: tf.Tensor1D[] = [];
+        for (let kh = 0; kh < 3; kh++) {
+          for (let kw = 0; kw < 3; kw++) {
+            taps.push(tf.tidy(() => sumRows(tf.mul(tf.reshape(tf.slice(xp, [0, kh, kw, 0], [b, h, w, c]), [b * h * w, c]), dy2) as tf.Tensor2D)));
+          }
+        }
+        return [dx, tf.reshape(tf.stack(taps), [3, 3, c, 1]), sumRows(dy2)];
+      },
+    };
+  });
+  return f(x, filter, bias) as tf.Tensor4D;
+}
+
+/**
  * LayerNorm over the last axis of a 2-D token matrix `[tokens, C]`, with a hand-written
  * gradient (fewer ops and saved tensors than autodiff through mean/variance):
  * `dx = rstd * (g*dy - mean(g*dy) - xhat * mean(g*dy * xhat))`.
@@ -59,7 +105,7 @@ export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps
         const m1 = tf.mean(gdy, -1, true);
         const m2 = tf.mean(tf.mul(gdy, sxhat), -1, true);
         const dx = tf.mul(tf.sub(tf.sub(gdy, m1), tf.mul(sxhat, m2)), srstd);
-        return [dx, tf.sum(tf.mul(dy, sxhat), 0), tf.sum(dy, 0)];
+        return [dx, sumRows(tf.mul(dy, sxhat) as tf.Tensor2D), sumRows(dy as tf.Tensor2D)];
       },
     };
   });
@@ -104,6 +150,160 @@ function recomputeGrads(f: (...xs: tf.Tensor[]) => tf.Tensor, xs: tf.Tensor[], d
   }
 }
 
+/** Swap the last two axes (an explicit transpose, fast on every backend). */
+function swapLast2(x: tf.Tensor): tf.Tensor {
+  const perm = x.shape.map((_, i) => i);
+  const r = perm.length;
+  [perm[r - 2], perm[r - 1]] = [perm[r - 1]!, perm[r - 2]!];
+  return tf.transpose(x, perm);
+}
+
+/**
+ * `x @ W (+ b)` for a token matrix `x` `[N, in]` and `W` `[in, out]`, with a gradient
+ * written with untransposed matMuls only: `dx = dy @ W^T`, `dW = x^T @ dy` with the
+ * transposes done explicitly. (The WASM backend's BatchMatMul is 5-70x slower with its
+ * transposeA/transposeB flags than on explicitly transposed operands, and TF.js's own
+ * matMul gradient uses those flags.)
+ */
+export function linearOp(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor): tf.Tensor2D {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    const [xi, wi, bi] = args.slice(0, -1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor | undefined];
+    save([xi, wi]);
+    return {
+      value: tf.fused.matMul({ a: xi, b: wi, bias: bi }),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
+        const dy2 = dy as tf.Tensor2D;
+        const grads = [tf.matMul(dy2, tf.transpose(sw)), tf.matMul(tf.transpose(sx), dy2)];
+        if (bi) grads.push(sumRows(dy2));
+        return grads;
+      },
+    };
+  });
+  return (b ? f(x, w, b) : f(x, w)) as tf.Tensor2D;
+}
+
+/** Batched `a @ b` (rank 3 or 4, no transposes) whose gradient also uses untransposed matMuls (see {@link linearOp}). */
+export function batchMatMulOp(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const save = args[2] as tf.GradSaveFunc;
+    const [ai, bi] = args as [tf.Tensor, tf.Tensor];
+    save([ai, bi]);
+    return {
+      value: tf.matMul(ai, bi),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sa, sb] = saved as [tf.Tensor, tf.Tensor];
+        return [tf.matMul(dy, swapLast2(sb)), tf.matMul(swapLast2(sa), dy)];
+      },
+    };
+  });
+  return f(a, b);
+}
+
+/**
+ * The spatial-reduction convolution (kernel = stride = r, no padding) as
+ * space-to-depth plus one matMul: non-overlapping r x r windows become rows of
+ * `r*r*C` values in (kh, kw, c) order, the order of the HWIO filter flattened. The
+ * same arithmetic as the convolution, with a cheap exact gradient.
+ */
+export function patchReduce(grid: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.Tensor, r: number): tf.Tensor2D {
+  const [b, h, w, c] = grid.shape;
+  const ho = Math.floor(h / r);
+  const wo = Math.floor(w / r);
+  const cout = filter.shape[3];
+  let x: tf.Tensor4D = grid;
+  if (ho * r !== h || wo * r !== w) x = tf.slice(grid, [0, 0, 0, 0], [b, ho * r, wo * r, c]);
+  // [B*Ho, r, Wo, r*C] -> [B*Ho, Wo, r, r*C] -> rows of (kh, kw, c)
+  const windows = tf.reshape(tf.transpose(tf.reshape(x, [b * ho, r, wo, r * c]), [0, 2, 1, 3]), [b * ho * wo, r * r * c]) as tf.Tensor2D;
+  return linearOp(windows, tf.reshape(filter, [r * r * c, cout]) as tf.Tensor2D, bias);
+}
+
+/**
+ * Convolution with bias, square kernel K, stride s, symmetric zero padding p (the
+ * overlapping patch embeddings), whose gradient is im2col arithmetic with fast ops
+ * only. The input is split into its s x s stride phases (one reshape + transpose), so
+ * every filter tap is a plain slice of one phase; `dW = cols^T @ dy` with `cols` the
+ * taps side by side in (kh, kw, c) order; `dx` scatters `dy @ W^T` back tap by tap
+ * (pads and adds per phase) and interleaves the phases again. Forward is the backend's
+ * fused convolution.
+ */
+export function patchEmbedConvOp(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.Tensor, stride: number, pad: number): tf.Tensor4D {
+  const [kh0, kw0, cin, cout] = filter.shape;
+  if (kh0 !== kw0) throw new Error(`patchEmbedConvOp: square kernels only, got ${kh0}x${kw0}`);
+  const K = kh0;
+  const s = stride;
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const save = args[3] as tf.GradSaveFunc;
+    const [xi, fi, bi] = args as [tf.Tensor4D, tf.Tensor4D, tf.Tensor];
+    save([xi, fi]);
+    return {
+      value: tf.fused.conv2d({ x: xi, filter: fi, strides: s, pad: pad === 0 ? "valid" : pad, bias: bi }),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sf] = saved as [tf.Tensor4D, tf.Tensor4D];
+        const [b, h, w] = sx.shape;
+        const [, ho, wo] = dy.shape as [number, number, number, number];
+        const q = Math.floor((K - 1) / s);
+        const hq = Math.max(Math.ceil((h + 2 * pad) / s), q + ho);
+        const wq = Math.max(Math.ceil((w + 2 * pad) / s), q + wo);
+        const n = b * ho * wo;
+        const dy2 = tf.reshape(dy, [n, cout]) as tf.Tensor2D;
+        // Stride phases of the padded input: phase (rh, rw) holds x_pad[:, rh::s, rw::s, :].
+        const phases = tf.tidy(() => {
+          const xp = tf.pad(sx, [
+            [0, 0],
+            [pad, hq * s - h - pad],
+            [pad, wq * s - w - pad],
+            [0, 0],
+          ]);
+          if (s === 1) return [xp];
+          const split = tf.reshape(tf.transpose(tf.reshape(xp, [b, hq, s, wq, s, cin]), [0, 2, 4, 1, 3, 5]), [b, s * s, hq * wq * cin]);
+          return Array.from({ length: s * s }, (_, i) => tf.reshape(tf.slice(split, [0, i, 0], [b, 1, hq * wq * cin]), [b, hq, wq, cin]) as tf.Tensor4D);
+        });
+        const tap = (kh: number, kw: number) => [(kh % s) * s + (kw % s), Math.floor(kh / s), Math.floor(kw / s)] as const;
+        const dW = tf.tidy(() => {
+          const cols: tf.Tensor[] = [];
+          for (let kh = 0; kh < K; kh++) {
+            for (let kw = 0; kw < K; kw++) {
+              const [ph, oh, ow] = tap(kh, kw);
+              cols.push(tf.slice(phases[ph]!, [0, oh, ow, 0], [b, ho, wo, cin]));
+            }
+          }
+          const colMat = tf.reshape(cols.length === 1 ? cols[0]! : tf.concat(cols, 3), [n, K * K * cin]);
+          return tf.reshape(tf.matMul(tf.transpose(colMat), dy2), [K, K, cin, cout]);
+        });
+        tf.dispose(phases);
+        const dx = tf.tidy(() => {
+          const dcols = tf.reshape(tf.matMul(dy2, tf.transpose(tf.reshape(sf, [K * K * cin, cout]))), [b, ho, wo, K * K * cin]);
+          const acc: tf.Tensor[][] = Array.from({ length: s * s }, () => []);
+          for (let kh = 0; kh < K; kh++) {
+            for (let kw = 0; kw < K; kw++) {
+              const [ph, oh, ow] = tap(kh, kw);
+              const t = tf.slice(dcols, [0, 0, 0, (kh * K + kw) * cin], [b, ho, wo, cin]);
+              acc[ph]!.push(
+                tf.pad(t, [
+                  [0, 0],
+                  [oh, hq - oh - ho],
+                  [ow, wq - ow - wo],
+                  [0, 0],
+                ]),
+              );
+            }
+          }
+          const phaseGrads = acc.map((list) => (list.length ? tf.addN(list) : tf.zeros([b, hq, wq, cin])));
+          const full =
+            s === 1
+              ? phaseGrads[0]!
+              : tf.reshape(tf.transpose(tf.reshape(tf.stack(phaseGrads, 1), [b, s, s, hq, wq, cin]), [0, 3, 1, 4, 2, 5]), [b, hq * s, wq * s, cin]);
+          return tf.slice(full, [0, pad, pad, 0], [b, h, w, cin]);
+        });
+        return [dx, dW, sumRows(dy2)];
+      },
+    };
+  });
+  return f(x, filter, bias) as tf.Tensor4D;
+}
+
 /** A block's parameter by name relative to the block (e.g. `attn.q.weight`). */
 type ParamLookup = (name: string) => tf.Tensor;
 
@@ -119,7 +319,7 @@ interface BlockGeometry {
 
 /** `x @ W + b` on a token matrix, fused. */
 function linear(x: tf.Tensor2D, P: ParamLookup, name: string, bias = true): tf.Tensor2D {
-  return tf.fused.matMul({ a: x, b: P(`${name}.weight`) as tf.Tensor2D, bias: bias ? P(`${name}.bias`) : undefined }) as tf.Tensor2D;
+  return linearOp(x, P(`${name}.weight`) as tf.Tensor2D, bias ? P(`${name}.bias`) : undefined);
 }
 
 /** Stochastic depth: scale each sample's rows of a branch `[B*N, C]` by its mask entry (0 or 1/keep). */
@@ -145,30 +345,31 @@ function attention(t: tf.Tensor2D, P: ParamLookup, g: BlockGeometry, cfg: MiTCon
   // The scale is folded into q's weight and bias (C*C multiplies instead of B*N*C).
   const wq = tf.mul(P("attn.q.weight"), scale) as tf.Tensor2D;
   const bq = cfg.qkvBias ? tf.mul(P("attn.q.bias"), scale) : undefined;
-  const q = tf.fused.matMul({ a: t, b: wq, bias: bq }) as tf.Tensor2D;
+  const q = linearOp(t, wq, bq);
   let src = t;
   let m = n;
   if (sr > 1) {
-    const grid = tf.reshape(t, [b, h, w, c]) as tf.Tensor4D;
-    const red = tf.fused.conv2d({ x: grid, filter: P("attn.sr.weight") as tf.Tensor4D, strides: sr, pad: "valid", bias: P("attn.sr.bias") });
-    m = red.shape[1] * red.shape[2];
-    src = layerNorm(tf.reshape(red, [b * m, c]), P("attn.norm.weight"), P("attn.norm.bias"), cfg.defaultEps);
+    const red = patchReduce(tf.reshape(t, [b, h, w, c]) as tf.Tensor4D, P("attn.sr.weight") as tf.Tensor4D, P("attn.sr.bias"), sr);
+    m = red.shape[0] / b;
+    src = layerNorm(red, P("attn.norm.weight"), P("attn.norm.bias"), cfg.defaultEps);
   }
   // kv's [C, 2C] weight: columns 0..C-1 give k, C..2C-1 give v (PyTorch rows of [2C, C]).
   const wkv = P("attn.kv.weight");
   const bkv = cfg.qkvBias ? P("attn.kv.bias") : undefined;
-  const k = tf.fused.matMul({ a: src, b: tf.slice(wkv, [0, 0], [c, c]) as tf.Tensor2D, bias: bkv && tf.slice(bkv, [0], [c]) }) as tf.Tensor2D;
-  const v = tf.fused.matMul({ a: src, b: tf.slice(wkv, [0, c], [c, c]) as tf.Tensor2D, bias: bkv && tf.slice(bkv, [c], [c]) }) as tf.Tensor2D;
+  const k = linearOp(src, tf.slice(wkv, [0, 0], [c, c]) as tf.Tensor2D, bkv && tf.slice(bkv, [0], [c]));
+  const v = linearOp(src, tf.slice(wkv, [0, c], [c, c]) as tf.Tensor2D, bkv && tf.slice(bkv, [c], [c]));
   let out: tf.Tensor;
   if (heads === 1) {
     const q3 = tf.reshape(q, [b, n, c]) as tf.Tensor3D;
     const k3 = tf.reshape(k, [b, m, c]) as tf.Tensor3D;
     const v3 = tf.reshape(v, [b, m, c]) as tf.Tensor3D;
-    out = tf.matMul(tf.softmax(tf.matMul(q3, k3, false, true)), v3);
+    out = batchMatMulOp(tf.softmax(batchMatMulOp(q3, tf.transpose(k3, [0, 2, 1]))), v3);
   } else {
-    const split = (x: tf.Tensor2D, len: number) => tf.transpose(tf.reshape(x, [b, len, heads, hd]), [0, 2, 1, 3]) as tf.Tensor4D;
-    const attn = tf.softmax(tf.matMul(split(q, n), split(k, m), false, true));
-    out = tf.transpose(tf.matMul(attn, split(v, m)), [0, 2, 1, 3]);
+    // q, v: [B, heads, len, hd]; k directly as [B, heads, hd, M] (one transpose instead of two).
+    const split = (x: tf.Tensor2D, len: number) => tf.transpose(tf.reshape(x, [b, len, heads, hd]), [0, 2, 1, 3]);
+    const kT = tf.transpose(tf.reshape(k, [b, m, heads, hd]), [0, 2, 3, 1]);
+    const attn = tf.softmax(batchMatMulOp(split(q, n), kT));
+    out = tf.transpose(batchMatMulOp(attn, split(v, m)), [0, 2, 1, 3]);
   }
   return linear(tf.reshape(out, [b * n, c]) as tf.Tensor2D, P, "attn.proj");
 }
@@ -178,13 +379,7 @@ function mixFfn(t: tf.Tensor2D, P: ParamLookup, g: BlockGeometry): tf.Tensor2D {
   const { b, h, w } = g;
   const hid = linear(t, P, "mlp.fc1");
   const hidden = hid.shape[1];
-  const mixed = tf.fused.depthwiseConv2d({
-    x: tf.reshape(hid, [b, h, w, hidden]) as tf.Tensor4D,
-    filter: P("mlp.dwconv.dwconv.weight") as tf.Tensor4D,
-    strides: 1,
-    pad: 1,
-    bias: P("mlp.dwconv.dwconv.bias"),
-  });
+  const mixed = depthwise3x3Op(tf.reshape(hid, [b, h, w, hidden]) as tf.Tensor4D, P("mlp.dwconv.dwconv.weight") as tf.Tensor4D, P("mlp.dwconv.dwconv.bias"));
   const act = geluErf(tf.reshape(mixed, [b * h * w, hidden])) as tf.Tensor2D;
   return linear(act, P, "mlp.fc2");
 }
@@ -222,7 +417,14 @@ export class MixTransformer implements Backbone {
   private readonly dropRng: Rng;
   private disposed = false;
 
-  constructor(name: string, config: MiTConfig, seed = 0) {
+  /**
+   * @param name shown in summaries and errors (`mit-b1`).
+   * @param config the architecture (see `MIT_CONFIGS`).
+   * @param seed seeds the initialisation and the stochastic-depth masks.
+   * @param randomInit false: fill with zeros (LayerNorm weights 1), for a model whose
+   *   every weight is about to be loaded from a file (skips drawing millions of normals).
+   */
+  constructor(name: string, config: MiTConfig, seed = 0, randomInit = true) {
     validateMiTConfig(config);
     this.name = name;
     this.config = { ...config };
@@ -238,7 +440,7 @@ export class MixTransformer implements Backbone {
     for (const spec of mitParamSpecs(config)) {
       const n = spec.shape.reduce((a, b) => a * b, 1);
       let data: Float32Array;
-      switch (spec.kind) {
+      switch (randomInit || spec.kind === "normWeight" ? spec.kind : "bias") {
         case "linear":
           data = linearInit(initRng, n);
           break;
@@ -263,7 +465,7 @@ export class MixTransformer implements Backbone {
       this.vars.set(spec.name, tf.variable(init, true, prefix + spec.name));
       init.dispose(); // the variable holds its own reference to the data
     }
-    this.source = `random init (seed ${seed})`;
+    this.source = randomInit ? `random init (seed ${seed})` : "zeros (awaiting weights)";
   }
 
   /** Where the weights came from: `random init (seed N)` or the file last loaded. */
@@ -415,13 +617,7 @@ export class MixTransformer implements Backbone {
         const pad = Math.floor(k / 2);
         const input = feat;
         let tokens = tf.tidy(() => {
-          const emb = tf.fused.conv2d({
-            x: input,
-            filter: this.v(`patch_embed${i}.proj.weight`) as tf.Tensor4D,
-            strides: cfg.strides[s]!,
-            pad: pad === 0 ? "valid" : pad,
-            bias: this.v(`patch_embed${i}.proj.bias`),
-          });
+          const emb = patchEmbedConvOp(input, this.v(`patch_embed${i}.proj.weight`) as tf.Tensor4D, this.v(`patch_embed${i}.proj.bias`), cfg.strides[s]!, pad);
           return layerNorm(tf.reshape(emb, [-1, c]), this.v(`patch_embed${i}.norm.weight`), this.v(`patch_embed${i}.norm.bias`), cfg.defaultEps);
         });
         const h = Math.floor((input.shape[1] + 2 * pad - k) / cfg.strides[s]!) + 1;
