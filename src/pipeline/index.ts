@@ -2,3 +2,5 @@ export * from "./core";
 export * from "./run";
 export * from "./stages";
 export * from "./results";
+export * from "./headless";
+export * from "./stage2";

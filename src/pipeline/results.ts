@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { PbipRun } from "./run";
-import { readImage, readMask, writeMask } from "../data/image";
+import { readImage, writeMask } from "../data/image";
 import { ClassMeanFitter, predictNearestMean, mostFrequentLabelClass } from "../data/baselines";
 import { evaluateDirs } from "../eval/dirs";
 import type { EvalReport } from "../eval/evaluate";
