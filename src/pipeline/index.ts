@@ -4,3 +4,4 @@ export * from "./stages";
 export * from "./results";
 export * from "./headless";
 export * from "./stage2";
+export * from "./export";
