@@ -594,21 +594,31 @@ export class SwinModel {
       const norm = diff ? layerNormOp : (a: tf.Tensor2D, n: Norm) => lnForward(a, n).y;
       let C = c.embedDim;
       let h = tf.reshape(norm(lin(patches, this.params.patch), this.params.embedNorm), [B, H, W, C]) as tf.Tensor4D;
+      // Each block and merge runs in its own scope and the map it consumed is freed at once
+      // (the gradient tape only needs the tensors its ops saved), so a forward pass under
+      // a gradient tape holds what the backward pass needs, not every intermediate map.
+      const step = (hin: tf.Tensor4D, f: (t: tf.Tensor4D) => tf.Tensor4D): tf.Tensor4D => {
+        const out = tf.tidy(() => f(hin));
+        hin.dispose();
+        return out;
+      };
       this.params.stages.forEach((stage, si) => {
         stage.blocks.forEach((blk, bi) => {
           const g = this.withPermutation(geometry(B, H, W, C, c.windowSize, bi % 2 === 1, `stage ${si + 1}`));
           const bm = this.biasMask(si, bi, blk, g);
-          const hin = h;
-          h = diff ? blockOp(hin, blk, g, bm, memory) : tf.tidy(() => blockForward(hin, blk, g, bm));
+          h = step(h, (hin) => (diff ? blockOp(hin, blk, g, bm, memory) : blockForward(hin, blk, g, bm)));
         });
         if (stage.merge) {
-          if (H % 2 || W % 2) h = tf.pad(h, [[0, 0], [0, H % 2], [0, W % 2], [0, 0]]);
+          const [h0, w0, c0] = [H, W, C];
           H = Math.ceil(H / 2);
           W = Math.ceil(W / 2);
-          // [B, H/2, dh, W/2, dw, C] -> [B, H/2, W/2, dw, dh, C]: channel blocks (0,0), (1,0), (0,1), (1,1).
-          const m = tf.reshape(tf.transpose(tf.reshape(h, [B, H, 2, W, 2, C]), [0, 1, 3, 4, 2, 5]), [B * H * W, 4 * C]) as tf.Tensor2D;
-          h = tf.reshape(lin(norm(m, stage.merge.norm), stage.merge.reduction), [B, H, W, 2 * C]) as tf.Tensor4D;
           C *= 2;
+          h = step(h, (hin) => {
+            const t = h0 % 2 || w0 % 2 ? tf.pad(hin, [[0, 0], [0, h0 % 2], [0, w0 % 2], [0, 0]]) : hin;
+            // [B, H/2, dh, W/2, dw, C] -> [B, H/2, W/2, dw, dh, C]: channel blocks (0,0), (1,0), (0,1), (1,1).
+            const m = tf.reshape(tf.transpose(tf.reshape(t, [B, H, 2, W, 2, c0]), [0, 1, 3, 4, 2, 5]), [B * H * W, 4 * c0]) as tf.Tensor2D;
+            return tf.reshape(lin(norm(m, stage.merge!.norm), stage.merge!.reduction), [B, H, W, C]) as tf.Tensor4D;
+          });
         }
       });
       const tokens = tf.reshape(norm(tf.reshape(h, [B * H * W, C]) as tf.Tensor2D, this.params.finalNorm), [B, H, W, C]) as tf.Tensor4D;
