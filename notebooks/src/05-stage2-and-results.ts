@@ -72,11 +72,16 @@ console.log(formatEvalTable(rows[rows.length - 1]!.report as never));
 await show(barChart(["mIoU", "FwIoU", "bIoU", "Dice"], rows.map((r) => ({ name: r.method, values: [r.miou, r.fwiou, r.mbiou, r.mdice].map((v) => 100 * v) })), { title: "test split", yLabel: "%", showValues: false }));
 
 // %%
-const plain = rows.map(({ report: _r, ...r }) => ({ ...r, masks: path.relative(run.root, r.masks) }));
+// (tslab note: destructuring with a rest element in a parameter trips its cell transform; copy and delete instead.)
+const plain = rows.map((r) => {
+  const o: Record<string, unknown> = { ...r, masks: path.relative(run.root, r.masks) };
+  delete o.report;
+  return o as unknown as ResultRow;
+});
 run.saveResult("table", plain);
 const note = `Test split of ${spec.name}${run.synthetic ? " (pbip's synthetic benchmark, not real tissue)" : ""}; encoder: ${run.config.encoder.name}${run.config.encoder.name.startsWith("mobilenetv2") ? " (stand-in, not MedCLIP)" : ""}; backbone ${run.config.model.backbone}; profile ${run.config.profile}${run.quick ? " (PBIP_QUICK: reduced data and steps)" : ""}. Ground-truth background counted (release convention).`;
-writeFileAtomic(path.join(run.root, "results.md"), resultsMarkdown(plain as ResultRow[], note) + "\n");
-writeFileAtomic(path.join(run.root, "results.csv"), resultsCsv(plain as ResultRow[]));
+writeFileAtomic(path.join(run.root, "results.md"), resultsMarkdown(plain, note) + "\n");
+writeFileAtomic(path.join(run.root, "results.csv"), resultsCsv(plain));
 console.log(`results: ${run.paths.results}, results.md, results.csv`);
 
 // %% [markdown]
