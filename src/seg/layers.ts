@@ -8,9 +8,10 @@
  * test/seg/layers.test.ts:
  * - `tf.conv2d` / `tf.depthwiseConv2d` with `dilations > 1` have no gradient
  *   ("dilation rates greater than 1 are not yet supported in gradients", CPU and
- *   WASM). {@link atrousConv2d} computes the same convolution by space-to-batch:
- *   pad, fold the `rate x rate` phases into the batch, run an ordinary (rate-1)
- *   convolution, fold back. Every op in it has a gradient, and it is exact.
+ *   WASM). {@link atrousConv2d} computes the same convolution exactly from ops
+ *   that have gradients: by space-to-batch (pad, fold the `rate x rate` phases
+ *   into the batch, an ordinary rate-1 convolution, fold back), or as a sum of
+ *   shifted taps.
  * - `tf.image.resizeBilinear`'s gradient ignores `halfPixelCenters` (so the
  *   gradient of the PyTorch `align_corners=False` resize is wrong), and on CPU it
  *   returns a transposed shape for non-square inputs. {@link upsampleBilinear}
@@ -20,44 +21,79 @@
 import * as tf from "@tensorflow/tfjs";
 import { Rng } from "../util/rng";
 
+/** How {@link atrousConv2d} computes a dilated convolution (both exact and differentiable). */
+export type AtrousMethod = "auto" | "space-to-batch" | "taps";
+
 /**
  * Atrous (dilated) convolution with stride 1 and `same` zero padding, as in
  * DeepLab (Chen et al. 2017, eq. 1: y[i] = sum_k x[i + r*k] w[k]), made
- * differentiable on every backend by space-to-batch:
+ * differentiable on every backend from ops that have gradients:
  *
- * 1. zero-pad by `r*(k-1)/2` on each side (plus up to `r-1` rows/columns at the
- *    bottom/right so the padded sides are multiples of `r`);
- * 2. reshape `[B, H', W', C]` to `[B, H'/r, r, W'/r, r, C]` and move the two phase
- *    axes to the front: `r*r*B` sub-images, each sampling every `r`-th pixel;
- * 3. an ordinary `valid` convolution on the sub-images (a dilated tap `r*k` in the
- *    image is tap `k` in a sub-image);
- * 4. the inverse reshape/transpose, then crop to `[B, H, W, O]`.
+ * - `space-to-batch` (TensorFlow's `atrous_conv2d` construction): zero-pad by
+ *   `r*(k-1)/2` on each side (plus up to `r-1` rows/columns at the bottom/right so
+ *   the padded sides are multiples of `r`); reshape `[B, H', W', C]` to
+ *   `[B, H'/r, r, W'/r, r, C]` and move the two phase axes to the front, giving
+ *   `r*r*B` sub-images that sample every `r`-th pixel; an ordinary `valid`
+ *   convolution on them (a dilated tap `r*k` in the image is tap `k` in a
+ *   sub-image); the inverse reshape/transpose; crop to `[B, H, W, O]`.
+ * - `taps`: pad once, then for each of the k*k taps a shifted view of the input
+ *   times that tap's weights (a 1x1 convolution, or a per-channel product for a
+ *   depthwise filter), summed. Taps whose offset is at least the map's side read
+ *   only padding and are skipped. On DeepLab's small stride-16 maps with large
+ *   rates this avoids the padding blow-up of space-to-batch (a 7x7 map at rate 4
+ *   becomes 16x16), so it is `auto`'s choice for depthwise filters.
  *
- * When `r` is at least the feature map's height and width, every off-centre tap
- * reads padding only, and the result is exactly a 1x1 convolution with the
- * centre tap (computed that way; the other taps get a zero gradient, as they
- * should).
+ * Whatever the method, when `r` is at least the map's height and width only the
+ * centre tap sees the image, and the result is computed as a 1x1 convolution with
+ * it (the other taps get a zero gradient, as they should).
  *
  * @param x input `[B, H, W, C]`
- * @param filter `[k, k, C, O]` (or `[k, k, C, M]` with `depthwise`), k odd
+ * @param filter `[k, k, C, O]` (or `[k, k, C, 1]` with `depthwise`), k odd
  * @param rate dilation rate r >= 1
- * @param depthwise depthwise convolution (filter `[k, k, C, 1]` gives `C` outputs)
+ * @param depthwise depthwise convolution (channel multiplier 1: `C` outputs)
+ * @param method `auto` (default): `taps` for depthwise filters, `space-to-batch` otherwise
  */
-export function atrousConv2d(x: tf.Tensor4D, filter: tf.Tensor4D, rate: number, depthwise = false): tf.Tensor4D {
-  const [kh, kw] = filter.shape;
+export function atrousConv2d(x: tf.Tensor4D, filter: tf.Tensor4D, rate: number, depthwise = false, method: AtrousMethod = "auto"): tf.Tensor4D {
+  const [kh, kw, fc, fo] = filter.shape;
   if (!Number.isInteger(rate) || rate < 1) throw new Error(`atrousConv2d: rate must be a positive integer, got ${rate}`);
   if (kh % 2 !== 1 || kw % 2 !== 1) throw new Error(`atrousConv2d: kernel must have odd sides, got ${kh}x${kw}`);
-  const conv = (a: tf.Tensor4D, pad: "same" | "valid") => (depthwise ? tf.depthwiseConv2d(a, filter, 1, pad) : tf.conv2d(a, filter, 1, pad));
-  if (rate === 1) return conv(x, "same");
+  if (depthwise && fo !== 1) throw new Error(`atrousConv2d: depthwise filters need channel multiplier 1, got [${filter.shape}]`);
+  const conv = (a: tf.Tensor4D, f: tf.Tensor4D, pad: "same" | "valid") => (depthwise ? tf.depthwiseConv2d(a, f, 1, pad) : tf.conv2d(a, f, 1, pad));
+  if (rate === 1) return conv(x, filter, "same");
+  const [b, h, w, c] = x.shape;
+  const hh = (kh - 1) / 2;
+  const hw = (kw - 1) / 2;
+  if (rate >= h && rate >= w) {
+    // Only the centre tap ever sees the image.
+    return tf.tidy(() => conv(x, tf.slice(filter, [hh, hw, 0, 0], [1, 1, fc, fo]), "valid"));
+  }
+  const m = method === "auto" ? (depthwise ? "taps" : "space-to-batch") : method;
+  if (m === "taps") {
+    return tf.tidy(() => {
+      const ph = Math.min(rate * hh, h);
+      const pw = Math.min(rate * hw, w);
+      const xp = tf.pad(x, [
+        [0, 0],
+        [ph, ph],
+        [pw, pw],
+        [0, 0],
+      ]);
+      const parts: tf.Tensor4D[] = [];
+      for (let i = 0; i < kh; i++) {
+        const dy = (i - hh) * rate;
+        if (Math.abs(dy) >= h) continue;
+        for (let j = 0; j < kw; j++) {
+          const dx = (j - hw) * rate;
+          if (Math.abs(dx) >= w) continue;
+          const view = tf.slice(xp, [0, ph + dy, pw + dx, 0], [b, h, w, c]);
+          const tap = tf.slice(filter, [i, j, 0, 0], [1, 1, fc, fo]);
+          parts.push(depthwise ? (tf.mul(view, tf.reshape(tap, [c])) as tf.Tensor4D) : tf.conv2d(view, tap, 1, "valid"));
+        }
+      }
+      return (parts.length === 1 ? parts[0]! : tf.addN(parts)) as tf.Tensor4D;
+    });
+  }
   return tf.tidy(() => {
-    const [b, h, w, c] = x.shape;
-    const hh = (kh - 1) / 2;
-    const hw = (kw - 1) / 2;
-    if (rate >= h && rate >= w) {
-      // Only the centre tap ever sees the image.
-      const centre = tf.slice(filter, [hh, hw, 0, 0], [1, 1, filter.shape[2], filter.shape[3]]);
-      return depthwise ? tf.depthwiseConv2d(x, centre, 1, "valid") : tf.conv2d(x, centre, 1, "valid");
-    }
     const eh = (rate - (h % rate)) % rate;
     const ew = (rate - (w % rate)) % rate;
     const padH = rate * hh;
@@ -72,7 +108,7 @@ export function atrousConv2d(x: tf.Tensor4D, filter: tf.Tensor4D, rate: number, 
     const wp = (w + 2 * padW + ew) / rate;
     // [B, hp, r, wp, r, C] -> [r, r, B, hp, wp, C] -> [r*r*B, hp, wp, C]
     const s2b = tf.reshape(tf.transpose(tf.reshape(xp, [b, hp, rate, wp, rate, c]), [2, 4, 0, 1, 3, 5]), [rate * rate * b, hp, wp, c]) as tf.Tensor4D;
-    const y = conv(s2b, "valid");
+    const y = conv(s2b, filter, "valid");
     const [, oh, ow, o] = y.shape;
     // [r, r, B, oh, ow, O] -> [B, oh, r, ow, r, O] -> [B, oh*r, ow*r, O]
     const b2s = tf.reshape(tf.transpose(tf.reshape(y, [rate, rate, b, oh, ow, o]), [2, 3, 0, 4, 1, 5]), [b, oh * rate, ow * rate, o]);

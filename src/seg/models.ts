@@ -54,7 +54,13 @@ export interface DeepLabOptions {
 export interface SegFormerOptions {
   /** Common width E of the projected stage features (SegFormer-B0/B1: 256). */
   embedDim: number;
-  /** The Mix Transformer's architecture (strides default [4,2,2,2], SegFormer's output strides 4/8/16/32). */
+  /**
+   * The Mix Transformer's architecture. Defaults: the named MiT with SegFormer's
+   * strides [4,2,2,2] (output strides 4/8/16/32) and stochastic depth 0.1. Note:
+   * the MiT backbone does not reseed stochastic depth per step (it has no
+   * `setStepSeed`), so a resumed run with drop path > 0 differs from an
+   * uninterrupted one; set `dropPathRate: 0` where exact resume matters.
+   */
   mit: MiTConfig;
 }
 
@@ -269,11 +275,17 @@ export class SegModel {
 
   /** Logits `[B, H, W, N+1]` at the input size for RGB [0,1] images `[B, H, W, 3]`. Differentiable; `training` enables the MiT's stochastic depth. */
   forward(images: tf.Tensor4D, training = false): tf.Tensor4D {
-    return tf.tidy(() => {
-      const x = normalizeImages(images, this.config.normalization);
-      const stages = this.backbone.apply(x, training);
-      return upsampleBilinear(this.decoder.apply(stages), [images.shape[1], images.shape[2]]);
-    });
+    return tf.tidy(() => this.decode(this.backboneFeatures(images, training), [images.shape[1], images.shape[2]]));
+  }
+
+  /** The backbone's four stage maps for RGB [0,1] images (normalised here). The caller owns them. */
+  backboneFeatures(images: tf.Tensor4D, training = false): tf.Tensor4D[] {
+    return tf.tidy(() => this.backbone.apply(normalizeImages(images, this.config.normalization), training));
+  }
+
+  /** Decoder and classifier on stage maps, logits bilinearly upsampled to `size` (the input size). */
+  decode(stages: tf.Tensor4D[], size: [number, number]): tf.Tensor4D {
+    return tf.tidy(() => upsampleBilinear(this.decoder.apply(stages), size));
   }
 
   /** Mask ids `[B, h, w]` (int32): logits upsampled to `size` (default the input size), then argmax. */

@@ -30,43 +30,47 @@ const CASES: [number, number, number, number, number, number, boolean][] = [
   [1, 6, 8, 4, 1, 3, true],
   [1, 3, 3, 2, 1, 5, true],
   [1, 6, 6, 2, 3, 1, false],
+  [1, 5, 9, 2, 3, 6, false], // rate >= height only: the row taps fall in the padding
+  [2, 7, 7, 3, 1, 4, true], // DeepLab's case: a 7x7 stride-16 map (112 px) at rate 4
 ];
 
-test("atrousConv2d equals tf.conv2d / depthwiseConv2d with dilations (forward), CPU and WASM", async () => {
+const METHODS = ["space-to-batch", "taps"] as const;
+
+test("atrousConv2d (space-to-batch and taps) equals tf.conv2d / depthwiseConv2d with dilations (forward), CPU and WASM", async () => {
   for (const backend of BACKENDS) {
     await onBackend(backend, () => {
-      for (const [b, h, w, c, o, r, dw] of CASES) {
+      for (const [b, h, w, c, o, r, dw] of CASES) for (const method of METHODS) {
         const before = tf.memory().numTensors;
         const [got, want] = tf.tidy(() => {
           const x = tf.tensor4d(randomArray(b * h * w * c, 1), [b, h, w, c]);
           const f = tf.tensor4d(randomArray(9 * c * o, 2), [3, 3, c, o]);
           const direct = dw ? tf.depthwiseConv2d(x, f, 1, "same", "NHWC", r) : tf.conv2d(x, f, 1, "same", "NHWC", r);
-          return [atrousConv2d(x, f, r, dw).arraySync(), direct.arraySync()];
+          return [atrousConv2d(x, f, r, dw, method).arraySync(), direct.arraySync()];
         });
         assert.equal(tf.memory().numTensors, before, "no leak");
         const flat = (a: unknown) => Float32Array.from((a as number[]).flat(4) as number[]);
-        assert.ok(maxRelErr(flat(got), flat(want)) < 1e-5, `${backend} ${[b, h, w, c, o, r, dw]}: rel err ${maxRelErr(flat(got), flat(want))}`);
+        assert.ok(maxRelErr(flat(got), flat(want)) < 1e-5, `${backend} ${method} ${[b, h, w, c, o, r, dw]}: rel err ${maxRelErr(flat(got), flat(want))}`);
       }
     });
   }
 });
 
-test("atrousConv2d gradients (input and filter) match finite differences, CPU and WASM", async () => {
+test("atrousConv2d gradients (input and filter, both methods) match finite differences, CPU and WASM", async () => {
   for (const backend of BACKENDS) {
     await onBackend(backend, () => {
-      for (const [b, h, w, c, o, r, dw] of [CASES[1]!, CASES[3]!, CASES[5]!]) {
+      for (const [b, h, w, c, o, r, dw] of [CASES[1]!, CASES[3]!, CASES[5]!, CASES[8]!, CASES[9]!]) for (const method of METHODS) {
         const x0 = randomArray(b * h * w * c, 3);
         const f0 = randomArray(9 * c * o, 4);
         const probe = randomArray(b * h * w * (dw ? c * o : o), 5);
         const outShape = [b, h, w, dw ? c * o : o];
-        const loss = (x: tf.Tensor, f: tf.Tensor) => tf.sum(tf.mul(atrousConv2d(x as tf.Tensor4D, f as tf.Tensor4D, r, dw), tf.tensor(probe, outShape)));
+        const loss = (x: tf.Tensor, f: tf.Tensor) => tf.sum(tf.mul(atrousConv2d(x as tf.Tensor4D, f as tf.Tensor4D, r, dw, method), tf.tensor(probe, outShape)));
         const [gx, gf] = tf.tidy(() => tf.grads(loss)([tf.tensor4d(x0, [b, h, w, c]), tf.tensor4d(f0, [3, 3, c, o])]).map((g) => g.dataSync().slice()));
         const fx = (x: Float32Array) => tf.tidy(() => loss(tf.tensor4d(x, [b, h, w, c]), tf.tensor4d(f0, [3, 3, c, o])).dataSync()[0]!);
         const ff = (f: Float32Array) => tf.tidy(() => loss(tf.tensor4d(x0, [b, h, w, c]), tf.tensor4d(f, [3, 3, c, o])).dataSync()[0]!);
         const cx = [0, 5, Math.floor(x0.length / 2), x0.length - 1];
         const cf = Array.from({ length: f0.length }, (_, i) => i); // every tap, the far ones included
-        finiteDiff(fx, x0, cx).forEach((v, i) => assert.ok(Math.abs(v - gx![cx[i]!]!) < 2e-3, `${backend} r${r} dx[${cx[i]}] ${gx![cx[i]!]} vs fd ${v}`));
-        finiteDiff(ff, f0, cf).forEach((v, i) => assert.ok(Math.abs(v - gf![cf[i]!]!) < 2e-3, `${backend} r${r} dw[${cf[i]}] ${gf![cf[i]!]} vs fd ${v}`));
+        finiteDiff(fx, x0, cx).forEach((v, i) => assert.ok(Math.abs(v - gx![cx[i]!]!) < 2e-3, `${backend} ${method} r${r} dx[${cx[i]}] ${gx![cx[i]!]} vs fd ${v}`));
+        finiteDiff(ff, f0, cf).forEach((v, i) => assert.ok(Math.abs(v - gf![cf[i]!]!) < 2e-3, `${backend} ${method} r${r} dw[${cf[i]}] ${gf![cf[i]!]} vs fd ${v}`));
       }
     });
   }

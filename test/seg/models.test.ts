@@ -141,7 +141,7 @@ async function collect(events: AsyncIterable<TrainEvent>): Promise<TrainEvent[]>
   return out;
 }
 
-test("DeepLab on WASM through the shared loop: steps run, the loss falls when overfitting 2 patches, tensor count flat", async () => {
+test("DeepLab on WASM through the shared loop: steps run, the loss falls when overfitting 2 patches, tensor count flat", async (t) => {
   const split = pseudoMaskSplit(openDataset(data.root, { dataset: spec }).split("train"), data.pseudo);
   const loader = createLoader({ ...split, samples: split.samples.slice(0, 2) }, { batchSize: 2, shuffle: false, withMasks: true });
   let host: { images: Float32Array; masks: Int32Array; b: number; side: number } | undefined;
@@ -157,6 +157,7 @@ test("DeepLab on WASM through the shared loop: steps run, the loss falls when ov
     const steps = evs.filter((e): e is Extract<TrainEvent, { type: "step" }> => e.type === "step");
     assert.equal(steps.length, 6);
     const losses = steps.map((s) => s.losses.total);
+    t.diagnostic(`losses ${losses.map((l) => l.toFixed(3)).join(" ")}; tensors ${steps.map((s) => s.tensors).join(" ")}`);
     assert.ok(losses.every(Number.isFinite));
     assert.ok(losses[5]! < 0.6 * losses[0]!, `loss should fall: ${losses.map((l) => l.toFixed(3)).join(" ")}`);
     assert.equal(steps[0]!.losses.ce, steps[0]!.losses.total);

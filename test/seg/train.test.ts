@@ -114,6 +114,54 @@ test("stochastic depth and resume: exact only when the backbone reseeds per step
   }
 });
 
+test("freezeBackbone: the decoder trains, the backbone keeps its weights, checkpoints still hold every variable", async () => {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-seg-frozen-"));
+  const cfg = stage2Config("notebook", { data: { inputSize: 64 }, train: { epochs: 1, batchSize: 2 } });
+  const sd = openSegData({ data: data.root, dataset: data.spec, pseudo: data.pseudo, config: cfg });
+  const model = await tinySegFormer(data.spec, 3, 0.1);
+  try {
+    const before = new Map([...model.namedVariables()].map(([n, v]) => [n, v.dataSync().slice()]));
+    const evs = await run({ config: cfg, model, train: sd.train, outDir: base, freezeBackbone: true });
+    const steps = evs.filter((e): e is Extract<TrainEvent, { type: "step" }> => e.type === "step");
+    assert.equal(steps.length, 2);
+    assert.ok(steps[0]!.seconds.prepare > 0, "backbone runs in prepare");
+    for (const [n, v] of model.namedVariables()) {
+      const same = v.dataSync().every((x, i) => x === before.get(n)![i]);
+      if (n.startsWith("backbone/")) assert.ok(same, `${n} must not change`);
+    }
+    assert.ok([...model.namedVariables()].some(([n, v]) => n.startsWith("decoder/") && v.dataSync().some((x, i) => x !== before.get(n)![i])), "the decoder trains");
+    const ckpt = readSafetensors(path.join(base, "step-000002.safetensors"));
+    assert.ok([...model.namedVariables().keys()].every((n) => ckpt.has(n)), "every variable checkpointed");
+    // Resuming with the backbone unfrozen is refused.
+    await assert.rejects(run({ config: cfg, model, train: sd.train, outDir: base }), /freezeBackbone/);
+  } finally {
+    model.dispose();
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+});
+
+test("running out of WASM memory in a step is explained (heap limit, what to shrink, restart)", async () => {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-seg-oom-"));
+  const model = await tinySegFormer(data.spec, 3, 0);
+  try {
+    const failing = {
+      batchesPerEpoch: 1,
+      epoch: () => ({
+        async *[Symbol.asyncIterator]() {
+          // What the WASM backend throws when its heap cannot grow.
+          const wasm = (globalThis as unknown as { WebAssembly: { RuntimeError: new (m: string) => Error } }).WebAssembly;
+          throw new wasm.RuntimeError("memory access out of bounds");
+        },
+      }),
+    };
+    const cfg = stage2Config("notebook", { data: { inputSize: 64 } });
+    await assert.rejects(run({ config: cfg, model, train: failing as never, outDir: base }), /ran out of memory.*batch 8 x 64px.*4 GiB.*--freeze-backbone.*restart/);
+  } finally {
+    model.dispose();
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+});
+
 test("a pseudo-mask id that is neither class, background nor 255 stops training, naming the file; 255 is accepted", async () => {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-seg-badid-"));
   try {

@@ -30,6 +30,7 @@ const TRAIN_USAGE = `${DATA_USAGE}
   --set key=value     override any config value (repeatable), e.g. --set data.augment.rot90=false
   --weights FILE      backbone start: a MiT .safetensors, or a stage-1 ClassNet checkpoint with the same backbone
   --background MODE   class (default: background pixels of the pseudo-masks train the background output) | ignore
+  --freeze-backbone   train the decoder only (several times faster on CPU; the backbone keeps its start weights)
   --no-resume         start over even if --out has checkpoints
   --json              print one JSON event per line instead of a progress bar`;
 
@@ -105,6 +106,7 @@ const train: Command = {
       lr: { type: "string" },
       weights: { type: "string" },
       background: { type: "string" },
+      "freeze-backbone": { type: "boolean" },
       "no-resume": { type: "boolean" },
       json: { type: "boolean" },
     });
@@ -134,6 +136,7 @@ const train: Command = {
         outDir: out,
         resume: !flag(p, "no-resume"),
         loss: { background },
+        freezeBackbone: flag(p, "freeze-backbone"),
         maskSource: segData.pseudoDir,
         metadata: { pseudoMasks: segData.pseudoDir, data: path.resolve(data), dataset: spec.name },
       });
