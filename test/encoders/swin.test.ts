@@ -203,6 +203,31 @@ test("encoder: identity, stand-in labels, preprocessing, dense map pools to the 
   });
 });
 
+test("a sidecar JSON beside the weights sets the preprocessing, the name and the stand-in label", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-swin-sidecar-"));
+  try {
+    const weights = path.join(dir, "tiny.safetensors");
+    fs.copyFileSync(path.join(FIX, "weights.safetensors"), weights);
+    const side = { name: "swin-tiny-test", inputSize: 72, channelOrder: "RGB", scale: 1, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], dim: 8, source: "medclip: test" };
+    fs.writeFileSync(path.join(dir, "tiny.json"), JSON.stringify(side));
+    await onBackend("wasm", async () => {
+      const enc = await createSwinEncoder({ weights, projection: path.join(FIX, "projection.safetensors"), config: TINY });
+      assert.equal(enc.identity.name, "swin-t-medclip-release:swin-tiny-test");
+      assert.deepEqual(enc.identity.preprocessing, { inputSize: 72, channelOrder: "RGB", scale: 1, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] });
+      assert.equal(enc.isStandIn, false, "a sidecar without standInNote (MedCLIP's own weights) is not a stand-in");
+      assert.equal(enc.info.source, "medclip: test");
+      enc.dispose();
+      fs.writeFileSync(path.join(dir, "tiny.json"), JSON.stringify({ ...side, standInNote: "the release's MedCLIP: ImageNet Swin-T under a seeded projection" }));
+      const enc2 = await createSwinEncoder({ weights, projection: path.join(FIX, "projection.safetensors"), config: TINY });
+      assert.equal(enc2.isStandIn, true);
+      assert.match(enc2.standInNote!, /ImageNet Swin-T under a seeded projection/);
+      enc2.dispose();
+    });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 // --------------------------------------------------------------- full Swin-T
 const PY = "/usr/bin/python3";
 function torchAvailable(): boolean {
