@@ -122,6 +122,12 @@ const OP_CASES: OpCase[] = [
       plain: (x, f, b) => tf.add(tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, s, p), b!),
     }),
   ),
+  {
+    name: "patchEmbedConvOp without input gradient (stage 1): filter and bias gradients",
+    shapes: [[3, 3, 2, 4], [4]],
+    mine: (f, b) => patchEmbedConvOp(tf.tensor4d(randomArray(2 * 9 * 7 * 2, 77), [2, 9, 7, 2]), f as tf.Tensor4D, b!, 2, 1, false),
+    plain: (f, b) => tf.add(tf.conv2d(tf.tensor4d(randomArray(2 * 9 * 7 * 2, 77), [2, 9, 7, 2]), f as tf.Tensor4D, 2, 1), b!),
+  },
   { name: "sumRows", shapes: [[9, 4]], mine: (x) => sumRows(x as tf.Tensor2D), plain: (x) => tf.sum(x!, 0) },
 ];
 
@@ -138,6 +144,16 @@ for (const c of OP_CASES) {
     }
   });
 }
+
+test("the MiT has no gradient path to its input image (stage-1 embedding), by design", async () => {
+  await onBackend("wasm", () => {
+    const model = buildMiT("mit-b0", { config: TINY });
+    const x = tf.tensor4d(input.data, input.shape as [number, number, number, number]);
+    assert.throws(() => tf.grad((xi: tf.Tensor) => tf.sum(model.apply(xi as tf.Tensor4D, false)[0]!))(x), /Cannot compute gradient/);
+    x.dispose();
+    model.dispose();
+  });
+});
 
 /** A training step's loss: sum over stages of sum(F_s * W_s), with fixed seeded weights W_s. */
 function stepGrads(model: MixTransformer, training: boolean, lossWeights?: Float32Array[]): { loss: number; grads: Map<string, Float32Array> } {

@@ -18,6 +18,7 @@ import { MIT_CONFIGS, resolveMiTConfig, type MiTName, type MiTOptions } from "./
 import { buildMobileNetV2Backbone } from "./mobilenetv2";
 
 export * from "./types";
+export * from "./mobilenetv2";
 export { MixTransformer } from "./mit";
 export {
   MIT_CONFIGS,

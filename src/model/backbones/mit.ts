@@ -28,6 +28,17 @@
  * Variables are kept in TensorFlow.js layouts under the original names: convolutions
  * HWIO (`[kh, kw, in, out]`), the depthwise filter `[3, 3, C, 1]`, Linear weights
  * `[in, out]` (PyTorch stores OIHW, `[C, 1, 3, 3]` and `[out, in]`).
+ *
+ * Training cost. Every layer with weights carries a hand-written gradient made of
+ * untransposed matMuls, plain slices, pads and ones-matMul column sums
+ * ({@link linearOp}, {@link batchMatMulOp}, {@link patchReduce}, {@link depthwise3x3Op},
+ * {@link patchEmbedConvOp}), because on the WASM backend the transposed-matMul flags,
+ * strided slices and leading-axis reductions that TF.js's own gradients use are 5-70x
+ * slower; and each block is gradient-checkpointed when training (TF.js keeps every
+ * activation and every intermediate gradient until the backward pass ends, which put
+ * MiT-b1 at batch 10 x 224 beyond the 4 GB WASM heap). Each of these is tested against
+ * TF.js's own op and the whole model against PyTorch autograd. The model has no
+ * gradient path to its input image (see {@link patchEmbedConvOp}).
  */
 import * as tf from "@tensorflow/tfjs";
 import { Rng } from "../../util/rng";
@@ -226,16 +237,18 @@ export function patchReduce(grid: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.Ten
  * every filter tap is a plain slice of one phase; `dW = cols^T @ dy` with `cols` the
  * taps side by side in (kh, kw, c) order; `dx` scatters `dy @ W^T` back tap by tap
  * (pads and adds per phase) and interleaves the phases again. Forward is the backend's
- * fused convolution.
+ * fused convolution. With `inputGradient` false the op has no gradient path to `x` at
+ * all (asking for one is an error, not zeros): the stage-1 embedding's input is the
+ * image, whose gradient no PBIP loss needs and which would cost a full-resolution pass.
  */
-export function patchEmbedConvOp(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.Tensor, stride: number, pad: number): tf.Tensor4D {
+export function patchEmbedConvOp(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.Tensor, stride: number, pad: number, inputGradient = true): tf.Tensor4D {
   const [kh0, kw0, cin, cout] = filter.shape;
   if (kh0 !== kw0) throw new Error(`patchEmbedConvOp: square kernels only, got ${kh0}x${kw0}`);
   const K = kh0;
   const s = stride;
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const save = args[3] as tf.GradSaveFunc;
-    const [xi, fi, bi] = args as [tf.Tensor4D, tf.Tensor4D, tf.Tensor];
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    const [xi, fi, bi] = (inputGradient ? args : [x, ...args]) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor];
     save([xi, fi]);
     return {
       value: tf.fused.conv2d({ x: xi, filter: fi, strides: s, pad: pad === 0 ? "valid" : pad, bias: bi }),
@@ -273,13 +286,16 @@ export function patchEmbedConvOp(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.T
           return tf.reshape(tf.matMul(tf.transpose(colMat), dy2), [K, K, cin, cout]);
         });
         tf.dispose(phases);
+        const db = sumRows(dy2);
+        if (!inputGradient) return [dW, db];
         const dx = tf.tidy(() => {
-          const dcols = tf.reshape(tf.matMul(dy2, tf.transpose(tf.reshape(sf, [K * K * cin, cout]))), [b, ho, wo, K * K * cin]);
+          // Per tap, dy @ W[kh, kw]^T (slicing the small filter, not a wide activation).
+          const wT = tf.transpose(sf, [0, 1, 3, 2]);
           const acc: tf.Tensor[][] = Array.from({ length: s * s }, () => []);
           for (let kh = 0; kh < K; kh++) {
             for (let kw = 0; kw < K; kw++) {
               const [ph, oh, ow] = tap(kh, kw);
-              const t = tf.slice(dcols, [0, 0, 0, (kh * K + kw) * cin], [b, ho, wo, cin]);
+              const t = tf.reshape(tf.matMul(dy2, tf.reshape(tf.slice(wT, [kh, kw, 0, 0], [1, 1, cout, cin]), [cout, cin])), [b, ho, wo, cin]);
               acc[ph]!.push(
                 tf.pad(t, [
                   [0, 0],
@@ -297,11 +313,11 @@ export function patchEmbedConvOp(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.T
               : tf.reshape(tf.transpose(tf.reshape(tf.stack(phaseGrads, 1), [b, s, s, hq, wq, cin]), [0, 3, 1, 4, 2, 5]), [b, hq * s, wq * s, cin]);
           return tf.slice(full, [0, pad, pad, 0], [b, h, w, cin]);
         });
-        return [dx, dW, sumRows(dy2)];
+        return [dx, dW, db];
       },
     };
   });
-  return f(x, filter, bias) as tf.Tensor4D;
+  return (inputGradient ? f(x, filter, bias) : f(filter, bias)) as tf.Tensor4D;
 }
 
 /** A block's parameter by name relative to the block (e.g. `attn.q.weight`). */
@@ -617,7 +633,7 @@ export class MixTransformer implements Backbone {
         const pad = Math.floor(k / 2);
         const input = feat;
         let tokens = tf.tidy(() => {
-          const emb = patchEmbedConvOp(input, this.v(`patch_embed${i}.proj.weight`) as tf.Tensor4D, this.v(`patch_embed${i}.proj.bias`), cfg.strides[s]!, pad);
+          const emb = patchEmbedConvOp(input, this.v(`patch_embed${i}.proj.weight`) as tf.Tensor4D, this.v(`patch_embed${i}.proj.bias`), cfg.strides[s]!, pad, s > 0);
           return layerNorm(tf.reshape(emb, [-1, c]), this.v(`patch_embed${i}.norm.weight`), this.v(`patch_embed${i}.norm.bias`), cfg.defaultEps);
         });
         const h = Math.floor((input.shape[1] + 2 * pad - k) / cfg.strides[s]!) + 1;
