@@ -417,6 +417,12 @@ function register(): boolean {
   try {
     if (!tf.findBackend("wasm")) return false;
     if (!WebAssembly.validate(assemble([bmmFunc(3, 5, 7, false), gatherFunc(), geluFunc(false), geluFunc(true), layerNormFunc(), layerNormGradFunc()]))) return false;
+    // Another copy of this module (e.g. src and dist in one process) may have registered
+    // the kernels already; they are self-contained, so use those.
+    if (tf.getKernel(BMM, "wasm") && tf.getKernel(LN_GRAD, "wasm")) {
+      registered = true;
+      return true;
+    }
     tf.registerKernel({
       kernelName: BMM,
       backendName: "wasm",
