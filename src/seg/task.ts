@@ -98,7 +98,9 @@ export interface SegTaskOptions {
   /**
    * Train the decoder only (default false): the backbone's features are computed
    * before the tape (logged as `prepare`) and its weights stay as built. Several
-   * times faster on CPU, since the backbone's backward pass dominates a step.
+   * times faster on CPU, since the backbone's backward pass dominates a step:
+   * DeepLab-MobileNetV2 at batch 8 x 112 px on WASM took 2.4 s of CPU per step
+   * frozen against 7.6 s fully fine-tuned (measured on a shared 2-core machine).
    */
   freezeBackbone?: boolean;
   /** Where the training masks come from, for error messages (the pseudo-mask folder). */
