@@ -1,5 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import type { Preprocessing } from "./types";
+import { resizeBilinear } from "../runtime/resize";
 
 /**
  * The input transform of an encoder, applied by the library so that bank patches
@@ -12,7 +13,7 @@ export function preprocessForEncoder(images: tf.Tensor4D, p: Preprocessing): tf.
   return tf.tidy(() => {
     let x: tf.Tensor4D = images;
     if (x.shape[1] !== p.inputSize || x.shape[2] !== p.inputSize) {
-      x = tf.image.resizeBilinear(x, [p.inputSize, p.inputSize], false, true);
+      x = resizeBilinear(x, [p.inputSize, p.inputSize]);
     }
     if (p.channelOrder === "BGR") x = tf.reverse(x, -1);
     if (p.scale !== 1) x = tf.mul(x, p.scale);

@@ -6,6 +6,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { PbipConfig } from "../config/profiles";
 import type { ImageEncoder } from "../encoders/types";
+import { resizeBilinear } from "../runtime/resize";
 
 /**
  * The map used for matching: the deepest used stage (release) or the sum of all
@@ -13,7 +14,8 @@ import type { ImageEncoder } from "../encoders/types";
  */
 export function matchingMap(maps: tf.Tensor4D[], size: [number, number], source: "last" | "sum"): tf.Tensor4D {
   return tf.tidy(() => {
-    const up = (m: tf.Tensor4D) => (m.shape[1] === size[0] && m.shape[2] === size[1] ? m : tf.image.resizeBilinear(m, size, false, true));
+    // Exact-gradient resize: tf.image.resizeBilinear's gradient ignores half-pixel centres (tfjs 4.22).
+    const up = (m: tf.Tensor4D) => (m.shape[1] === size[0] && m.shape[2] === size[1] ? m : resizeBilinear(m, size));
     if (source === "last") return up(maps[maps.length - 1]!);
     return tf.addN(maps.map(up)) as tf.Tensor4D;
   });
@@ -99,7 +101,7 @@ export function areaResize(x: tf.Tensor4D, size: [number, number]): tf.Tensor4D 
     const f: [number, number] = [hh / size[0], ww / size[1]];
     return tf.avgPool(x, f, f, "valid");
   }
-  return tf.image.resizeBilinear(x, size, false, true);
+  return resizeBilinear(x, size);
 }
 
 /** Per-sample, per-channel min-max normalisation of [P, H, W, C] to [0, 1]. */

@@ -1,3 +1,4 @@
 export * from "./backend";
 export * from "./wasm-kernels";
 export * from "./memory";
+export { resizeBilinear } from "./resize";
