@@ -80,7 +80,8 @@ export function similarityMaps(features: tf.Tensor4D, projected: tf.Tensor2D, sc
     const [b, h, w, c] = features.shape;
     const f = l2Normalize(tf.reshape(features, [b * h * w, c]) as tf.Tensor2D);
     const p = form === "paper" ? l2Normalize(projected) : projected;
-    const m = tf.mul(tf.matMul(f, p, false, true), scale);
+    // p^T first: WASM's matMul is much slower with a transposed operand.
+    const m = tf.mul(tf.matMul(f, tf.transpose(p)), scale);
     return tf.reshape(m, [b, h, w, projected.shape[0]]) as tf.Tensor4D;
   });
 }

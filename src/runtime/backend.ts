@@ -13,6 +13,7 @@ import * as path from "node:path";
 import * as fs from "node:fs";
 import { execFileSync } from "node:child_process";
 import { registerWasmKernels } from "./wasm-kernels";
+import { registerFastGradients } from "./gradients";
 
 export type BackendName = "webgpu" | "tensorflow" | "wasm" | "cpu";
 export type BackendChoice = BackendName | "auto";
@@ -306,6 +307,7 @@ export async function initBackend(options: InitBackendOptions = {}): Promise<Bac
     source = "default";
   }
   const auto = choice === "auto";
+  registerFastGradients();
   const order: BackendName[] = auto ? [...BACKEND_NAMES] : [choice as BackendName];
   const attempts: BackendAttempt[] = [];
   for (const name of order) {

@@ -2,3 +2,4 @@ export * from "./backend";
 export * from "./wasm-kernels";
 export * from "./memory";
 export { resizeBilinear } from "./resize";
+export * from "./gradients";

@@ -18,6 +18,8 @@ const CONV: ConvCase[] = [
   { name: "7x7 s4 pad3 (MiT patch embed)", x: [1, 17, 17, 3], f: [7, 7, 3, 4], stride: 4, pad: 3 },
   { name: "4x4 s4 valid (Swin patch embed)", x: [2, 8, 8, 3], f: [4, 4, 3, 6], stride: 4, pad: "valid" },
   { name: "1x1 s1", x: [2, 5, 5, 6], f: [1, 1, 6, 3], stride: 1, pad: "valid" },
+  { name: "1x1 s2 same", x: [2, 7, 6, 4], f: [1, 1, 4, 3], stride: 2, pad: "same" },
+  { name: "1x1 s1 same (no padding needed)", x: [1, 4, 4, 5], f: [1, 1, 5, 2], stride: 1, pad: "same" },
   { name: "2x2 s2 valid (spatial reduction)", x: [1, 6, 6, 4], f: [2, 2, 4, 4], stride: 2, pad: "valid" },
 ];
 
