@@ -29,7 +29,7 @@ export class TinyBackbone implements Backbone {
       let h = x;
       const strides = [2, 2, 2, 1];
       for (let i = 0; i < 4; i++) {
-        h = tf.relu(tf.add(tf.conv2d(h, this.vars.get(`backbone/conv${i}/kernel`) as tf.Tensor4D, strides[i]!, "same"), this.vars.get(`backbone/conv${i}/bias`)!));
+        h = tf.relu(tf.add(tf.conv2d(h, this.vars.get(`backbone/conv${i}/kernel`) as tf.Tensor4D, strides[i]!, "same"), this.vars.get(`backbone/conv${i}/bias`)!)) as tf.Tensor4D;
         out.push(h);
       }
       return out;

@@ -1,4 +1,3 @@
-export * from "./backbones/types";
-export * from "./backbones/mobilenetv2";
+export * from "./backbones";
 export * from "./heads";
 export * from "./classnet";

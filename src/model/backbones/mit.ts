@@ -430,8 +430,16 @@ export class MixTransformer implements Backbone {
   private source: string;
   private readonly vars = new Map<string, tf.Variable>();
   private readonly dpr: number[];
-  private readonly dropRng: Rng;
+  private dropRng: Rng;
   private disposed = false;
+
+  /**
+   * Reseed the stochastic-depth masks for one training step (Backbone.setStepSeed),
+   * so a resumed run draws the same masks as an uninterrupted one.
+   */
+  setStepSeed(seed: number): void {
+    this.dropRng = new Rng(seed).fork(2);
+  }
 
   /**
    * @param name shown in summaries and errors (`mit-b1`).
