@@ -19,6 +19,7 @@
  *   as `resizeBilinear(x, size, false, true)`, gradients by matMul.
  */
 import * as tf from "@tensorflow/tfjs";
+import { resizeBilinear } from "../runtime/resize";
 import { Rng } from "../util/rng";
 
 /** How {@link atrousConv2d} computes a dilated convolution (both exact and differentiable). */
@@ -117,46 +118,12 @@ export function atrousConv2d(x: tf.Tensor4D, filter: tf.Tensor4D, rate: number, 
 }
 
 /**
- * The `[outSize, inSize]` matrix of 1-D linear interpolation with half-pixel
- * centres (PyTorch `align_corners=False`, TensorFlow `half_pixel_centers=True`):
- * output pixel `i` samples input coordinate `(i + 0.5) * in/out - 0.5`, clamped
- * to the edges. Row-major Float32Array.
- */
-export function bilinearMatrix(outSize: number, inSize: number): Float32Array {
-  const m = new Float32Array(outSize * inSize);
-  const scale = inSize / outSize;
-  for (let i = 0; i < outSize; i++) {
-    const src = Math.min(Math.max((i + 0.5) * scale - 0.5, 0), inSize - 1);
-    const i0 = Math.floor(src);
-    const i1 = Math.min(i0 + 1, inSize - 1);
-    const f = src - i0;
-    m[i * inSize + i0]! += 1 - f;
-    m[i * inSize + i1]! += f;
-  }
-  return m;
-}
-
-/**
- * Bilinear resize of NHWC maps to `[outH, outW]` with half-pixel centres (the
- * resize of DeepLab-v3+ and SegFormer in PyTorch), as two matrix products, so the
- * gradient is exact on every backend (see the file comment for why not
- * `tf.image.resizeBilinear`). Returns `x` itself when the size already matches.
+ * Bilinear resize of NHWC maps with half-pixel centres and an exact gradient (see
+ * runtime/resize.ts for why not `tf.image.resizeBilinear`). Returns `x` itself when
+ * the size already matches.
  */
 export function upsampleBilinear(x: tf.Tensor4D, size: [number, number]): tf.Tensor4D {
-  const [b, h, w, c] = x.shape;
-  const [oh, ow] = size;
-  if (oh === h && ow === w) return x;
-  return tf.tidy(() => {
-    const ry = tf.tensor2d(bilinearMatrix(oh, h), [oh, h]);
-    const rx = tf.tensor2d(bilinearMatrix(ow, w), [ow, w]);
-    // Rows: [h, B*w*C] -> [oh, B*w*C]
-    const t1 = tf.reshape(tf.transpose(x, [1, 0, 2, 3]), [h, b * w * c]);
-    const y1 = tf.reshape(tf.matMul(ry, t1), [oh, b, w, c]);
-    // Columns: [w, oh*B*C] -> [ow, oh*B*C]
-    const t2 = tf.reshape(tf.transpose(y1, [2, 0, 1, 3]), [w, oh * b * c]);
-    const y2 = tf.reshape(tf.matMul(rx, t2), [ow, oh, b, c]);
-    return tf.transpose(y2, [2, 1, 0, 3]) as tf.Tensor4D;
-  });
+  return x.shape[1] === size[0] && x.shape[2] === size[1] ? x : resizeBilinear(x, size);
 }
 
 /**
