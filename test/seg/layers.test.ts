@@ -6,7 +6,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, maxRelErr, randomArray, finiteDiff } from "../helpers";
-import { atrousConv2d, upsampleBilinear, bilinearMatrix, groupNorm, groupsFor } from "../../src/seg";
+import { atrousConv2d, upsampleBilinear, groupNorm, groupsFor } from "../../src/seg";
+import { bilinearMatrix } from "../../src/runtime/resize";
 import { atrousRatesFor } from "../../src/seg";
 
 const BACKENDS = ["cpu", "wasm"] as const;
