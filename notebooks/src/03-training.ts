@@ -130,7 +130,7 @@ run.saveResult("stage1", { pbip: { valMiou: pbip.valMiou, steps: pbip.steps, sec
 // validation mIoU they reach.
 
 // %%
-const short = run.quick ? 3 : 40;
+const short = run.quick ? 3 : 20;
 const modes = [];
 for (const mode of ["feature", "image"] as const) {
   const v: Stage1Variant = { name: `${mode}-mode-${short}`, overrides: { match: { regionMode: mode } as never, train: { maxSteps: short } as never } };

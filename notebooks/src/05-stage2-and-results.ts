@@ -38,7 +38,7 @@ console.log(`training stage 2 on ${fs.readdirSync(pseudoTrain).filter((f) => f.e
 
 // %%
 const h = await stage2(run, pseudoTrain);
-console.log(`${h.arch}, ${h.config.train.epochs} epoch(s) at ${h.config.data.inputSize} px${h.complete ? " (a finished run with this configuration was found: reused)" : ""}`);
+console.log(`${h.arch}, ${h.config.train.epochs} epoch(s) at ${h.config.data.inputSize} px, ${h.freezeBackbone ? "decoder only (backbone frozen: the notebook profile's budget for two CPU cores)" : "whole network"}${h.complete ? " (a finished run with this configuration was found: reused)" : ""}`);
 const live = new LivePlot({ title: `stage 2 (${h.arch})`, series: ["total"], epochSeries: ["val mIoU"], smoothing: 0.6 });
 for await (const ev of h.events()) {
   if (ev.type === "start" && ev.resumedFrom) for (const s of readTrainLog(h.dir).steps) await live.push(s);

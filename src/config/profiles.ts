@@ -199,7 +199,8 @@ export const PAPER: PbipConfig = {
 
 /**
  * Sized for two CPU cores: the release's semantics, the bundled MobileNetV2 as
- * backbone and (stand-in) encoder, 112 px inputs, a few hundred steps.
+ * backbone and (stand-in) encoder, 112 px inputs, one epoch (125 steps on the
+ * embedded set), the `feature` region mode.
  */
 export const NOTEBOOK: PbipConfig = {
   ...RELEASE,
@@ -209,7 +210,7 @@ export const NOTEBOOK: PbipConfig = {
   model: { ...RELEASE.model, backbone: "mobilenetv2", dropPathRate: 0 },
   match: { ...RELEASE.match, regionMode: "feature" },
   optim: { ...RELEASE.optim, lr: 2e-4, headLrMultiplier: 10, schedule: { kind: "poly", power: 1, warmupSteps: 20 } },
-  train: { ...RELEASE.train, epochs: 2, batchSize: 8, valLimit: 60 },
+  train: { ...RELEASE.train, epochs: 1, batchSize: 8, valLimit: 60 },
   cam: { ...RELEASE.cam, tta: { hflip: false, intensities: [1] }, background: { mode: "white", power: 10, whiteGrey: 200, minBlob: 80 } },
   encoder: { name: "mobilenetv2", inputSize: 112 },
 };

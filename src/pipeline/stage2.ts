@@ -20,6 +20,8 @@ export interface Stage2Handle {
   arch: SegArch;
   dir: string;
   complete: boolean;
+  /** Whether only the decoder trains. */
+  freezeBackbone: boolean;
   /** Training events (a complete run yields start and done only). */
   events(): AsyncGenerator<TrainEvent>;
   /** Test-split predictions of the best checkpoint (resumable); returns the folder. */
@@ -32,12 +34,22 @@ export function stage2Arch(run: PbipRun): SegArch {
   return b === "mobilenetv2" ? "deeplab-mobilenetv2" : (`segformer-${b}` as SegArch);
 }
 
+export interface Stage2Options {
+  /**
+   * Train the decoder only, on the pretrained backbone's features (several times
+   * faster on CPU). Default: true for the `notebook` profile (two CPU cores), false
+   * otherwise (the paper fine-tunes the whole network).
+   */
+  freezeBackbone?: boolean;
+}
+
 /** Prepare stage 2 of a run (trained on `pseudoTrain`, the PBIP train-split pseudo-masks). */
-export async function stage2(run: PbipRun, pseudoTrain: string): Promise<Stage2Handle> {
+export async function stage2(run: PbipRun, pseudoTrain: string, o: Stage2Options = {}): Promise<Stage2Handle> {
   const config = stage2Config(run.config);
   const arch = stage2Arch(run);
   const dir = run.paths.stage2;
-  const stamp = { arch, config, pseudoTrain: path.resolve(pseudoTrain), backboneWeights: run.config.model.backboneWeights ?? null };
+  const freezeBackbone = o.freezeBackbone ?? run.config.profile === "notebook";
+  const stamp = { arch, config, pseudoTrain: path.resolve(pseudoTrain), backboneWeights: run.config.model.backboneWeights ?? null, freezeBackbone };
   const stampFile = path.join(dir, "stage2.json");
   if (fs.existsSync(stampFile) && stableStringify(readJson(stampFile)) !== stableStringify(stamp)) {
     const aside = `${dir}.old-${Date.now()}`;
@@ -55,6 +67,7 @@ export async function stage2(run: PbipRun, pseudoTrain: string): Promise<Stage2H
     arch,
     dir,
     complete,
+    freezeBackbone,
     async *events() {
       const d = data();
       const model = await buildSegModel({
@@ -66,7 +79,7 @@ export async function stage2(run: PbipRun, pseudoTrain: string): Promise<Stage2H
         backboneWeights: run.config.model.backboneWeights,
       });
       try {
-        yield* trainSegmentation({ config, model, train: d.train, val: d.val, outDir: dir, maskSource: pseudoTrain, metadata: { pseudo: path.resolve(pseudoTrain) } });
+        yield* trainSegmentation({ config, model, train: d.train, val: d.val, outDir: dir, maskSource: pseudoTrain, freezeBackbone, metadata: { pseudo: path.resolve(pseudoTrain) } });
       } finally {
         model.dispose();
       }
