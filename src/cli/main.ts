@@ -10,8 +10,9 @@ import { commands as seg } from "./commands/seg";
 import { commands as exportRun } from "./commands/export";
 import { commands as bench } from "./commands/bench";
 import { commands as demo } from "./commands/demo";
+import { commands as ablate } from "./commands/ablate";
 
-export const COMMANDS: Command[] = [...doctor, ...data, ...bank, ...train, ...cam, ...evaluate, ...seg, ...exportRun, ...bench, ...demo];
+export const COMMANDS: Command[] = [...doctor, ...data, ...bank, ...train, ...cam, ...evaluate, ...seg, ...exportRun, ...bench, ...demo, ...ablate];
 
 function help(): string {
   const rows = COMMANDS.map((c) => `  pbip ${c.name.join(" ").padEnd(16)} ${c.summary}`);

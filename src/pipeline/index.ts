@@ -5,3 +5,4 @@ export * from "./results";
 export * from "./headless";
 export * from "./stage2";
 export * from "./export";
+export * from "./ablation";

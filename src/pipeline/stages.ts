@@ -35,7 +35,7 @@ export async function ensureBank(run: PbipRun, encoder: ImageEncoder, onEvent?: 
     }
   }
   let built: ImageBank | undefined;
-  for await (const ev of buildBankEvents({ split: run.dataset.split("train"), encoder, config: run.config.bank })) {
+  for await (const ev of buildBankEvents({ split: run.dataset.split("train"), encoder, config: run.config.bank, cache: true })) {
     onEvent?.(ev);
     if (ev.type === "done") built = ev.bank;
   }

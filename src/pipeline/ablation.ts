@@ -1,0 +1,186 @@
+/**
+ * Ablations a researcher runs (the paper's Tables 2, 4, 5 and Figure 4), each a
+ * config switch and a row of one table: every (variant, seed) trains stage 1 in its
+ * own run folder (resumable), writes test pseudo-masks, and is scored by the same
+ * evaluator; rows give mean and standard deviation over seeds and a paired t-test
+ * of per-image mIoU against the reference variant.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { ConfigOverride } from "../config/profiles";
+import { openRun, type OpenRunOptions } from "./run";
+import { createEncoderFor } from "./core";
+import { ensureBank, stage1, loadStage1, ensurePseudoMasks } from "./stages";
+import { resultRow } from "./results";
+import { meanStd, pairedTTest } from "../eval/stats";
+import { writeJsonAtomic, readJson } from "../util/fs";
+import type { TrainEvent } from "../train/loop";
+
+export interface AblationVariant {
+  description: string;
+  overrides: ConfigOverride;
+}
+
+const over = <T>(x: T) => x as never;
+
+/** The named variants. `pbip` is the profile unchanged and the reference of the t-tests. */
+export const ABLATIONS: Record<string, AblationVariant> = {
+  pbip: { description: "PBIP (the profile as is)", overrides: {} },
+  "cls-only": { description: "L_CLS only (no prototype matching)", overrides: { loss: over({ useFg: false, useBg: false }) } },
+  "no-fgs": { description: "without L_FGS", overrides: { loss: over({ useFg: false }) } },
+  "no-bgs": { description: "without L_BGS", overrides: { loss: over({ useBg: false }) } },
+  "conv1x1-head": { description: "1x1-conv head instead of similarity to prototypes (Table 5)", overrides: { model: over({ head: "conv1x1" }) } },
+  "no-adaptive-threshold": { description: "no adaptive threshold: regions M*X and (1-M)*X (Table 4)", overrides: { match: over({ adaptiveThreshold: false }) } },
+  "paper-similarity": { description: "eq. 2 as a true cosine (the paper) instead of the release's form", overrides: { model: over({ similarity: "paper" }) } },
+  "image-mode": { description: "regions through the encoder in the graph (the method's image mode)", overrides: { match: over({ regionMode: "image" }) } },
+  k1: { description: "K = 1 subclass per class", overrides: { bank: over({ k: 1 }) } },
+  k2: { description: "K = 2", overrides: { bank: over({ k: 2 }) } },
+  k3: { description: "K = 3", overrides: { bank: over({ k: 3 }) } },
+  k4: { description: "K = 4", overrides: { bank: over({ k: 4 }) } },
+  k5: { description: "K = 5", overrides: { bank: over({ k: 5 }) } },
+  "bank-centroid": { description: "prototypes: L2-normalised centroid (release)", overrides: { bank: over({ rule: "centroid" }) } },
+  "bank-nearest": { description: "prototypes: mean of the N_K nearest to the centre (paper)", overrides: { bank: over({ rule: "nearest" }) } },
+  "bank-random": { description: "prototypes: N_K random patches, no clustering (Fig. 4)", overrides: { bank: over({ rule: "random" }) } },
+};
+
+export interface AblationRecord {
+  variant: string;
+  seed: number;
+  valMiou?: number;
+  test: { miou: number; fwiou: number; mbiou: number; mdice: number };
+  /** Per-image test mIoU, by patch id. */
+  perImage: Record<string, number>;
+}
+
+export interface AblationRow {
+  variant: string;
+  description: string;
+  seeds: number;
+  miou: { mean: number; std: number };
+  fwiou: { mean: number; std: number };
+  mbiou: { mean: number; std: number };
+  mdice: { mean: number; std: number };
+  /** Paired t-test of per-image test mIoU against the reference (pooled over seeds). */
+  vsReference?: { meanDiff: number; t: number; p: number; n: number };
+}
+
+export interface AblationOptions extends Omit<OpenRunOptions, "root" | "overrides"> {
+  /** Folder of the study: one run folder per variant and seed. */
+  out: string;
+  variants: string[];
+  seeds: number[];
+  /** Applied to every variant (e.g. a shorter budget). */
+  overrides?: ConfigOverride;
+  /** Reference of the t-tests (default `pbip`). */
+  reference?: string;
+  log?: (line: string) => void;
+  onEvent?: (variant: string, seed: number, ev: TrainEvent) => void;
+}
+
+/** Run (or resume) every variant and seed; returns the records. */
+export async function runAblation(o: AblationOptions): Promise<AblationRecord[]> {
+  const log = o.log ?? ((l: string) => console.error(l));
+  for (const v of o.variants) if (!ABLATIONS[v]) throw new Error(`unknown ablation variant "${v}"; known: ${Object.keys(ABLATIONS).join(", ")}`);
+  const records: AblationRecord[] = [];
+  for (const variant of o.variants) {
+    for (const seed of o.seeds) {
+      const root = path.resolve(o.out, variant, `seed${seed}`);
+      const recFile = path.join(root, "ablation-record.json");
+      if (fs.existsSync(recFile)) {
+        records.push(readJson<AblationRecord>(recFile));
+        log(`${variant} seed ${seed}: done earlier`);
+        continue;
+      }
+      const seedOver: ConfigOverride = { train: over({ seed }), bank: over({ seed }) };
+      const run = await openRun({ ...o, root, overrides: mergeOverrides(o.overrides, ABLATIONS[variant]!.overrides, seedOver), verbose: false });
+      const encoder = await createEncoderFor(run.config);
+      try {
+        const { bank } = await ensureBank(run, encoder);
+        const h = await stage1(run, { name: "model" }, encoder, bank);
+        let valMiou: number | undefined;
+        for await (const ev of h.events()) {
+          o.onEvent?.(variant, seed, ev);
+          if (ev.type === "validation") valMiou = ev.score.miou;
+          if (ev.type === "done") valMiou = valMiou ?? ev.bestMiou;
+        }
+        const { net, config, file } = await loadStage1(run, "model", bank);
+        const pm = await ensurePseudoMasks(run, "model", "test", net, config, file);
+        net.dispose();
+        const row = resultRow(run, variant, pm.outDir);
+        const rec: AblationRecord = {
+          variant,
+          seed,
+          valMiou,
+          test: { miou: row.miou, fwiou: row.fwiou, mbiou: row.mbiou, mdice: row.mdice },
+          perImage: Object.fromEntries(row.report.perImage.map((p) => [p.id, p.miou])),
+        };
+        writeJsonAtomic(recFile, rec);
+        records.push(rec);
+        log(`${variant} seed ${seed}: test mIoU ${(100 * row.miou).toFixed(2)}%${valMiou !== undefined ? `, val ${(100 * valMiou).toFixed(2)}%` : ""}`);
+      } finally {
+        encoder.dispose();
+      }
+    }
+  }
+  return records;
+}
+
+function mergeOverrides(...list: (ConfigOverride | undefined)[]): ConfigOverride {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const o of list) {
+    if (!o) continue;
+    for (const [k, v] of Object.entries(o)) out[k] = { ...(out[k] ?? {}), ...(v as Record<string, unknown>) };
+  }
+  return out as ConfigOverride;
+}
+
+/** Rows of the ablation table: mean and std over seeds, and the t-test against the reference. */
+export function ablationTable(records: AblationRecord[], reference = "pbip"): AblationRow[] {
+  const variants = [...new Set(records.map((r) => r.variant))];
+  const ref = records.filter((r) => r.variant === reference);
+  return variants.map((variant) => {
+    const rs = records.filter((r) => r.variant === variant);
+    const ms = (k: keyof AblationRecord["test"]) => {
+      const m = meanStd(rs.map((r) => r.test[k]));
+      return { mean: m.mean, std: m.std };
+    };
+    let vsReference: AblationRow["vsReference"];
+    if (variant !== reference && ref.length) {
+      const a: number[] = [];
+      const b: number[] = [];
+      for (const r of rs) {
+        const rr = ref.find((x) => x.seed === r.seed);
+        if (!rr) continue;
+        for (const [id, v] of Object.entries(r.perImage)) {
+          if (id in rr.perImage) {
+            a.push(v);
+            b.push(rr.perImage[id]!);
+          }
+        }
+      }
+      if (a.length >= 2) {
+        const t = pairedTTest(a, b);
+        vsReference = { meanDiff: t.meanDiff, t: t.t, p: t.p, n: t.n };
+      }
+    }
+    return { variant, description: ABLATIONS[variant]?.description ?? variant, seeds: rs.length, miou: ms("miou"), fwiou: ms("fwiou"), mbiou: ms("mbiou"), mdice: ms("mdice"), vsReference };
+  });
+}
+
+/** The table as text (percentages; std over seeds; p of the paired t-test). */
+export function formatAblationTable(rows: AblationRow[], reference = "pbip"): string {
+  const pct = (m: { mean: number; std: number }, n: number) => `${(100 * m.mean).toFixed(2)}${n > 1 ? ` ± ${(100 * m.std).toFixed(2)}` : ""}`;
+  const head = ["variant", "seeds", "test mIoU", "FwIoU", "bIoU", "Dice", `vs ${reference} (points, p)`];
+  const body = rows.map((r) => [
+    r.variant,
+    String(r.seeds),
+    pct(r.miou, r.seeds),
+    pct(r.fwiou, r.seeds),
+    pct(r.mbiou, r.seeds),
+    pct(r.mdice, r.seeds),
+    r.vsReference ? `${(100 * r.vsReference.meanDiff).toFixed(2)}, p=${r.vsReference.p.toExponential(1)}` : "",
+  ]);
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join("  ");
+  return [line(head), line(w.map((n) => "-".repeat(n))), ...body.map(line)].join("\n");
+}
