@@ -223,6 +223,25 @@ function stepTorch(o: SetupOptions): StepResult {
   return res("torch", "done", `apt-get installed python3-torch: PyTorch ${r.stdout.trim()} in ${py}`, t0);
 }
 
+/** A font for the labels of PNG figures (sharp renders SVG text through fontconfig). */
+function stepFonts(o: SetupOptions): StepResult {
+  const t0 = Date.now();
+  const has = () => {
+    const r = spawnSync("fc-list", [":", "family"], { encoding: "utf8" });
+    return r.status === 0 && /DejaVu Sans/.test(r.stdout);
+  };
+  if (has()) return res("fonts", "skip", "DejaVu Sans is installed (figure labels)", t0);
+  const hint = "install Debian's fonts-dejavu-core (`apt-get install -y --no-install-recommends fonts-dejavu-core fontconfig`)";
+  if (o.check) return res("fonts", "todo", `no DejaVu Sans: figure labels fall back to another font or none; ${hint}`, t0);
+  if (!aptRunner()) return res("fonts", "todo", `no DejaVu Sans and no root apt-get here (labels may fall back): ${hint}`, t0);
+  try {
+    aptInstall(["fonts-dejavu-core", "fontconfig"]);
+  } catch (e) {
+    return res("fonts", "FAIL", (e as Error).message, t0);
+  }
+  return has() ? res("fonts", "done", "apt-get installed fonts-dejavu-core", t0) : res("fonts", "FAIL", "fonts-dejavu-core installed but fontconfig does not list DejaVu Sans", t0);
+}
+
 function res(step: string, status: Status, message: string, t0: number): StepResult {
   return { step, status, message, seconds: (Date.now() - t0) / 1000 };
 }
@@ -245,6 +264,7 @@ export function runSetup(o: SetupOptions, print: Log = (l) => console.log(l)): S
   emit(stepKernel(o, j.jupyter));
   emit(stepGpu(o));
   emit(stepTorch(o));
+  emit(stepFonts(o));
   return results;
 }
 

@@ -10,6 +10,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { fontReport } from "../../viz/svg";
 import type { Command } from "../command";
 import { parse, str, flag } from "../command";
 import {
@@ -79,6 +80,8 @@ export interface DoctorReport {
     searched: string[];
   };
   datasets: { found: FoundDataset[]; searched: string[] };
+  /** The font figure labels render in (sharp/fontconfig). */
+  fonts: { ok: boolean; family: string | null; note: string };
   ok: boolean;
 }
 
@@ -295,6 +298,7 @@ export async function doctorReport(options: { backend?: string } = {}): Promise<
     backend,
     webgpu,
     gpuEmulation,
+    fonts: fontReport(),
     versions,
     notebooks,
     weights,
@@ -347,6 +351,7 @@ export function formatDoctor(r: DoctorReport): string {
   );
   L.push(`  "pbip" link: ${nb.packageLink.ok ? "node_modules/pbip -> checkout" : `${nb.packageLink.problem}: run \`npm run setup\``}`);
   if (nb.staleSources > 0) L.push(`  build:       ${nb.staleSources} source(s) newer than dist/: notebooks see the old code until \`npm run build\``);
+  L.push(`  fonts:       ${r.fonts.note}`);
   L.push("", "weights:");
   for (const b of r.weights.bundled) {
     L.push(`  bundled ${b.id}: ${b.present ? rel(b.file) : "MISSING (run `npm ci`)"}${b.extracted ? " (extracted to the cache)" : ""}`);
