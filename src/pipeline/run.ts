@@ -75,6 +75,23 @@ export interface OpenRunOptions {
   verbose?: boolean;
 }
 
+/** SHA-256 of every file's relative path, size and modification time under a folder (a cheap change detector). */
+export function folderListingHash(dir: string): string {
+  const rows: string[] = [];
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) {
+        const st = fs.statSync(p);
+        rows.push(`${path.relative(dir, p)}\t${st.size}\t${Math.round(st.mtimeMs)}`);
+      }
+    }
+  };
+  walk(dir);
+  return sha256(rows.sort().join("\n"));
+}
+
 /** Make sure the embedded synthetic dataset exists (generating it with a progress bar). */
 export async function ensureSyntheticDataset(dir: string, quick: boolean, verbose = true): Promise<string> {
   const sizes = quick ? EMBEDDED_SIZES.quick : EMBEDDED_SIZES.full;
@@ -113,9 +130,17 @@ export async function openRun(o: OpenRunOptions = {}): Promise<PbipRun> {
   let dataset: Dataset;
   if (synthetic) dataset = openDataset(dataDir, { dataset: syntheticManifest() });
   else {
-    // A user's download is checked against its manifest first.
-    const report = await verifyDataset(dataDir, { dataset: datasetName });
-    if (!report.ok) throw new Error(`dataset ${datasetName} at ${dataDir} failed verification (run \`pbip data verify ${dataDir} --dataset ${datasetName}\` for the full table):\n${report.problems.slice(0, 10).map((p) => `  ${p.file}: ${p.problem}`).join("\n")}`);
+    // A user's download is checked against its manifest first (decoding every file
+    // takes minutes for BCSS-WSSS, so a passed check is remembered for an unchanged folder).
+    const stampFile = path.join(root, "dataset-verified.json");
+    const listing = folderListingHash(dataDir);
+    const stamp = { dataset: datasetName, root: path.resolve(dataDir), listing };
+    const verified = fs.existsSync(stampFile) && stableStringify(readJson(stampFile)) === stableStringify(stamp);
+    if (!verified) {
+      const report = await verifyDataset(dataDir, { dataset: datasetName });
+      if (!report.ok) throw new Error(`dataset ${datasetName} at ${dataDir} failed verification (run \`pbip data verify ${dataDir} --dataset ${datasetName}\` for the full table):\n${report.problems.slice(0, 10).map((p) => `  ${p.file}: ${p.problem}`).join("\n")}`);
+      writeJsonAtomic(stampFile, stamp);
+    }
     dataset = openDataset(dataDir, { dataset: datasetName });
   }
   const results = path.join(root, "results.json");
