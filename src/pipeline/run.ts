@@ -18,7 +18,7 @@ import { openDataset, type Dataset } from "../data/dataset";
 import { generateSynthetic, defaultSyntheticDir } from "../data/synthetic/generate";
 import { syntheticManifest } from "../data/synthetic/generate";
 import { verifyDataset } from "../data/verify";
-import { projectRoot, readJson, writeJsonAtomic, sha256 } from "../util/fs";
+import { projectRoot, readJson, writeJsonAtomic, sha256, cacheDir } from "../util/fs";
 import { stableStringify } from "../util/json";
 export { stableStringify };
 import { ProgressBar } from "../util/progress";
@@ -132,7 +132,7 @@ export async function openRun(o: OpenRunOptions = {}): Promise<PbipRun> {
   else {
     // A user's download is checked against its manifest first (decoding every file
     // takes minutes for BCSS-WSSS, so a passed check is remembered for an unchanged folder).
-    const stampFile = path.join(root, "dataset-verified.json");
+    const stampFile = path.join(cacheDir("dataset-verified"), `${sha256(path.resolve(dataDir)).slice(0, 16)}.json`);
     const listing = folderListingHash(dataDir);
     const stamp = { dataset: datasetName, root: path.resolve(dataDir), listing };
     const verified = fs.existsSync(stampFile) && stableStringify(readJson(stampFile)) === stableStringify(stamp);
