@@ -133,6 +133,11 @@ export interface TrainCaseResult {
   peakTensorBytes?: number;
   /** Top kernels of one profiled step (CPU-side backends), ms. */
   kernels?: { name: string; ms: number; calls: number }[];
+  /** The costliest matrix-product kernels of that step by operand shapes (which layers the time is spent in), ms. */
+  matMuls?: { name: string; ms: number; calls: number }[];
+  /** The same two lists for one profiled ClassNet-alone step. */
+  classNetKernels?: { name: string; ms: number; calls: number }[];
+  classNetMatMuls?: { name: string; ms: number; calls: number }[];
   notes: string[];
 }
 
@@ -332,6 +337,8 @@ async function buildModels(which: "release" | "notebook", regionMode: "image" | 
   };
 }
 
+type KernelTime = { name: string; ms: number; calls: number };
+
 /** Run `warmup + reps` steps of a task through the training loop; returns the timed steps. */
 async function timeSteps(
   label: string,
@@ -341,13 +348,14 @@ async function timeSteps(
   warmup: number,
   reps: number,
   profileStep: boolean,
-): Promise<{ steps: StepTiming[]; peakTensorBytes?: number; kernels?: { name: string; ms: number; calls: number }[] }> {
+): Promise<{ steps: StepTiming[]; peakTensorBytes?: number; kernels?: KernelTime[]; matMuls?: KernelTime[] }> {
   const outDir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-bench-"));
   const total = warmup + reps + (profileStep ? 1 : 0);
   const it = runTraining(task, { config: { ...cfg, train: { ...cfg.train, epochs: 1, maxSteps: 0, valEvery: 1_000_000, checkpointEvery: 1_000_000 } }, train: source, outDir, resume: false, stopAfter: total });
   const steps: StepTiming[] = [];
   let peakTensorBytes: number | undefined;
-  let kernels: { name: string; ms: number; calls: number }[] | undefined;
+  let kernels: KernelTime[] | undefined;
+  let matMuls: KernelTime[] | undefined;
   let n = 0;
   try {
     const next = async (): Promise<IteratorResult<TrainEvent>> => {
@@ -368,16 +376,27 @@ async function timeSteps(
         });
         peakTensorBytes = info.peakBytes;
         const by = new Map<string, { ms: number; calls: number }>();
+        const byShape = new Map<string, { ms: number; calls: number }>();
+        const add = (m: Map<string, { ms: number; calls: number }>, key: string, ms: number) => {
+          const e = m.get(key) ?? { ms: 0, calls: 0 };
+          e.ms += Number.isFinite(ms) ? ms : 0;
+          e.calls++;
+          m.set(key, e);
+        };
         for (const kk of info.kernels) {
           if (!kernelNames.has(kk.name)) continue; // custom-gradient wrappers repeat their inner kernels
           const ms = typeof kk.kernelTimeMs === "number" ? kk.kernelTimeMs : NaN;
-          const e = by.get(kk.name) ?? { ms: 0, calls: 0 };
-          e.ms += Number.isFinite(ms) ? ms : 0;
-          e.calls++;
-          by.set(kk.name, e);
+          add(by, kk.name, ms);
+          // Matrix products by operand shapes: which layers the time is spent in.
+          if (/MatMul/.test(kk.name)) {
+            const shapes = kk.inputShapes.slice(0, 2).map((sh) => `[${(sh ?? []).join(",")}]`).join("x");
+            add(byShape, `${kk.name} ${shapes}->[${(kk.outputShapes[0] ?? []).join(",")}]`, ms);
+          }
         }
-        kernels = [...by.entries()].map(([name, e]) => ({ name, ...e })).sort((a, b) => b.ms - a.ms).slice(0, 12);
-        if (kernels.every((kk) => kk.ms === 0)) kernels = undefined; // backend without kernel timers
+        const top = (m: Map<string, { ms: number; calls: number }>, n: number) => [...m.entries()].map(([name, e]) => ({ name, ...e })).sort((a, b) => b.ms - a.ms).slice(0, n);
+        kernels = top(by, 12);
+        matMuls = top(byShape, 8);
+        if (kernels.every((kk) => kk.ms === 0)) kernels = matMuls = undefined; // backend without kernel timers
       } else {
         r = await next();
       }
@@ -401,7 +420,7 @@ async function timeSteps(
     await it.return?.(undefined);
     fs.rmSync(outDir, { recursive: true, force: true });
   }
-  return { steps, peakTensorBytes, kernels };
+  return { steps, peakTensorBytes, kernels, matMuls };
 }
 
 /** Time `fn` (which awaits its own results) `warmup + reps` times; returns the timed seconds. */
@@ -443,7 +462,7 @@ async function trainCase(name: BenchCase, sz: Sizes, o: BenchOptions, profile: b
     const clsTask = new PbipTask({ config: clsCfg, net: m.net, encoder, bankPrototypes: m.protos, backgroundId: NUM_CLASSES });
     let cls;
     try {
-      cls = await timeSteps(`${name} ClassNet alone`, clsTask, clsCfg, randomSource(sz.warmup + sz.reps, dims.batch, dims.size, NUM_CLASSES, o.labelsPerImage, 200), sz.warmup, sz.reps, false);
+      cls = await timeSteps(`${name} ClassNet alone`, clsTask, clsCfg, randomSource(sz.warmup + sz.reps + (profile ? 1 : 0), dims.batch, dims.size, NUM_CLASSES, o.labelsPerImage, 200), sz.warmup, sz.reps, profile);
     } finally {
       clsTask.dispose();
     }
@@ -498,10 +517,15 @@ async function trainCase(name: BenchCase, sz: Sizes, o: BenchOptions, profile: b
     // thresholds, regions, losses, the extra forward pass for pair selection).
     const breakdown: Record<string, number> = {};
     breakdown["ClassNet forward+backward"] = classNetAlone.forwardBackward;
-    const enc = regionMode === "image" ? (encoderTiming.forwardBackward ?? 0) : encoderTiming.forward;
+    let enc = regionMode === "image" ? (encoderTiming.forwardBackward ?? 0) : encoderTiming.forward;
     breakdown[regionMode === "image" ? "encoder forward+backward (regions)" : "encoder dense features (no gradient)"] = enc;
+    if (regionMode === "image" && (m.cfg.match.encoderChunk ?? 0) > 0) {
+      // Two-pass image mode: the regions' features first (a forward pass), then forward+backward per chunk.
+      breakdown["encoder forward again (two-pass image mode: features before the gradient pass)"] = encoderTiming.forward;
+      enc += encoderTiming.forward;
+    }
     breakdown["optimiser (AdamW)"] = med.optimizer;
-    breakdown["matching, regions, losses, pair-selection forward"] = Math.max(0, med.step - classNetAlone.forwardBackward - enc - med.optimizer);
+    breakdown["rest: matching, regions, losses, the pair-selection forward"] = Math.max(0, med.step - classNetAlone.forwardBackward - enc - med.optimizer);
     return {
       kind: "train",
       name,
@@ -520,6 +544,9 @@ async function trainCase(name: BenchCase, sz: Sizes, o: BenchOptions, profile: b
       peakRssBytes: maxRss(),
       peakTensorBytes: main.peakTensorBytes,
       kernels: main.kernels,
+      matMuls: main.matMuls,
+      classNetKernels: cls.kernels,
+      classNetMatMuls: cls.matMuls,
       notes,
     };
   } finally {
@@ -801,10 +828,19 @@ export function summarize(rep: BenchReport): string[] {
       if (total > 0) {
         out.push(`  where the time goes: ${Object.entries(rel.breakdown).map(([k, v]) => `${k} ${fmtS(v)} s (${((100 * v) / total).toFixed(0)}%)`).join(", ")}`);
       }
-      if (rel.kernels?.length) out.push(`  top kernels of one step: ${rel.kernels.slice(0, 6).map((k) => `${k.name} ${(k.ms / 1000).toFixed(2)} s`).join(", ")}`);
+      if (rel.kernels?.length) {
+        out.push(`  top kernels of one step: ${rel.kernels.slice(0, 6).map((k) => `${k.name} ${(k.ms / 1000).toFixed(2)} s`).join(", ")}`);
+        const mm = (rel.matMuls ?? []).slice(0, 4);
+        if (mm.length) out.push(`  costliest matrix products (operand shapes): ${mm.map((k) => `${k.name} ${(k.ms / 1000).toFixed(2)} s in ${k.calls} calls`).join("; ")}`);
+      }
+      if (rel.classNetKernels?.length) {
+        out.push(`  ClassNet alone, top kernels: ${rel.classNetKernels.slice(0, 6).map((k) => `${k.name} ${(k.ms / 1000).toFixed(2)} s`).join(", ")}`);
+        const mm = (rel.classNetMatMuls ?? []).slice(0, 4);
+        if (mm.length) out.push(`  ClassNet alone, costliest matrix products: ${mm.map((k) => `${k.name} ${(k.ms / 1000).toFixed(2)} s in ${k.calls} calls`).join("; ")}`);
+      }
     }
     const feat = b.cases.find((c): c is TrainCaseResult => c.kind === "train" && c.name === "release-feature");
-    if (feat) out.push(`  release step (feature mode, this project's variant) ${fmtS(feat.median.step)} s: ${ratioText(feat.median.step, ref.releaseStepSeconds)}`);
+    if (feat) out.push(`  release step in feature mode (this project's variant; the release has only image mode) ${fmtS(feat.median.step)} s, vs PyTorch's image-mode ${ref.releaseStepSeconds} s: ${ratioText(feat.median.step, ref.releaseStepSeconds)}`);
     const cam = b.cases.find((c): c is CamCaseResult => c.kind === "cam");
     if (cam) {
       const [lo, hi] = ref.camMsPerPatchNoTta;
