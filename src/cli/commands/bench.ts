@@ -74,6 +74,7 @@ export const PYTORCH_REFERENCE = {
 
 /** The measured paths. */
 export const BENCH_CASES = ["release-image", "release-feature", "notebook-feature", "notebook-image", "cam"] as const;
+/** One measured path: a profile's training step in a region mode, or pseudo-mask generation. */
 export type BenchCase = (typeof BENCH_CASES)[number];
 
 /** Options of {@link runBench}. */
@@ -154,6 +155,7 @@ export interface CamCaseResult {
   notes: string[];
 }
 
+/** What one measured path gave. */
 export type CaseResult = TrainCaseResult | CamCaseResult;
 
 /** Everything measured on one backend. */
@@ -992,4 +994,5 @@ const bench: Command = {
   },
 };
 
+/** `pbip bench`. */
 export const commands: Command[] = [bench];
