@@ -122,7 +122,9 @@ async function build() {
   const t0 = Date.now();
   const pbipVersion = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")).version;
   const stage = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-bundle-gpu-"));
-  const tmpOut = `${outDir}.tmp-${process.pid}`;
+  // Built beside the cache (gitignored, not linted) when the output is in the project, then renamed into place.
+  const inProject = !path.relative(root, outDir).startsWith("..");
+  const tmpOut = inProject ? path.join(root, ".cache", "bundle-gpu", `build-${process.pid}`) : `${outDir}.tmp-${process.pid}`;
   fs.rmSync(tmpOut, { recursive: true, force: true });
   const app = path.join(tmpOut, "app");
   fs.mkdirSync(app, { recursive: true });
