@@ -20,7 +20,7 @@ const ROOT = path.resolve(__dirname, "..", "..");
 const DIST = path.join(ROOT, "dist-gpu");
 const LIMIT = 60 * 1024 * 1024;
 /** What the launcher needs from the system (no node among them). */
-const TOOLS = ["bash", "sh", "sed", "tar", "xz", "gzip", "mkdir", "mktemp", "mv", "rm", "touch", "date", "uname", "id", "head", "basename", "dirname", "cat"];
+const TOOLS = ["bash", "sh", "sed", "tar", "gzip", "mkdir", "mktemp", "mv", "rm", "touch", "date", "uname", "id", "head", "basename", "dirname", "cat"];
 /**
  * The measured paths the smoke run covers here: the release step in both region
  * modes (MiT + Swin code paths, tiny configurations) and pseudo-mask generation.
@@ -60,9 +60,9 @@ function findAll(dir: string, name: string): string[] {
 }
 
 /** A folder of links to the launcher's tools only: a PATH on which no `node` exists. */
-function toolboxPath(dir: string): string {
+function toolboxPath(dir: string, extra: string[]): string {
   fs.mkdirSync(dir, { recursive: true });
-  for (const t of TOOLS) {
+  for (const t of [...TOOLS, ...extra]) {
     const r = spawnSync("sh", ["-c", `command -v ${t}`], { encoding: "utf8" });
     assert.equal(r.status, 0, `the launcher test needs ${t} on this machine`);
     fs.symlinkSync(r.stdout.trim(), path.join(dir, t));
@@ -111,7 +111,8 @@ test("GPU bundle: under 60 MiB, no node_modules, smoke benchmark on lavapipe wit
   // 3. A PATH without Node, a fresh unpack folder, a fresh HOME; the lavapipe driver.
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-bundle-test-"));
   try {
-    const bin = toolboxPath(path.join(tmp, "bin"));
+    const payload = (JSON.parse(fs.readFileSync(manifest, "utf8")) as { payload: { file: string } }).payload.file;
+    const bin = toolboxPath(path.join(tmp, "bin"), payload.endsWith(".xz") ? ["xz"] : []);
     assert.notEqual(spawnSync("sh", ["-c", "command -v node"], { env: { PATH: bin } }).status, 0, "node must not be on the test PATH");
     const lava = withGpuEmulation({}, emu);
     const env: NodeJS.ProcessEnv = {
