@@ -18,8 +18,8 @@ export class TinyBackbone implements Backbone {
   constructor(seed = 1) {
     let cin = 3;
     this.stageChannels.forEach((c, i) => {
-      this.vars.set(`backbone/conv${i}/kernel`, tf.variable(tf.randomNormal([3, 3, cin, c], 0, 0.4, "float32", seed + i)));
-      this.vars.set(`backbone/conv${i}/bias`, tf.variable(tf.zeros([c])));
+      this.vars.set(`backbone/conv${i}/kernel`, tf.tidy(() => tf.variable(tf.randomNormal([3, 3, cin, c], 0, 0.4, "float32", seed + i))));
+      this.vars.set(`backbone/conv${i}/bias`, tf.tidy(() => tf.variable(tf.zeros([c]))));
       cin = c;
     });
   }

@@ -11,6 +11,7 @@
  * switches the filter off (the release).
  */
 import * as tf from "@tensorflow/tfjs";
+import { boolToFloat } from "../runtime/ops";
 import type { Sample } from "../data/types";
 import { Rng } from "../util/rng";
 
@@ -44,7 +45,7 @@ export function whiteFraction(rgb: Uint8Array, whiteGrey = 200): number {
 export function whiteFractionTensor(images: tf.Tensor4D, whiteGrey = 200): tf.Tensor1D {
   return tf.tidy(() => {
     const grey = tf.sum(tf.mul(images, tf.tensor1d([0.299 * 255, 0.587 * 255, 0.114 * 255])), -1);
-    return tf.mean(tf.cast(tf.greater(grey, whiteGrey), "float32"), [1, 2]) as tf.Tensor1D;
+    return tf.mean(boolToFloat(tf.greater(grey, whiteGrey)), [1, 2]) as tf.Tensor1D;
   });
 }
 

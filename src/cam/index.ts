@@ -4,6 +4,7 @@
  * stage fusion, test-time augmentation, and background handling.
  */
 import * as tf from "@tensorflow/tfjs";
+import { boolToFloat } from "../runtime/ops";
 import type { PbipConfig } from "../config/profiles";
 import type { ClassNet } from "../model/classnet";
 import { mergeSubclasses } from "../model/heads";
@@ -65,10 +66,9 @@ export function computeCams(net: ClassNet, images: tf.Tensor4D, labels: tf.Tenso
     let gate: tf.Tensor2D;
     if (cfg.gate === "gt") {
       if (!labels) throw new Error("computeCams: cam.gate is `gt` but no labels were given");
-      gate = tf.cast(tf.greater(labels, 0.5), "float32") as tf.Tensor2D;
+      gate = boolToFloat(tf.greater(labels, 0.5)) as tf.Tensor2D;
     } else {
-      const top = tf.cast(tf.equal(probs, tf.max(probs, 1, true)), "float32");
-      gate = tf.cast(tf.logicalOr(tf.greater(probs, cfg.gateThreshold), tf.greater(top, 0.5)), "float32") as tf.Tensor2D;
+      gate = boolToFloat(tf.logicalOr(tf.greater(probs, cfg.gateThreshold), tf.equal(probs, tf.max(probs, 1, true)))) as tf.Tensor2D;
     }
     const variants: { flip: boolean; scale: number }[] = [];
     for (const flip of cfg.tta.hflip ? [false, true] : [false]) for (const s of cfg.tta.intensities.length ? cfg.tta.intensities : [1]) variants.push({ flip, scale: s });

@@ -19,6 +19,7 @@
  * (logits up to 1/0.07 = 14.3 in magnitude) or far smaller never overflows.
  */
 import * as tf from "@tensorflow/tfjs";
+import { boolToFloat } from "../runtime/ops";
 import { UsageError } from "../util/errors";
 
 /** How the per-pair terms of a similarity loss are combined; see the module comment. */
@@ -82,7 +83,7 @@ function validate(fn: string, features: tf.Tensor2D, positives: PositiveIndices,
 function prepare(features: tf.Tensor2D, prototypes: tf.Tensor2D, mask: Float32Array | tf.Tensor1D, p: number, s: number, t: number) {
   const z = tf.div(tf.matMul(l2NormalizeTensorRows(features), l2NormalizeTensorRows(prototypes), false, true), t) as tf.Tensor2D;
   // a one-hot by comparison (tf.oneHot writes wrong values on WASM)
-  const m = mask instanceof tf.Tensor ? tf.cast(tf.equal(tf.reshape(mask, [p, 1]), tf.range(0, s, 1, "int32").reshape([1, s])), "float32") : tf.tensor2d(mask, [p, s]);
+  const m = mask instanceof tf.Tensor ? boolToFloat(tf.equal(tf.reshape(mask, [p, 1]), tf.range(0, s, 1, "int32").reshape([1, s]))) : tf.tensor2d(mask, [p, s]);
   return { z, mask: m as tf.Tensor2D };
 }
 

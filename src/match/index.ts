@@ -4,6 +4,7 @@
  * through the frozen encoder phi.
  */
 import * as tf from "@tensorflow/tfjs";
+import { boolToFloat } from "../runtime/ops";
 import type { PbipConfig } from "../config/profiles";
 import type { ImageEncoder } from "../encoders/types";
 import { resizeBilinear } from "../runtime/resize";
@@ -29,7 +30,7 @@ export function matchingMap(maps: tf.Tensor4D[], size: [number, number], source:
 export function adaptiveThreshold(m: tf.Tensor4D, delta: number, maxOver: "image" | "channel"): tf.Tensor4D {
   return tf.tidy(() => {
     const mx = maxOver === "image" ? tf.max(m, [1, 2, 3], true) : tf.max(m, [1, 2], true);
-    return tf.cast(tf.greaterEqual(m, tf.mul(mx, delta)), "float32") as tf.Tensor4D;
+    return boolToFloat(tf.greaterEqual(m, tf.mul(mx, delta))) as tf.Tensor4D;
   });
 }
 

@@ -77,7 +77,7 @@ export class ClassNet {
       const c = o.backbone.stageChannels[s - 1]!;
       if (o.model.head === "similarity") {
         this.projections.set(s, new PrototypeProjection(`head/stage${s}/proj`, d, o.model.projectionHidden, c, seed + 100 * s));
-        this.scales.set(s, tf.variable(tf.scalar(o.model.scaleInit), o.model.learnScale));
+        this.scales.set(s, tf.tidy(() => tf.variable(tf.scalar(o.model.scaleInit), o.model.learnScale)));
       } else {
         this.convHeads.set(s, new Conv1x1Head(`head/stage${s}/conv1x1`, c, this.numSubclasses, seed + 100 * s));
       }

@@ -29,10 +29,11 @@ export class PrototypeProjection {
   ) {
     // Variables are not given tfjs names (those must be unique per process); stable
     // names for checkpoints come from named().
-    this.w1 = tf.variable(torchLinearInit(inDim, [inDim, hidden], seed));
-    this.b1 = tf.variable(torchLinearInit(inDim, [hidden], seed + 1));
-    this.w2 = tf.variable(torchLinearInit(hidden, [hidden, outDim], seed + 2));
-    this.b2 = tf.variable(torchLinearInit(hidden, [outDim], seed + 3));
+    // (Inside tidy: tf.variable shares its initial tensor's data, which must be released.)
+    this.w1 = tf.tidy(() => tf.variable(torchLinearInit(inDim, [inDim, hidden], seed)));
+    this.b1 = tf.tidy(() => tf.variable(torchLinearInit(inDim, [hidden], seed + 1)));
+    this.w2 = tf.tidy(() => tf.variable(torchLinearInit(hidden, [hidden, outDim], seed + 2)));
+    this.b2 = tf.tidy(() => tf.variable(torchLinearInit(hidden, [outDim], seed + 3)));
   }
   /** P [S, d] -> P_i [S, C_i]. */
   apply(prototypes: tf.Tensor2D): tf.Tensor2D {
@@ -122,8 +123,8 @@ export class Conv1x1Head {
     outChannels: number,
     seed: number,
   ) {
-    this.kernel = tf.variable(torchLinearInit(inChannels, [1, 1, inChannels, outChannels], seed));
-    this.bias = tf.variable(torchLinearInit(inChannels, [outChannels], seed + 1));
+    this.kernel = tf.tidy(() => tf.variable(torchLinearInit(inChannels, [1, 1, inChannels, outChannels], seed)));
+    this.bias = tf.tidy(() => tf.variable(torchLinearInit(inChannels, [outChannels], seed + 1)));
   }
   apply(features: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => tf.add(tf.conv2d(features, this.kernel as tf.Tensor4D, 1, "valid"), this.bias) as tf.Tensor4D);

@@ -201,8 +201,9 @@ async function tryWebGpu(auto: boolean, acceptSoftware: boolean): Promise<Partia
   }
   // The WebGPU backend registers itself at import time only if navigator.gpu exists,
   // so it is required here, after Dawn has been installed.
-  require("@tensorflow/tfjs-backend-webgpu");
+  const webgpuPkg = require("@tensorflow/tfjs-backend-webgpu") as { WebGPUBackend: new (device: unknown, adapterInfo?: unknown) => tf.KernelBackend };
   if (!tf.findBackendFactory("webgpu")) throw new BackendUnavailable("@tensorflow/tfjs-backend-webgpu did not register");
+  registerWebGpuWithFullLimits(webgpuPkg.WebGPUBackend);
   if (!(await tf.setBackend("webgpu"))) throw new BackendUnavailable("tfjs could not initialise the WebGPU backend");
   explainSyncReads(tf.backend() as unknown as { readSync(dataId: object): unknown });
   const kind = adapter.software ? "software adapter" : "GPU";
@@ -231,6 +232,52 @@ function explainSyncReads(backend: { readSync(dataId: object): unknown }): void 
       throw e;
     }
   };
+}
+
+let webgpuFactoryReplaced = false;
+
+/**
+ * Register the WebGPU backend with a device that asks for the adapter's own limits
+ * on storage buffers per shader stage. tfjs 4.22 requests the WebGPU defaults (8),
+ * so an op with many inputs (addN of 8 or more tensors, which gradient code makes)
+ * fails validation ("number of storage buffers (10) exceeds the maximum (8)") and
+ * silently returns garbage. Otherwise the same device request as tfjs's own.
+ */
+function registerWebGpuWithFullLimits(WebGPUBackend: new (device: unknown, adapterInfo?: unknown) => tf.KernelBackend): void {
+  if (webgpuFactoryReplaced) return;
+  webgpuFactoryReplaced = true;
+  tf.removeBackend("webgpu");
+  tf.registerBackend(
+    "webgpu",
+    async () => {
+      const gpu = (globalThis as unknown as { navigator: { gpu: GpuLike } }).navigator.gpu;
+      const adapter = (await gpu.requestAdapter({ powerPreference: "high-performance" })) as {
+        features: Set<string>;
+        limits: Record<string, number>;
+        info?: unknown;
+        requestDevice(d: unknown): Promise<unknown>;
+      };
+      const requiredFeatures: string[] = [];
+      if (adapter.features.has("timestamp-query")) requiredFeatures.push("timestamp-query");
+      const l = adapter.limits;
+      const requiredLimits: Record<string, number> = {};
+      for (const k of [
+        "maxComputeWorkgroupStorageSize",
+        "maxComputeWorkgroupsPerDimension",
+        "maxStorageBufferBindingSize",
+        "maxBufferSize",
+        "maxComputeWorkgroupSizeX",
+        "maxComputeInvocationsPerWorkgroup",
+        "maxStorageBuffersPerShaderStage",
+        "maxBindingsPerBindGroup",
+      ]) {
+        if (typeof l[k] === "number") requiredLimits[k] = l[k]!;
+      }
+      const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
+      return new WebGPUBackend(device, adapter.info);
+    },
+    3,
+  );
 }
 
 async function tryTensorflow(): Promise<Partial<BackendReport>> {

@@ -3,3 +3,4 @@ export * from "./wasm-kernels";
 export * from "./memory";
 export { resizeBilinear } from "./resize";
 export * from "./gradients";
+export * from "./ops";

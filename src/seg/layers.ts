@@ -166,7 +166,8 @@ export class ParamStore {
 
   private add(name: string, shape: number[], data: Float32Array): tf.Variable {
     if (this.vars.has(name)) throw new Error(`ParamStore: variable ${name} defined twice`);
-    const v = tf.variable(tf.tensor(data, shape, "float32"), true);
+    // Inside tidy: tf.variable shares its initial tensor's data; the initial tensor must go.
+    const v = tf.tidy(() => tf.variable(tf.tensor(data, shape, "float32"), true));
     this.vars.set(name, v);
     return v;
   }

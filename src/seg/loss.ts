@@ -12,6 +12,7 @@
  * `background: "ignore"` skips background pixels too.
  */
 import * as tf from "@tensorflow/tfjs";
+import { boolToFloat } from "../runtime/ops";
 
 /** Options of {@link pixelCrossEntropy}. */
 export interface PixelCrossEntropyOptions {
@@ -46,7 +47,7 @@ export function pixelCrossEntropy(logits: tf.Tensor4D, targets: tf.Tensor3D, o: 
   return tf.tidy(() => {
     // One-hot by comparison: |y - k| < 0.5 on floats (ids are integers), which the WASM
     // backend broadcasts ~10x faster than an int32 tf.equal.
-    const onehot = tf.cast(tf.less(tf.abs(tf.sub(tf.expandDims(tf.cast(targets, "float32"), 3), tf.range(0, c, 1, "float32"))), 0.5), "float32");
+    const onehot = boolToFloat(tf.equal(tf.expandDims(targets.dtype === "int32" ? targets : tf.cast(targets, "int32"), 3), tf.range(0, c, 1, "int32")));
     // Per-pixel weight w[y_p]; 0 for ignored pixels (their one-hot row is empty).
     const pw = tf.sum(tf.mul(onehot, tf.tensor1d(weights)), 3);
     const nll = tf.neg(tf.sum(tf.mul(onehot, tf.logSoftmax(logits, -1)), 3));

@@ -133,4 +133,10 @@ export const cases: BackendCase[] = [
         46,
       ),
   },
+  {
+    // 12 inputs need more storage buffers than WebGPU's default per-stage limit (8):
+    // the device must be requested with the adapter's limits (runtime/backend.ts).
+    name: "addN of 12 tensors (storage-buffer limit), with gradients",
+    run: () => withGrads((...xs) => tf.addN(xs.map((x, i) => tf.mul(x, i + 1))), Array.from({ length: 12 }, (_, i) => seeded([3, 5], 200 + i)), 212),
+  },
 ];
