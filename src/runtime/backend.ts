@@ -14,6 +14,7 @@ import * as fs from "node:fs";
 import { execFileSync } from "node:child_process";
 import { registerWasmKernels } from "./wasm-kernels";
 import { registerFastGradients } from "./gradients";
+import { registerWebGpuKernels } from "./webgpu-kernels";
 
 export type BackendName = "webgpu" | "tensorflow" | "wasm" | "cpu";
 export type BackendChoice = BackendName | "auto";
@@ -205,6 +206,7 @@ async function tryWebGpu(auto: boolean, acceptSoftware: boolean): Promise<Partia
   if (!tf.findBackendFactory("webgpu")) throw new BackendUnavailable("@tensorflow/tfjs-backend-webgpu did not register");
   registerWebGpuWithFullLimits(webgpuPkg.WebGPUBackend);
   if (!(await tf.setBackend("webgpu"))) throw new BackendUnavailable("tfjs could not initialise the WebGPU backend");
+  registerWebGpuKernels();
   explainSyncReads(tf.backend() as unknown as { readSync(dataId: object): unknown });
   const kind = adapter.software ? "software adapter" : "GPU";
   return {

@@ -4,3 +4,4 @@ export * from "./memory";
 export { resizeBilinear } from "./resize";
 export * from "./gradients";
 export * from "./ops";
+export * from "./webgpu-kernels";

@@ -139,4 +139,19 @@ export const cases: BackendCase[] = [
     name: "addN of 12 tensors (storage-buffer limit), with gradients",
     run: () => withGrads((...xs) => tf.addN(xs.map((x, i) => tf.mul(x, i + 1))), Array.from({ length: 12 }, (_, i) => seeded([3, 5], 200 + i)), 212),
   },
+  {
+    // tf.cast of bool to float32 only relabels the buffer on WebGPU; a transpose of
+    // the result used to compile an invalid shader (runtime/webgpu-kernels.ts).
+    name: "cast bool -> float32, then transpose",
+    run: () => {
+      const x = tf.tidy(() => tf.add(seeded([2, 16, 16, 8], 300), tf.zeros([2, 16, 16, 8]))); // large enough to run on the GPU
+      const y = tf.tidy(() => tf.transpose(tf.cast(tf.greaterEqual(x, 0), "float32"), [0, 3, 1, 2]));
+      x.dispose();
+      return { y };
+    },
+  },
+  {
+    name: "addN of 40 tensors (more than any device's per-stage buffer limit)",
+    run: () => withGrads((...xs) => tf.addN(xs), Array.from({ length: 40 }, (_, i) => seeded([2, 3], 400 + i)), 440),
+  },
 ];
