@@ -234,10 +234,7 @@ case "$cmd" in
     }
     stage data synth --out "$data" "${sizes[@]}" --seed 0 --quiet
     stage bank build --data "$data" --dataset synthetic --profile notebook --out "$run/bank"
-    # `pbip bank build` encodes at the encoder's own 224 px whatever the profile says,
-    # and `pbip train` refuses a bank built at another input size than its own: train
-    # with the bank's 224 px encoder input until bank build honours encoder.inputSize.
-    stage train --data "$data" --dataset synthetic --bank "$run/bank" --profile notebook --set encoder.inputSize=224 --out "$run/stage1" ${steps[@]+"${steps[@]}"}
+    stage train --data "$data" --dataset synthetic --bank "$run/bank" --profile notebook --out "$run/stage1" ${steps[@]+"${steps[@]}"}
     stage cam --checkpoint "$run/stage1/best.safetensors" --bank "$run/bank" --data "$data" --dataset synthetic --split test --out "$run/pseudo-masks/test"
     stage eval --pred "$run/pseudo-masks/test" --gt "$data/test/mask" --dataset synthetic --json "$run/eval-stage1-test.json"
     stage cam --checkpoint "$run/stage1/best.safetensors" --bank "$run/bank" --data "$data" --dataset synthetic --split train --out "$run/pseudo-masks/train"

@@ -10,13 +10,15 @@ import { readJson, writeJsonAtomic } from "../../util/fs";
 import { openDataset, type Dataset } from "../../data/dataset";
 import type { DatasetSpec } from "../../data/types";
 import { createEncoder, describeEncoder, ENCODER_NAMES } from "../../encoders/factory";
+import { createEncoderFor } from "../../pipeline/core";
+import { MobileNetV2Encoder } from "../../encoders/mobilenetv2";
 import { BUNDLED_MOBILENETV2 } from "../../encoders/bundled";
 import { resolveConfig, PROFILES, type PbipConfig } from "../../config/profiles";
 import { buildBankEvents, saveBank, loadBank, withinAcrossCosine, zeroShotEvents, type ImageBank } from "../../bank";
 
 const COMMON = `  --data DIR          dataset folder (LUAD-HistoSeg layout, BCSS-WSSS layout, or labels.csv)
   --dataset NAME      dataset manifest (luad-histoseg, bcss-wsss, synthetic, ...); default: the folder's card.json (synthetic sets)
-  --encoder NAME      ${ENCODER_NAMES.join(" | ")} (build: default mobilenetv2, the bundled stand-in; zeroshot: the bank's when bundled)
+  --encoder NAME      ${ENCODER_NAMES.join(" | ")} (build: default the profile's encoder, the bundled stand-in at the profile's input size; zeroshot: the bank's when bundled)
   --weights FILE      weights for encoders that take a file (swin-t)
   --resize N          resize patches of another size to N (default: they are an error)
   --batch N           patches per encoder batch (default 16)
@@ -162,9 +164,13 @@ export const commands: Command[] = [
       const maxPerClass = num(cmd, "max-per-class", str(p, "max-per-class"), (n) => Number.isInteger(n) && n >= 1, "a positive integer");
       const ds = openBankDataset(cmd, str(p, "data"), str(p, "dataset"), resize);
       await startBackend(str(p, "backend"));
-      const encoderName = str(p, "encoder") ?? "mobilenetv2";
+      // The profile's encoder (with its input size: the notebook profile runs the
+      // bundled MobileNetV2 at 112 px), unless --encoder names another.
+      const encoderName = str(p, "encoder");
       const weights = str(p, "weights");
-      const encoder = await createEncoder(encoderName, weights ? { weights } : {});
+      const encCfg = resolveConfig(cfg, encoderName || weights ? { encoder: { name: encoderName ?? cfg.encoder.name, weights } as PbipConfig["encoder"] } : {});
+      if (encoderName && !/^mobilenetv2/.test(encoderName)) delete encCfg.encoder.inputSize;
+      const encoder = await createEncoderFor(encCfg);
       try {
         console.error(describeEncoder(encoder));
         const split = ds.split("train");
@@ -237,7 +243,10 @@ export const commands: Command[] = [
         if (!bank.meta.encoder.name.startsWith(BUNDLED_MOBILENETV2.id)) throw new UsageError(`pbip ${cmd}: the bank was built with ${bank.meta.encoder.name}; give --encoder for it`);
         encoderName = "mobilenetv2";
       }
-      const encoder = await createEncoder(encoderName, weights ? { weights } : {});
+      // The bundled encoder runs at the input size the bank was built with.
+      const encoder = /^mobilenetv2/.test(encoderName)
+        ? await MobileNetV2Encoder.create({ preprocessing: { inputSize: bank.meta.encoder.preprocessing.inputSize } })
+        : await createEncoder(encoderName, weights ? { weights } : {});
       try {
         await runZeroShot(bank, ds, split, encoder, {
           batch: num(cmd, "batch", str(p, "batch"), (n) => Number.isInteger(n) && n >= 1, "a positive integer"),
