@@ -8,6 +8,8 @@ import type { Backbone } from "./backbones/types";
 import type { PbipConfig } from "../config/profiles";
 import { normalizeImages } from "../encoders/preprocess";
 import { PrototypeProjection, Conv1x1Head, similarityMaps, poolLogits, mergeSubclasses } from "./heads";
+import { saveVariables, loadVariables } from "../io/checkpoint";
+import { assertCleanLoad } from "../io/tensors";
 
 export interface ClassNetOptions {
   backbone: Backbone;
@@ -191,6 +193,20 @@ export class ClassNet {
       `parameters: backbone ${bbParams.toLocaleString("en-US")}, heads ${headParams.toLocaleString("en-US")}, total ${(bbParams + headParams).toLocaleString("en-US")}`,
     ];
     return lines.join("\n");
+  }
+
+  /** Save every variable (backbone and heads) with metadata to one safetensors file, atomically. */
+  async saveWeights(file: string, metadata: Record<string, unknown> = {}): Promise<void> {
+    await saveVariables(file, this.namedVariables(), { kind: "pbip-classnet-weights", backbone: this.backbone.name, k: this.k, model: this.cfg, ...metadata });
+  }
+
+  /**
+   * Load variables saved by {@link saveWeights} or by the trainer's checkpoints
+   * (optimiser state ignored). Throws, naming the file and every missing,
+   * unexpected or mis-shaped variable, unless the file matches exactly.
+   */
+  loadWeights(file: string): void {
+    assertCleanLoad(file, loadVariables(file, this.namedVariables(), ["optim/"]));
   }
 
   dispose(): void {

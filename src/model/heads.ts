@@ -4,6 +4,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { SimilarityForm } from "../config/profiles";
+import { mergeSubclassLogits } from "../losses/merge";
 
 /** PyTorch's default Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias. */
 function torchLinearInit(fanIn: number, shape: number[], seed: number): tf.Tensor {
@@ -98,19 +99,11 @@ export function poolLogits(maps: tf.Tensor4D): tf.Tensor2D {
  * inference rule `sum(softmax(s) * s)` over a class's K values.
  */
 export function mergeSubclasses<T extends tf.Tensor>(x: T, k: readonly number[], mode: "mean" | "softmax"): T {
-  return tf.tidy(() => {
-    const parts: tf.Tensor[] = [];
-    let off = 0;
-    const axis = x.rank - 1;
-    for (const kn of k) {
-      const s = tf.slice(x, [...new Array<number>(axis).fill(0), off], [...x.shape.slice(0, axis), kn]);
-      off += kn;
-      if (mode === "mean") parts.push(tf.mean(s, axis, true));
-      else parts.push(tf.sum(tf.mul(tf.softmax(s, axis), s), axis, true));
-    }
-    if (off !== x.shape[axis]) throw new Error(`mergeSubclasses: K per class [${k}] sums to ${off}, but the input has ${x.shape[axis]} channels`);
-    return tf.concat(parts, axis) as T;
-  });
+  const total = k.reduce((a, b) => a + b, 0);
+  const s = x.shape[x.rank - 1]!;
+  if (total !== s) throw new Error(`mergeSubclasses: K per class [${k}] sums to ${total}, but the input has ${s} channels`);
+  // Any rank: flatten to [*, S] and use the losses' merge (one reshape when K is equal per class).
+  return tf.tidy(() => tf.reshape(mergeSubclassLogits(tf.reshape(x, [-1, s]) as tf.Tensor2D, k, mode), [...x.shape.slice(0, -1), k.length]) as T);
 }
 
 /** The Table 5 ablation head: a 1x1 convolution F_i -> S channels instead of similarity to prototypes. */
