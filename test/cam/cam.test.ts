@@ -1,0 +1,113 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { onBackend } from "../helpers";
+import { stageCam, fuseStageCams, camsToMasks, removeSmallBlobs, computeCams } from "../../src/cam";
+import { TinyBackbone } from "../tiny";
+import { ClassNet } from "../../src/model/classnet";
+import { resolveConfig, RELEASE, type PbipConfig } from "../../src/config/profiles";
+import { generateSynthetic, syntheticManifest } from "../../src/data/synthetic/generate";
+import { openDataset } from "../../src/data/dataset";
+import { decodePng } from "../../src/data/png";
+import { writePseudoMasks } from "../../src/pipeline/core";
+
+test("stage CAM by hand: merge (K = 1 is the map), ReLU, min-max per class, label gate", async () => {
+  await onBackend("cpu", () => undefined);
+  // One image, 1x3 pixels, 2 classes with K = 1: class 0 = [-1, 1, 3], class 1 = [2, 4, 6].
+  const maps = tf.tensor4d([-1, 2, 1, 4, 3, 6], [1, 1, 3, 2]);
+  const cam = await stageCam(maps, [1, 1], tf.tensor2d([[1, 0]]), [1, 3]).data();
+  // class 0: relu -> [0,1,3], min-max -> [0, 1/3, 1]; class 1 gated off.
+  const c0 = [cam[0]!, cam[2]!, cam[4]!];
+  [0, 1 / 3, 1].forEach((v, i) => assert.ok(Math.abs(c0[i]! - v) < 1e-4, `class 0 px ${i}: ${c0[i]}`));
+  assert.deepEqual([cam[1], cam[3], cam[5]], [0, 0, 0]);
+});
+
+test("stage fusion uses the weights of the stage numbers (release 0 / 0.3 / 0.3 / 0.4)", async () => {
+  await onBackend("cpu", () => undefined);
+  const ones = [2, 3, 4].map((s) => tf.fill([1, 1, 1, 1], s) as tf.Tensor4D);
+  const f = await fuseStageCams(ones, [2, 3, 4], RELEASE.cam.stageWeights).data();
+  assert.ok(Math.abs(f[0]! - (0.3 * 2 + 0.3 * 3 + 0.4 * 4)) < 1e-6);
+});
+
+test("pseudo-masks by hand: argmax (release), (1 - max)^p background channel, white-pixel prior with small blobs kept", async () => {
+  await onBackend("cpu", () => undefined);
+  // 1x4 image, 2 classes. CAMs: px0 (0.9, 0.1), px1 (0.2, 0.3), px2 (0.05, 0.1), px3 (0.6, 0.7).
+  const cams = tf.tensor4d([0.9, 0.1, 0.2, 0.3, 0.05, 0.1, 0.6, 0.7], [1, 1, 4, 2]);
+  const bg = { mode: "none" as const, power: 1, whiteGrey: 200, minBlob: 2 };
+  assert.deepEqual(Array.from(await (await camsToMasks(cams, 2, bg)).data()), [0, 1, 1, 1]);
+  // power 1: bg channel = 1 - max = (0.1, 0.7, 0.9, 0.3) -> px1 and px2 become background (id 2).
+  assert.deepEqual(Array.from(await (await camsToMasks(cams, 2, { ...bg, mode: "power" })).data()), [0, 2, 2, 1]);
+  // White prior: pixels 2 and 3 are white (a blob of 2 >= minBlob 2), pixel 0 alone is white but a blob of 1 < 2.
+  const img = tf.tensor4d([1, 1, 1, 0.2, 0.2, 0.2, 0.95, 0.95, 0.95, 0.9, 0.9, 0.9], [1, 1, 4, 3]);
+  assert.deepEqual(Array.from(await (await camsToMasks(cams, 2, { ...bg, mode: "white" }, img)).data()), [0, 1, 2, 2]);
+  await assert.rejects(() => camsToMasks(cams, 2, { ...bg, mode: "white" }), /needs the images/);
+});
+
+test("removeSmallBlobs clears 4-connected blobs under the size and keeps the rest", () => {
+  const m = Uint8Array.from([1, 1, 0, 1, 0, 0, 0, 1, 1, 0, 1, 1]); // 3 rows x 4
+  removeSmallBlobs(m, 4, 3, 2);
+  // Rows: 1 1 0 1 / 0 0 0 1 / 1 0 1 1. Blobs: {0,1} (2 px, kept), {3,7,11,10} (4 px, kept), {8} (1 px, cleared).
+  assert.deepEqual(Array.from(m), [1, 1, 0, 1, 0, 0, 0, 1, 0, 0, 1, 1]);
+});
+
+function tinyNet(): ClassNet {
+  const cfg = resolveConfig("release", { model: { projectionHidden: 8 } as PbipConfig["model"] });
+  const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", 9) as tf.Tensor2D);
+  const n = new ClassNet({ backbone: new TinyBackbone(4), prototypes: protos, k: [2, 2, 2, 2], model: cfg.model, normalization: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }, seed: 3 });
+  protos.dispose();
+  return n;
+}
+
+test("computeCams: no TTA equals one forward pass; gating by predictions keeps at least the top class; no tensors left", async () => {
+  await onBackend("wasm", () => undefined);
+  const net = tinyNet();
+  const x = tf.randomUniform([2, 32, 32, 3], 0, 1, "float32", 2) as tf.Tensor4D;
+  const labels = tf.tensor2d([[1, 0, 1, 0], [0, 1, 0, 0]]);
+  const before = tf.memory().numTensors;
+  const plain = { ...RELEASE.cam, tta: { hflip: false, intensities: [1] } };
+  const a = computeCams(net, x, labels, plain);
+  const b = computeCams(net, x, labels, plain);
+  assert.deepEqual(Array.from(await a.cams.data()), Array.from(await b.cams.data()));
+  const camVals = await a.cams.array();
+  // Label gating: channels not in the label are zero everywhere.
+  assert.ok(camVals[1]!.flat().every((px) => px[0] === 0 && px[2] === 0 && px[3] === 0));
+  const tta = computeCams(net, x, labels, RELEASE.cam);
+  assert.deepEqual(tta.cams.shape, [2, 32, 32, 4]);
+  const pred = computeCams(net, x, undefined, { ...plain, gate: "pred", gateThreshold: 2 });
+  const g = await pred.gate.array();
+  assert.ok(g.every((row) => row.reduce((s, v) => s + v, 0) === 1), `with an unreachable threshold only the top class remains: ${JSON.stringify(g)}`);
+  tf.dispose([a.cams, a.gate, a.probs, b.cams, b.gate, b.probs, tta.cams, tta.gate, tta.probs, pred.cams, pred.gate, pred.probs]);
+  assert.equal(tf.memory().numTensors, before);
+  tf.dispose([x, labels]);
+  net.dispose();
+});
+
+test("writePseudoMasks: palette PNGs in the dataset palette with only palette ids, one per patch; a rerun skips valid ones and redoes a corrupt one", async () => {
+  await onBackend("wasm", () => undefined);
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-cam-"));
+  await generateSynthetic({ out: path.join(root, "data"), train: 4, val: 2, test: 5, size: 32, seed: 3, workers: 1 });
+  const ds = openDataset(path.join(root, "data"), { dataset: syntheticManifest() });
+  const net = tinyNet();
+  const split = ds.split("test");
+  const out = path.join(root, "masks");
+  const cam = { ...RELEASE.cam, tta: { hflip: false, intensities: [1] }, background: { ...RELEASE.cam.background, mode: "power" as const } };
+  const r1 = await writePseudoMasks({ net, split, cam, inputSize: 32, outDir: out, batchSize: 2 });
+  assert.equal(r1.written, 5);
+  const files = fs.readdirSync(out).sort();
+  assert.deepEqual(files, split.samples.map((s) => s.id).sort());
+  for (const f of files) {
+    const png = decodePng(fs.readFileSync(path.join(out, f)), f);
+    assert.equal(png.colorType, 3, `${f} is palette-mode`);
+    assert.deepEqual(png.palette!.slice(0, 5), ds.spec.palette);
+    assert.ok(Array.from(png.data).every((v) => v <= ds.spec.backgroundId), `${f} has only palette ids`);
+  }
+  assert.ok(r1.matrix && r1.matrix.total() === 5 * 32 * 32, "scored against the test masks");
+  fs.writeFileSync(path.join(out, files[0]!), Buffer.from("not a png"));
+  const r2 = await writePseudoMasks({ net, split, cam, inputSize: 32, outDir: out, batchSize: 2 });
+  assert.equal(r2.written, 1);
+  assert.equal(r2.skipped, 4);
+  net.dispose();
+});
