@@ -6,3 +6,4 @@ export * from "./bank";
 export * from "./build";
 export * from "./stats";
 export * from "./zeroshot";
+export * from "./diagnostics";

@@ -184,3 +184,15 @@ export async function instantiateBundledMobileNetV2(
   const multi = tf.model({ inputs: model.inputs, outputs: outputs.map((n) => model.getLayer(n).output as tf.SymbolicTensor) });
   return { model: multi, weightsHash: art.weightsHash };
 }
+
+/** Make block 13 stride 1 (output stride 16 instead of 32). */
+export function outputStride16(layers: KerasLayer[]): void {
+  const pad = layers.find((l) => l.name === "block_13_pad");
+  const dw = layers.find((l) => l.name === "block_13_depthwise");
+  if (!pad || !dw) throw new Error("bundled MobileNetV2: block_13_pad / block_13_depthwise not found");
+  pad.config.padding = [
+    [1, 1],
+    [1, 1],
+  ];
+  dw.config.strides = [1, 1];
+}

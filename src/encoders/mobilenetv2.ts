@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { EncoderIdentity, EncoderOutput, ImageEncoder, Preprocessing } from "./types";
 import { preprocessForEncoder } from "./preprocess";
-import { BUNDLED_MOBILENETV2, instantiateBundledMobileNetV2 } from "./bundled";
+import { BUNDLED_MOBILENETV2, instantiateBundledMobileNetV2, outputStride16 } from "./bundled";
 
 /** Keras MobileNetV2 expects x/127.5 - 1, i.e. (x01 - 0.5) / 0.5. */
 export const MOBILENETV2_PREPROCESSING: Preprocessing = {
@@ -33,13 +33,19 @@ export class MobileNetV2Encoder implements ImageEncoder {
     readonly identity: EncoderIdentity,
   ) {}
 
-  /** Build the encoder (extracts the bundled model into the cache on first use). */
-  static async create(options: { preprocessing?: Partial<Preprocessing> } = {}): Promise<MobileNetV2Encoder> {
-    const { model, weightsHash } = await instantiateBundledMobileNetV2();
+  /**
+   * Build the encoder (extracts the bundled model into the cache on first use).
+   * `outputStride` 16 runs block 13 at stride 1 (as the backbone does), so the dense
+   * map is twice as fine: 7x7 instead of 3x3 at 112 px. The encoder's identity
+   * records it, so a bank built one way is refused by the other.
+   */
+  static async create(options: { preprocessing?: Partial<Preprocessing>; outputStride?: 16 | 32 } = {}): Promise<MobileNetV2Encoder> {
+    const os16 = options.outputStride === 16;
+    const { model, weightsHash } = await instantiateBundledMobileNetV2(os16 ? outputStride16 : undefined);
     model.trainable = false;
     const preprocessing = { ...MOBILENETV2_PREPROCESSING, ...options.preprocessing };
     return new MobileNetV2Encoder(model, {
-      name: `${BUNDLED_MOBILENETV2.id} (stand-in, not MedCLIP)`,
+      name: `${BUNDLED_MOBILENETV2.id}${os16 ? " output-stride-16" : ""} (stand-in, not MedCLIP)`,
       dim: 1280,
       weightsHash,
       preprocessing,

@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { Backbone, BackboneOptions } from "./types";
 import type { WeightLoadReport } from "../../io/tensors";
-import { BUNDLED_MOBILENETV2, instantiateBundledMobileNetV2, type KerasLayer } from "../../encoders/bundled";
+import { BUNDLED_MOBILENETV2, instantiateBundledMobileNetV2, outputStride16 } from "../../encoders/bundled";
 
 /**
  * Stage outputs of the MobileNetV2 backbone (Keras layer names) and their strides.
@@ -23,20 +23,6 @@ export const MOBILENETV2_STAGES = [
   { layer: "block_12_add", channels: 96, stride: 16 },
   { layer: "out_relu", channels: 1280, stride: 16 },
 ] as const;
-
-/** Make block 13 stride 1 (output stride 16 instead of 32). */
-function outputStride16(layers: KerasLayer[]): void {
-  // nsfwjs froze the layers before block 11 when fine-tuning; the backbone trains all of them.
-  for (const l of layers) l.config.trainable = true;
-  const pad = layers.find((l) => l.name === "block_13_pad");
-  const dw = layers.find((l) => l.name === "block_13_depthwise");
-  if (!pad || !dw) throw new Error("bundled MobileNetV2: block_13_pad / block_13_depthwise not found");
-  pad.config.padding = [
-    [1, 1],
-    [1, 1],
-  ];
-  dw.config.strides = [1, 1];
-}
 
 /**
  * The bundled pretrained backbone: MobileNetV2 from nsfwjs (ImageNet start, then
@@ -83,7 +69,11 @@ class MobileNetV2Backbone implements Backbone {
 export async function buildMobileNetV2Backbone(options: BackboneOptions = {}): Promise<Backbone> {
   if (options.weights) throw new Error(`mobilenetv2 backbone: only the bundled weights are supported, got ${options.weights}`);
   const { model, weightsHash } = await instantiateBundledMobileNetV2(
-    outputStride16,
+    (layers) => {
+      // nsfwjs froze the layers before block 11 when fine-tuning; the backbone trains all of them.
+      for (const l of layers) l.config.trainable = true;
+      outputStride16(layers);
+    },
     MOBILENETV2_STAGES.map((s) => s.layer),
   );
   return new MobileNetV2Backbone(model, weightsHash);

@@ -1,0 +1,88 @@
+/**
+ * How well can an encoder's prototypes segment the tissue by themselves? A
+ * diagnostic to run before training PBIP: every cell of the encoder's dense feature
+ * map gets the class of its most similar prototype (cosine), among the classes of
+ * the patch's image-level label (as the CAMs are gated), optionally with the
+ * white-pixel background prior; scored against the ground truth.
+ *
+ * PBIP's matching losses pull ClassNet's maps towards this view of the tissue, so
+ * when it is worse than what ClassNet learns from the labels alone, L_FGS/L_BGS can
+ * lower the pseudo-masks' quality (measured on pbip's synthetic data with the
+ * bundled stand-in encoder: see the README).
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { ImageEncoder } from "../encoders/types";
+import type { Split } from "../data/types";
+import { createLoader } from "../data/loader";
+import { ConfusionMatrix, iouPerClass, meanIoU } from "../eval/confusion";
+import { l2Normalize } from "../model/heads";
+import { resizeBilinear } from "../runtime/resize";
+import { prototypesTensor, type ImageBank } from "./bank";
+
+export interface PrototypeSegmentationScore {
+  /** mIoU over the foreground classes, ground-truth background counted. */
+  miou: number;
+  iou: number[];
+  patches: number;
+  /** Side of the encoder's dense grid for these patches. */
+  denseGrid: number;
+}
+
+/**
+ * Label-gated nearest-prototype segmentation of a split with masks, from the
+ * encoder's dense features. `inputSize`: side the patches are loaded at (the
+ * training input size); `whiteGrey`: pixels brighter than this become background
+ * (omit to predict no background).
+ */
+export async function prototypeSegmentation(
+  encoder: ImageEncoder,
+  bank: ImageBank,
+  split: Split,
+  o: { inputSize: number; whiteGrey?: number; batchSize?: number; limit?: number },
+): Promise<PrototypeSegmentationScore> {
+  if (!encoder.hasDense) throw new Error(`encoder ${encoder.identity.name} has no dense feature map`);
+  const spec = split.dataset;
+  const n = spec.classes.length;
+  const k = bank.meta.k;
+  const offsets = bank.meta.offsets;
+  const protos = tf.tidy(() => tf.transpose(l2Normalize(prototypesTensor(bank)))) as tf.Tensor2D;
+  const cm = new ConfusionMatrix(Math.max(n + 1, spec.backgroundId + 1));
+  let patches = 0;
+  let grid = 0;
+  try {
+    const loader = createLoader(split, { batchSize: o.batchSize ?? 8, shuffle: false, inputSize: o.inputSize, withMasks: true });
+    for await (const b of loader.epoch(0)) {
+      const { dense, pooled } = await encoder.encode(b.images, { dense: true });
+      pooled.dispose();
+      const [bs, h, w, d] = dense!.shape;
+      grid = h;
+      const [mh, mw] = [b.masks!.shape[1], b.masks!.shape[2]];
+      const pred = tf.tidy(() => {
+        const sim = tf.reshape(tf.matMul(l2Normalize(tf.reshape(dense!, [-1, d])), protos), [bs, h, w, -1]);
+        // Best subclass per class, then gate by the image label (absent classes -> -inf).
+        const perClass = tf.stack(
+          k.map((kc, c) => tf.max(tf.slice(sim, [0, 0, 0, offsets[c]!], [bs, h, w, kc]), 3)),
+          3,
+        ) as tf.Tensor4D;
+        const gated = tf.add(perClass, tf.mul(tf.sub(tf.reshape(b.labels, [bs, 1, 1, n]), 1), 1e4)) as tf.Tensor4D;
+        return tf.argMax(resizeBilinear(gated, [mh, mw]), 3);
+      });
+      const p = Int32Array.from(await pred.data());
+      if (o.whiteGrey !== undefined) {
+        const grey = tf.tidy(() => tf.mul(tf.sum(tf.mul(resizeBilinear(b.images, [mh, mw]), tf.tensor1d([0.299, 0.587, 0.114])), 3), 255));
+        const g = await grey.data();
+        grey.dispose();
+        for (let i = 0; i < p.length; i++) if (g[i]! > o.whiteGrey) p[i] = spec.backgroundId;
+      }
+      const take = o.limit ? Math.min(bs, o.limit - patches) : bs;
+      cm.add((await b.masks!.data()).subarray(0, take * mh * mw), p.subarray(0, take * mh * mw), 255, b.ids.join(","));
+      patches += take;
+      tf.dispose([dense, pred, b.images, b.labels, b.masks]);
+      if (o.limit && patches >= o.limit) break;
+    }
+  } finally {
+    protos.dispose();
+  }
+  const fg = spec.classes.map((_, i) => i);
+  return { miou: meanIoU(cm, fg), iou: iouPerClass(cm), patches, denseGrid: grid };
+}
