@@ -28,7 +28,6 @@
 // stages at strides 4, 8, 16, 16.
 
 // %%
-import * as tslab from "tslab";
 import {
   tf, initBackend, formatBackendReport, openRun, createEncoderFor, ensureBank, createClassNet, createLoader,
   similarityMaps, mergeSubclasses, matchingMap, stage1Checkpoint, loadStage1, describeEncoder,
