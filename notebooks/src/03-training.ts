@@ -46,7 +46,7 @@
 // %%
 import {
   tf, initBackend, formatBackendReport, openRun, createEncoderFor, ensureBank, stage1, STAGE1_VARIANTS,
-  readTrainLog, formatConfigDiff, variantConfig, LivePlot, show, table, barChart, lineChart, describeEncoder, PROFILES,
+  readTrainLog, formatConfigDiff, variantConfig, LivePlot, show, table, barChart, lineChart, describeEncoder, PROFILES, prototypeSegmentation,
   type TrainEvent, type Stage1Variant,
 } from "pbip";
 
@@ -120,6 +120,24 @@ await show(barChart(["val pseudo-mask mIoU"], rows.map((r) => ({ name: r.model, 
 const gain = (pbip.valMiou ?? NaN) - (clsOnly.valMiou ?? NaN);
 console.log(`PBIP - L_CLS only: ${(100 * gain).toFixed(2)} mIoU points on this run (one seed; the README reports three seeds).`);
 run.saveResult("stage1", { pbip: { valMiou: pbip.valMiou, steps: pbip.steps, secondsPerStep: pbip.secondsPerStep }, clsOnly: { valMiou: clsOnly.valMiou, steps: clsOnly.steps, secondsPerStep: clsOnly.secondsPerStep } });
+
+// %% [markdown]
+// ## Does the encoder's view of the tissue help here?
+//
+// The matching losses pull ClassNet's maps towards what the frozen encoder sees: each region
+// should resemble its own prototype. That can only help if the encoder's prototypes tell the
+// classes apart *spatially* better than ClassNet learns to from the labels. A direct check: give
+// every cell of the encoder's dense feature map the class of its nearest prototype (among the
+// patch's labelled classes, as the CAMs are gated) and score that segmentation on the validation
+// split. With the bundled stand-in encoder on this synthetic data it is well below the pseudo-masks
+// of L_CLS alone, and PBIP does not beat L_CLS here (the README reports three seeds). With
+// MedCLIP-like encoders on real H&E, the paper reports the opposite; run this cell with yours.
+
+// %%
+const protoSeg = await prototypeSegmentation(encoder, bank, run.dataset.split("val"), { inputSize: run.config.data.inputSize, whiteGrey: run.config.cam.background.mode.includes("white") ? run.config.cam.background.whiteGrey : undefined, limit: run.config.train.valLimit || undefined });
+console.log(`encoder prototypes alone (label-gated, ${protoSeg.denseGrid}x${protoSeg.denseGrid} dense grid): val mIoU ${(100 * protoSeg.miou).toFixed(2)}%`);
+console.log(`ClassNet pseudo-masks, L_CLS only: ${clsOnly.valMiou !== undefined ? (100 * clsOnly.valMiou).toFixed(2) : "-"}%; PBIP: ${pbip.valMiou !== undefined ? (100 * pbip.valMiou).toFixed(2) : "-"}%`);
+run.saveResult("encoderPrototypeSegmentation", { valMiou: protoSeg.miou, denseGrid: protoSeg.denseGrid, patches: protoSeg.patches });
 
 // %% [markdown]
 // ## `image` vs `feature` region mode
