@@ -185,12 +185,15 @@ function notebookHasMath(ipynb: string): boolean {
   }
 }
 
-function postProcessHtml(htmlFile: string, ipynb: string, hook: HtmlHook | undefined): void {
+/** Inline MathJax (when the notebook has math) and run the viz hook on an exported page; atomic. */
+export function postProcessHtml(htmlFile: string, ipynb: string, hook: HtmlHook | undefined): void {
   let html = fs.readFileSync(htmlFile, "utf8");
   const before = html;
   if (notebookHasMath(ipynb)) {
     const mj = mathjaxScript();
-    if (mj) html = html.replace("<!-- pbip:mathjax -->", mj);
+    // A replacement function, not a string: the script contains "$'" and "$&", which
+    // String.replace would expand (and once copied the rest of the page into it).
+    if (mj) html = html.replace("<!-- pbip:mathjax -->", () => mj);
   }
   if (hook) html = hook(html);
   if (html !== before) writeFileAtomic(htmlFile, html);

@@ -203,8 +203,11 @@ const INJECTED_MARK = "<!-- pbip: plotly.js inlined for offline viewing -->";
 export function injectPlotlyIntoHtmlPage(html: string): string {
   if (!html.includes('class="pbip-plotly"') || html.includes(INJECTED_MARK)) return html;
   const block = `${INJECTED_MARK}\n${plotlyLibraryScript()}\n`;
-  const m = /<\/head\s*>/i.exec(html);
-  if (m) return html.slice(0, m.index) + block + html.slice(m.index);
+  // The page's own </head>: the last one before <body> (inlined scripts such as MathJax
+  // may contain the text "</head>" earlier).
+  const bodyAt = html.search(/<body[\s>]/i);
+  const headEnd = html.slice(0, bodyAt >= 0 ? bodyAt : html.length).search(/<\/head\s*>(?![\s\S]*<\/head\s*>)/i);
+  if (headEnd >= 0) return html.slice(0, headEnd) + block + html.slice(headEnd);
   const b = /<body[^>]*>/i.exec(html);
   if (b) return html.slice(0, b.index + b[0].length) + block + html.slice(b.index + b[0].length);
   return block + html;
