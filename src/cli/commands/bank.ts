@@ -26,7 +26,7 @@ const COMMON = `  --data DIR          dataset folder (LUAD-HistoSeg layout, BCSS
 
 const BUILD_USAGE = `${COMMON}
   --out DIR           bank folder to write (prototypes.f32 + bank.json; replaced atomically)
-  --profile NAME      defaults from a profile: ${Object.keys(PROFILES).join(", ")} (default release)
+  --profile NAME      defaults from a profile: ${Object.keys(PROFILES).join(", ")} (default notebook, as pbip train: the bundled stand-in at 112 px)
   --k K               subclasses per class: one number or one per class, e.g. 3 or 3,3,2,4 (profile: 3)
   --rule R            centroid (release) | nearest (paper: mean of the N_K nearest the centre) | random (Fig. 4 ablation)
   --nk N              N_K: patches per subclass (nearest) or per sub-bank (random) (profile: 100)
@@ -148,7 +148,7 @@ export const commands: Command[] = [
       const zs = str(p, "zero-shot");
       if (zs !== undefined && !/^(val|test)(,(val|test))?$/.test(zs)) throw new UsageError(`pbip ${cmd}: --zero-shot must be val, test or val,test, got "${zs}"`);
       const isInt = (n: number) => Number.isInteger(n) && n >= 0;
-      const profile = str(p, "profile") ?? "release";
+      const profile = str(p, "profile") ?? "notebook";
       if (!PROFILES[profile]) throw new UsageError(`pbip ${cmd}: unknown --profile "${profile}"; use ${Object.keys(PROFILES).join(", ")}`);
       const over: Partial<PbipConfig["bank"]> = {
         k: parseK(cmd, str(p, "k")),
