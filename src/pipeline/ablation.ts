@@ -170,7 +170,7 @@ export function ablationTable(records: AblationRecord[], reference = "pbip"): Ab
 /** The table as text (percentages; std over seeds; p of the paired t-test). */
 export function formatAblationTable(rows: AblationRow[], reference = "pbip"): string {
   const pct = (m: { mean: number; std: number }, n: number) => `${(100 * m.mean).toFixed(2)}${n > 1 ? ` ± ${(100 * m.std).toFixed(2)}` : ""}`;
-  const head = ["variant", "seeds", "test mIoU", "FwIoU", "bIoU", "Dice", `vs ${reference} (points, p)`];
+  const head = ["variant", "seeds", "test mIoU", "FwIoU", "bIoU", "Dice", `vs ${reference}: per-image mIoU diff (points), paired t p`];
   const body = rows.map((r) => [
     r.variant,
     String(r.seeds),
