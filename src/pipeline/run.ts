@@ -15,7 +15,7 @@ import * as path from "node:path";
 import type { PbipConfig, ConfigOverride } from "../config/profiles";
 import { resolveConfig, quickMode } from "../config/profiles";
 import { openDataset, type Dataset } from "../data/dataset";
-import { generateSynthetic, defaultSyntheticDir } from "../data/synthetic/generate";
+import { generateSynthetic, defaultSyntheticDir, SYNTH_GENERATOR_VERSION } from "../data/synthetic/generate";
 import { syntheticManifest } from "../data/synthetic/generate";
 import { verifyDataset } from "../data/verify";
 import { projectRoot, readJson, writeJsonAtomic, sha256, cacheDir } from "../util/fs";
@@ -97,8 +97,12 @@ export async function ensureSyntheticDataset(dir: string, quick: boolean, verbos
   const sizes = quick ? EMBEDDED_SIZES.quick : EMBEDDED_SIZES.full;
   const cardFile = path.join(dir, "card.json");
   if (fs.existsSync(cardFile)) {
-    const card = readJson<{ counts?: { train: number; val: number; test: number }; generator?: { seed?: number } }>(cardFile);
-    if (card.counts?.train === sizes.train && card.counts.val === sizes.val && card.counts.test === sizes.test && card.generator?.seed === sizes.seed) return dir;
+    const card = readJson<{ counts?: { train: number; val: number; test: number }; generator?: { seed?: number; version?: string } }>(cardFile);
+    const sameSizes = card.counts?.train === sizes.train && card.counts.val === sizes.val && card.counts.test === sizes.test && card.generator?.seed === sizes.seed;
+    if (sameSizes && card.generator?.version === SYNTH_GENERATOR_VERSION) return dir;
+    // A set painted by another version of the generator is not the embedded
+    // benchmark any more: numbers measured on it would not match a fresh clone's.
+    if (sameSizes && verbose) console.error(`${dir} was painted by generator v${card.generator?.version ?? "?"}; regenerating it with v${SYNTH_GENERATOR_VERSION}`);
   }
   const bar = verbose ? new ProgressBar("generating synthetic tissue", sizes.train + sizes.val + sizes.test) : undefined;
   await generateSynthetic({ out: dir, ...sizes, onProgress: (e) => (e.phase === "paint" ? bar?.update(e.done) : undefined) });
