@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { paintPatch } from "../../src/data/synthetic/paint";
 import { patchSeed } from "../../src/data/synthetic/spec";
-import { SYNTH_GENERATOR_VERSION } from "../../src/data/synthetic/generate";
+import { SYNTH_GENERATOR_VERSION, syntheticManifest } from "../../src/data/synthetic/generate";
 
 const PINNED = { version: "1.1.0", sha256: "361f02fa6c9d1b1f511fd40bd5a9f333384b2800cfaa4a8a2cc839e1788bb33b" };
 
@@ -31,4 +31,6 @@ test("the default set's first patches of each split paint the pinned pixels for 
     assert.fail(`generator v${SYNTH_GENERATOR_VERSION} paints sha256 ${got}: pin it here (PINNED) after checking the change was meant`);
   }
   assert.equal(SYNTH_GENERATOR_VERSION, PINNED.version, "the version was bumped but the pixels did not change: pin the new version here");
+  const manifest = syntheticManifest() as unknown as { generator: { version: string } };
+  assert.equal(manifest.generator.version, SYNTH_GENERATOR_VERSION, "data-manifests/synthetic.json names another generator version");
 });
