@@ -10,7 +10,8 @@ import sharp from "sharp";
 import { initBackend } from "../../src/runtime";
 import { openDataset, readMask } from "../../src/data";
 import { readSafetensors } from "../../src/io";
-import { openSegData, pseudoMaskSplit, stage2Config, trainSegmentation, loadSegModel, buildSegModel, IGNORE_ID } from "../../src/seg";
+import { openSegData, pseudoMaskSplit, stage2Config, STAGE2_EPOCHS, trainSegmentation, loadSegModel, buildSegModel, IGNORE_ID } from "../../src/seg";
+import { PROFILES, resolveConfig } from "../../src/config/profiles";
 import type { TrainEvent } from "../../src/train";
 import { tinyDataset, tinySegFormer, TINY_MIT, type TinyData } from "./fixtures";
 
@@ -198,3 +199,14 @@ test("a pseudo-mask id that is neither class, background nor 255 stops training,
 function greyPng(ids: Uint8Array, w: number, h: number): Promise<Buffer> {
   return sharp(Buffer.from(ids), { raw: { width: w, height: h, channels: 1 } }).toColourspace("b-w").png().toBuffer();
 }
+
+test("stage2Config: the notebook profile trains stage 2 for STAGE2_EPOCHS.notebook epochs (stage 1: 1), from a name or a resolved config; overrides still win", () => {
+  assert.equal(PROFILES.notebook!.train.epochs, 1);
+  assert.equal(stage2Config("notebook").train.epochs, STAGE2_EPOCHS.notebook);
+  assert.equal(stage2Config(resolveConfig("notebook", { train: { maxSteps: 6 } as never })).train.epochs, STAGE2_EPOCHS.notebook);
+  assert.equal(stage2Config(resolveConfig("notebook", { train: { maxSteps: 6 } as never })).train.maxSteps, 6);
+  assert.equal(stage2Config("notebook", { train: { epochs: 2 } as never }).train.epochs, 2);
+  assert.equal(stage2Config("release").train.epochs, PROFILES.release!.train.epochs);
+  assert.equal(stage2Config("notebook").profile, "notebook+stage2");
+  assert.equal(stage2Config(stage2Config("notebook")).train.epochs, STAGE2_EPOCHS.notebook);
+});

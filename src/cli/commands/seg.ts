@@ -13,7 +13,7 @@ import { PROFILES, parseSetOverrides, type ConfigOverride, type PbipConfig } fro
 import { openDataset } from "../../data/dataset";
 import type { DatasetSpec, SplitName } from "../../data/types";
 import { formatEvalTable, parseConvention } from "../../eval";
-import { SEG_ARCHS, buildSegModel, loadSegModel, openSegData, stage2Config, trainSegmentation, predictSegmentation, evaluateSegmentation, type SegArch } from "../../seg";
+import { SEG_ARCHS, STAGE2_EPOCHS, buildSegModel, loadSegModel, openSegData, stage2Config, trainSegmentation, predictSegmentation, evaluateSegmentation, type SegArch } from "../../seg";
 
 const DATA_USAGE = `  --data DIR          dataset folder (LUAD-HistoSeg / BCSS-WSSS layout, or labels.csv)
   --dataset NAME      dataset manifest (luad-histoseg, bcss-wsss, synthetic, ...); default: the folder's card.json (synthetic sets)
@@ -24,7 +24,7 @@ const TRAIN_USAGE = `${DATA_USAGE}
   --pseudo DIR        stage-1 pseudo-masks of the training patches (palette PNGs, <stem>.png; from pbip cam --split train)
   --model NAME        ${SEG_ARCHS.join(" | ")} (default deeplab-mobilenetv2)
   --out DIR           run folder: checkpoints (step-N, best), train-log.jsonl, config.json; an existing one is resumed
-  --profile NAME      base profile: ${Object.keys(PROFILES).join(", ")} (default notebook: 112 px, batch 8, 2 epochs),
+  --profile NAME      base profile: ${Object.keys(PROFILES).join(", ")} (default notebook: 112 px, batch 8, ${STAGE2_EPOCHS.notebook} epochs),
                       plus stage 2's optimiser (AdamW lr 1e-4, decoder x10, poly 0.9, wd 1e-4)
   --epochs N --batch N --size N --max-steps N --seed S --lr X   shortcuts for train.* , data.inputSize and optim.lr
   --set key=value     override any config value (repeatable), e.g. --set data.augment.rot90=false
