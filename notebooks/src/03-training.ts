@@ -85,8 +85,10 @@ async function trainVariant(v: Stage1Variant, title: string) {
   let valMiou: number | undefined;
   for await (const ev of h.events()) {
     if (ev.type === "start" && ev.resumedFrom) {
-      // Replay the logged steps of the run being resumed (or reused) so the curve is complete.
-      for (const s of readTrainLog(h.dir).steps) await live.push(s);
+      // Replay the logged steps and validations of the run being resumed (or reused) so the plot is complete.
+      const past = readTrainLog(h.dir);
+      for (const s of past.steps) await live.push(s);
+      for (const e of past.validations) await live.push(e);
       console.log(`${v.name}: resumed from ${ev.resumedFrom} at step ${ev.step} of ${ev.totalSteps}`);
     }
     if (ev.type === "step") stepSeconds.push(ev.seconds.step);
@@ -161,7 +163,7 @@ run.saveResult("regionModes", modes.map((m) => ({ mode: m.mode, steps: m.steps, 
 // %% [markdown]
 // ## The loss terms of the PBIP run
 //
-// From the run's `train-log.jsonl` (one line per step): the total, the classification loss and the
+// From the run's `train-log.jsonl` (a line per step, and one per validation): the total, the classification loss and the
 // two matching losses, and the number of (image, subclass) pairs per step.
 
 // %%

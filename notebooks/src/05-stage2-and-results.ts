@@ -41,7 +41,15 @@ const h = await stage2(run, pseudoTrain);
 console.log(`${h.arch}, ${h.config.train.epochs} epoch(s) at ${h.config.data.inputSize} px, ${h.freezeBackbone ? "decoder only (backbone frozen: the notebook profile's budget for two CPU cores)" : "whole network"}${h.complete ? " (a finished run with this configuration was found: reused)" : ""}`);
 const live = new LivePlot({ title: `stage 2 (${h.arch})`, series: ["total"], epochSeries: ["val mIoU"], smoothing: 0.6 });
 for await (const ev of h.events()) {
-  if (ev.type === "start" && ev.resumedFrom) for (const s of readTrainLog(h.dir).steps) await live.push(s);
+  if (ev.type === "start" && ev.resumedFrom) {
+    // Replay the logged steps and validations of the run being resumed (or reused) so the plot is complete.
+    const past = readTrainLog(h.dir);
+    for (const s of past.steps) await live.push(s);
+    for (const e of past.validations) {
+      console.log(`epoch ${e.epoch + 1}: val mIoU ${(100 * e.score.miou).toFixed(2)}% (logged)`);
+      await live.push(e);
+    }
+  }
   if (ev.type === "validation") console.log(`epoch ${ev.epoch + 1}: val mIoU ${(100 * ev.score.miou).toFixed(2)}%`);
   await live.push(ev);
 }

@@ -18,6 +18,7 @@ import { readMetadata } from "../io/checkpoint";
 import type { ClassNet } from "../model/classnet";
 import type { SplitName } from "../data/types";
 import { readJson, writeJsonAtomic } from "../util/fs";
+import { FileError } from "../util/errors";
 
 /**
  * The run's image bank: loaded when `bank/bank.json` was built with the same bank
@@ -120,16 +121,31 @@ export async function stage1(run: PbipRun, v: Stage1Variant, encoder: ImageEncod
   };
 }
 
-/** Step and validation records of a stage-1 or stage-2 run folder (train-log.jsonl), for plots of finished runs. */
-export function readTrainLog(dir: string): { steps: Extract<TrainEvent, { type: "step" }>[] } {
+/**
+ * Step and validation records of a stage-1 or stage-2 run folder (train-log.jsonl),
+ * for plots of finished or resumed runs: push both into a `LivePlot` to redraw
+ * the loss curves and the per-epoch validation mIoU. A line that is not JSON is an
+ * error naming the file and line.
+ */
+export function readTrainLog(dir: string): { steps: Extract<TrainEvent, { type: "step" }>[]; validations: Extract<TrainEvent, { type: "validation" }>[] } {
   const file = path.join(dir, "train-log.jsonl");
-  if (!fs.existsSync(file)) return { steps: [] };
-  const steps = fs
-    .readFileSync(file, "utf8")
+  const steps: Extract<TrainEvent, { type: "step" }>[] = [];
+  const validations: Extract<TrainEvent, { type: "validation" }>[] = [];
+  if (!fs.existsSync(file)) return { steps, validations };
+  fs.readFileSync(file, "utf8")
     .split("\n")
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Extract<TrainEvent, { type: "step" }>);
-  return { steps };
+    .forEach((l, i) => {
+      if (!l) return;
+      let ev: { type?: string };
+      try {
+        ev = JSON.parse(l) as { type?: string };
+      } catch (e) {
+        throw new FileError(file, `line ${i + 1} is not JSON (${(e as Error).message})`);
+      }
+      if (ev.type === "validation") validations.push(ev as Extract<TrainEvent, { type: "validation" }>);
+      else if (ev.type === undefined || ev.type === "step") steps.push(ev as Extract<TrainEvent, { type: "step" }>);
+    });
+  return { steps, validations };
 }
 
 /** The best (else last) checkpoint of a finished stage-1 variant, with its validation score. */

@@ -32,6 +32,15 @@ export interface ValidationScore {
   [k: string]: unknown;
 }
 
+/** A validation score's numbers and number lists (what `train-log.jsonl` keeps; a confusion matrix or other objects are left out). */
+export function loggableScore(score: ValidationScore): ValidationScore {
+  const out: ValidationScore = { miou: score.miou };
+  for (const [k, v] of Object.entries(score)) {
+    if (typeof v === "number" || typeof v === "string" || (Array.isArray(v) && v.every((x) => typeof x === "number"))) out[k] = v;
+  }
+  return out;
+}
+
 export type TrainEvent =
   | { type: "start"; task: string; step: number; totalSteps: number; stepsPerEpoch: number; epochs: number; resumedFrom?: string; config: PbipConfig }
   | {
@@ -265,6 +274,8 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
         valScore = await task.validate(o.val, epoch);
         isBest = valScore.miou > bestMiou;
         if (isBest) bestMiou = valScore.miou;
+        // Logged beside the steps so that a plot of a resumed or finished run can show every epoch.
+        fs.appendFileSync(logFile, JSON.stringify({ type: "validation", epoch, step, score: loggableScore(valScore), best: isBest }) + "\n");
         yield { type: "validation", epoch, step, score: valScore, best: isBest };
       }
       if ((epoch + 1) % cfg.train.checkpointEvery === 0 || step >= totalSteps) {

@@ -12,6 +12,7 @@ import { openDataset, readMask } from "../../src/data";
 import { readSafetensors } from "../../src/io";
 import { openSegData, pseudoMaskSplit, stage2Config, STAGE2_EPOCHS, trainSegmentation, loadSegModel, buildSegModel, IGNORE_ID } from "../../src/seg";
 import { PROFILES, resolveConfig } from "../../src/config/profiles";
+import { readTrainLog } from "../../src/pipeline/stages";
 import type { TrainEvent } from "../../src/train";
 import { tinyDataset, tinySegFormer, TINY_MIT, type TinyData } from "./fixtures";
 
@@ -89,11 +90,17 @@ test("SegTask: validation each epoch (count-bg mIoU on val ground truth); resume
     }
     assert.ok(compared > 20);
 
-    // best.safetensors restores as a model; the train log has one line per step.
+    // best.safetensors restores as a model; the train log has one line per step and one per
+    // validation, in order, the killed run's tail dropped on resume.
     const best = await loadSegModel(path.join(part, "best.safetensors"));
     assert.equal(best.config.arch, "segformer-mit-b0");
     best.dispose();
-    assert.equal(fs.readFileSync(path.join(part, "train-log.jsonl"), "utf8").trim().split("\n").length, 4);
+    const lines = fs.readFileSync(path.join(part, "train-log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string; step: number; score?: { miou: number } });
+    assert.deepEqual(lines.map((l) => `${l.type}@${l.step}`), ["step@1", "step@2", "validation@2", "step@3", "step@4", "validation@4"]);
+    const logged = readTrainLog(part);
+    assert.equal(logged.steps.length, 4);
+    const evVals = [...first, ...second].filter((e): e is Extract<TrainEvent, { type: "validation" }> => e.type === "validation");
+    assert.deepEqual(logged.validations.map((v) => [v.epoch, v.score.miou]), evVals.map((v) => [v.epoch, v.score.miou]));
 
     // Resuming with another model is refused, naming the checkpoint.
     const other = await buildSegModel({ arch: "segformer-mit-b0", classes: data.spec.codes, backgroundId: data.spec.backgroundId, inputSize: 64, segformer: { embedDim: 8, mit: { ...TINY_MIT, dropPathRate: 0 } } });

@@ -206,7 +206,9 @@ test("validation each epoch: events carry the pseudo-mask mIoU and the best chec
   for (const v of vals) assert.ok(v.score.miou >= 0 && v.score.miou <= 1);
   assert.ok(fs.existsSync(path.join(dir, "best.safetensors")));
   assert.ok(fs.existsSync(path.join(dir, "config.json")));
-  const log = fs.readFileSync(path.join(dir, "train-log.jsonl"), "utf8").trim().split("\n");
-  assert.equal(log.length, 8);
+  // One log line per step and one per validation, each with the score the event carried.
+  const log = fs.readFileSync(path.join(dir, "train-log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string; score?: { miou: number } });
+  assert.equal(log.filter((l) => l.type === "step").length, 8);
+  assert.deepEqual(log.filter((l) => l.type === "validation").map((l) => l.score!.miou), vals.map((v) => v.score.miou));
   void runTraining;
 });
