@@ -87,7 +87,10 @@ async function trainVariant(v: Stage1Variant, title: string) {
     if (ev.type === "start" && ev.resumedFrom) {
       // Replay the logged steps and validations of the run being resumed (or reused) so the plot is complete.
       const past = readTrainLog(h.dir);
-      for (const s of past.steps) await live.push(s);
+      for (const s of past.steps) {
+        stepSeconds.push(s.seconds.step);
+        await live.push(s);
+      }
       for (const e of past.validations) await live.push(e);
       console.log(`${v.name}: resumed from ${ev.resumedFrom} at step ${ev.step} of ${ev.totalSteps}`);
     }
