@@ -74,7 +74,12 @@ test("pbip train: SIGKILL mid-epoch, then resume, ends with the uninterrupted ru
   const wb = readSafetensors(doneB.lastCheckpoint!);
   assert.ok(wa.size > 100);
   for (const [name, t] of wa) assert.deepEqual(Array.from(wb.get(name)!.data), Array.from(t.data), `${name} differs`);
-  // The log keeps one line per step (the killed run's extra steps were dropped on resume).
-  const log = fs.readFileSync(path.join(tmp, "B", "train-log.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as { step: number }).step);
-  assert.deepEqual(log, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+  // The log keeps one line per step and one per epoch's validation (the killed run's extra steps were dropped on resume).
+  const log = fs
+    .readFileSync(path.join(tmp, "B", "train-log.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { type: string; step: number })
+    .map((l) => (l.type === "step" ? l.step : `${l.type}@${l.step}`));
+  assert.deepEqual(log, [1, 2, 3, 4, 5, 6, "validation@6", 7, 8, 9, 10, 11, 12, "validation@12"]);
 });
