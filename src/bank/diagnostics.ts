@@ -18,6 +18,7 @@ import { ConfusionMatrix, iouPerClass, meanIoU } from "../eval/confusion";
 import { l2Normalize } from "../model/heads";
 import { resizeBilinear } from "../runtime/resize";
 import { prototypesTensor, type ImageBank } from "./bank";
+import { camsToMasks } from "../cam";
 
 export interface PrototypeSegmentationScore {
   /** mIoU over the foreground classes, ground-truth background counted. */
@@ -57,7 +58,7 @@ export async function prototypeSegmentation(
       const [bs, h, w, d] = dense!.shape;
       grid = h;
       const [mh, mw] = [b.masks!.shape[1], b.masks!.shape[2]];
-      const pred = tf.tidy(() => {
+      const scores = tf.tidy(() => {
         const sim = tf.reshape(tf.matMul(l2Normalize(tf.reshape(dense!, [-1, d])), protos), [bs, h, w, -1]);
         // Best subclass per class, then gate by the image label (absent classes -> -inf).
         const perClass = tf.stack(
@@ -65,15 +66,14 @@ export async function prototypeSegmentation(
           3,
         ) as tf.Tensor4D;
         const gated = tf.add(perClass, tf.mul(tf.sub(tf.reshape(b.labels, [bs, 1, 1, n]), 1), 1e4)) as tf.Tensor4D;
-        return tf.argMax(resizeBilinear(gated, [mh, mw]), 3);
+        return resizeBilinear(gated, [mh, mw]);
       });
+      // The pseudo-masks' own argmax and white rule (small white blobs kept: minBlob 0).
+      const white = o.whiteGrey !== undefined;
+      const images = white ? resizeBilinear(b.images, [mh, mw]) : undefined;
+      const pred = await camsToMasks(scores, spec.backgroundId, { mode: white ? "white" : "none", power: 1, whiteGrey: o.whiteGrey ?? 255, minBlob: 0 }, images);
       const p = Int32Array.from(await pred.data());
-      if (o.whiteGrey !== undefined) {
-        const grey = tf.tidy(() => tf.mul(tf.sum(tf.mul(resizeBilinear(b.images, [mh, mw]), tf.tensor1d([0.299, 0.587, 0.114])), 3), 255));
-        const g = await grey.data();
-        grey.dispose();
-        for (let i = 0; i < p.length; i++) if (g[i]! > o.whiteGrey) p[i] = spec.backgroundId;
-      }
+      tf.dispose([scores, images]);
       const take = o.limit ? Math.min(bs, o.limit - patches) : bs;
       cm.add((await b.masks!.data()).subarray(0, take * mh * mw), p.subarray(0, take * mh * mw), 255, b.ids.join(","));
       patches += take;

@@ -143,7 +143,7 @@ export function readTrainLog(dir: string): { steps: Extract<TrainEvent, { type: 
         throw new FileError(file, `line ${i + 1} is not JSON (${(e as Error).message})`);
       }
       if (ev.type === "validation") validations.push(ev as Extract<TrainEvent, { type: "validation" }>);
-      else if (ev.type === undefined || ev.type === "step") steps.push(ev as Extract<TrainEvent, { type: "step" }>);
+      else if (ev.type === "step") steps.push(ev as Extract<TrainEvent, { type: "step" }>);
     });
   return { steps, validations };
 }
