@@ -110,6 +110,33 @@ async function main(): Promise<void> {
     for (const [c, ms] of [...by].sort((a, b) => b[1] - a[1])) console.log(`  ${c.padEnd(48)} ${(ms / 1000).toFixed(3)} s  ${((100 * ms) / total).toFixed(1)}%`);
     console.log("  top kernels:");
     for (const [k, ms] of [...byKernel].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`    ${k.padEnd(40)} ${(ms / 1000).toFixed(3)} s`);
+    if (flag("shapes")) {
+      // Per kernel and input shapes: calls, time, and for matMuls the rate reached.
+      const byShape = new Map<string, { ms: number; calls: number; flops: number }>();
+      for (const k of info.kernels) {
+        if (category(k.name, k.inputShapes as (number[] | null)[], batch) === null) continue;
+        const shapes = (k.inputShapes as (number[] | null)[]).filter((s): s is number[] => Array.isArray(s));
+        let flops = 0;
+        if (/matmul/i.test(k.name) && shapes.length >= 2) {
+          const out = k.outputShapes[0] as number[];
+          const a = shapes[0]!;
+          const kDim = out ? (tf.util.sizeFromShape(a) * tf.util.sizeFromShape(shapes[1]!)) / Math.max(1, tf.util.sizeFromShape(out)) : 0;
+          // 2 M N K per product; M N = output size / batch, K from the operand sizes.
+          flops = out ? 2 * tf.util.sizeFromShape(out) * Math.sqrt(kDim / Math.max(1, out.slice(0, -2).reduce((p, d) => p * d, 1))) : 0;
+        }
+        const key = `${k.name} ${shapes.map((s) => `[${s.join(",")}]`).join(" ")}`;
+        const e = byShape.get(key) ?? { ms: 0, calls: 0, flops: 0 };
+        e.ms += typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
+        e.calls += 1;
+        e.flops += flops;
+        byShape.set(key, e);
+      }
+      console.log("  top kernels by input shapes (GFLOP/s for matMuls):");
+      for (const [k, e] of [...byShape].sort((a, b) => b[1].ms - a[1].ms).slice(0, 40)) {
+        const rate = e.flops > 0 ? `  ${(e.flops / (e.ms * 1e6)).toFixed(1)} GFLOP/s` : "";
+        console.log(`    ${(e.ms / 1000).toFixed(3)} s  x${e.calls}  ${k}${rate}`);
+      }
+    }
   }
   tf.dispose([x1, xb]);
   model.dispose();

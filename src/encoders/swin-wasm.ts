@@ -5,214 +5,23 @@
  * erf and exp with scalar library calls:
  *
  * - `windowMatMul(a, b, transposeA)`: C[i] = A[i] @ B[i] (or A[i]^T @ B[i]) for a batch
- *   of small row-major matrices. The code is generated for each shape: one output
- *   row is held in SIMD registers (up to 12 four-lane vectors per pass over the
- *   columns), and each step over the shared dimension broadcasts one element of A
- *   and multiplies it into one row of B.
+ *   of small row-major matrices, on pbip's generated GEMM (`src/runtime/wasm-simd.ts`).
  * - `gatherRows(x, index)`: out[r] = x[index[r]] (rows of C floats), 0 where index < 0.
  *   Swin's window partition with cyclic shift and zero padding, and its inverse,
  *   are such permutations.
  * - `geluWasm(x)`, `geluGradWasm(x, dy)`: exact-erf GELU and dy * GELU'(x) in one pass.
  *
- * The module is assembled here, byte by byte (no toolchain), imports the WASM
+ * The modules are assembled byte by byte (`src/runtime/wasm-asm.ts`, no toolchain), import the WASM
  * backend's own memory, and reads and writes tensors in place. Kernels are
  * registered for the `wasm` backend only; callers use {@link swinWasmKernelsAvailable}
  * and fall back to ordinary TensorFlow.js ops elsewhere. They are tested against
  * `tf.matMul`, index arithmetic and a float64 erf.
  */
 import * as tf from "@tensorflow/tfjs";
-
-/** The parts of the WebAssembly JS API used here (the project's TypeScript libs do not declare it). */
-interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-}
-declare const WebAssembly: {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
-  validate(bytes: Uint8Array): boolean;
-};
-
-// ------------------------------------------------------------------ a tiny assembler
-
-const I32 = 0x7f;
-const F32 = 0x7d;
-const V128 = 0x7b;
-
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-
-function sleb(n: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
-      out.push(b);
-      return out;
-    }
-    out.push(b | 0x80);
-  }
-}
-
-const str = (s: string) => [...uleb(s.length), ...Buffer.from(s, "utf8")];
-const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
-const section = (id: number, body: number[]) => [id, ...uleb(body.length), ...body];
-
-/** Instruction emitters (a subset of core WASM and SIMD). */
-const op = {
-  get: (i: number) => [0x20, ...uleb(i)],
-  set: (i: number) => [0x21, ...uleb(i)],
-  tee: (i: number) => [0x22, ...uleb(i)],
-  i32: (v: number) => [0x41, ...sleb(v)],
-  add: [0x6a],
-  mul: [0x6c],
-  ltU: [0x49],
-  ltS: [0x48],
-  f32Load: (offset = 0) => [0x2a, 2, ...uleb(offset)],
-  f32Store: (offset = 0) => [0x38, 2, ...uleb(offset)],
-  i32Load: (offset = 0) => [0x28, 2, ...uleb(offset)],
-  block: [0x02, 0x40],
-  loop: [0x03, 0x40],
-  if: [0x04, 0x40],
-  else: [0x05],
-  end: [0x0b],
-  brIf: (d: number) => [0x0d, ...uleb(d)],
-  br: (d: number) => [0x0c, ...uleb(d)],
-  simd: (code: number, ...imm: number[]) => [0xfd, ...uleb(code), ...imm],
-  f32Add: [0x92],
-  f32Sub: [0x93],
-  f32Mul: [0x94],
-  f32Div: [0x95],
-  f32Sqrt: [0x91],
-  f32Const: (v: number) => {
-    const b = Buffer.alloc(4);
-    b.writeFloatLE(v, 0);
-    return [0x43, ...b];
-  },
-};
-const v128Load = (offset = 0) => op.simd(0x00, 2, ...uleb(offset));
-const v128Store = (offset = 0) => op.simd(0x0b, 2, ...uleb(offset));
-const v128Zero = () => op.simd(0x0c, ...new Array(16).fill(0));
-const f32x4Splat = () => op.simd(0x13);
-const f32x4Add = () => op.simd(0xe4);
-const f32x4Mul = () => op.simd(0xe6);
-const f32x4Extract = (lane: number) => op.simd(0x1f, lane);
-const f32x4Replace = (lane: number) => op.simd(0x20, lane);
-const f32x4Sub = () => op.simd(0xe5);
-const f32x4Div = () => op.simd(0xe7);
-const f32x4Max = () => op.simd(0xe9);
-const f32x4Abs = () => op.simd(0xe0);
-const f32x4Ge = () => op.simd(0x46);
-const f32x4Nearest = () => op.simd(0x6a);
-const i32x4TruncSat = () => op.simd(0xf8);
-const i32x4Add = () => op.simd(0xae);
-const i32x4Shl = () => op.simd(0xab);
-const bitselect = () => op.simd(0x52);
-/** v128.const with four equal float32 lanes. */
-function f32x4Const(v: number): number[] {
-  const b = Buffer.alloc(16);
-  for (let l = 0; l < 4; l++) b.writeFloatLE(v, 4 * l);
-  return op.simd(0x0c, ...b);
-}
-function i32x4Const(v: number): number[] {
-  const b = Buffer.alloc(16);
-  for (let l = 0; l < 4; l++) b.writeInt32LE(v, 4 * l);
-  return op.simd(0x0c, ...b);
-}
-const load32Zero = (offset = 0) => op.simd(0x5c, 2, ...uleb(offset));
-const load64Zero = (offset = 0) => op.simd(0x5d, 2, ...uleb(offset));
-
-interface FuncDef {
-  params: number[];
-  locals: number[];
-  body: number[];
-}
-
-/** Assemble a module of functions exported as f0, f1, ... that import `env.memory`. */
-function assemble(funcs: FuncDef[]): Uint8Array {
-  const types = funcs.map((f) => [0x60, ...vec(f.params.map((t) => [t])), 0]);
-  const imports = vec([[...str("env"), ...str("memory"), 0x02, 0x00, 0x01]]);
-  const fsec = vec(funcs.map((_, i) => uleb(i)));
-  const exps = vec(funcs.map((_, i) => [...str(`f${i}`), 0x00, ...uleb(i)]));
-  const bodies = funcs.map((f) => {
-    const groups: number[][] = [];
-    for (const t of f.locals) {
-      const last = groups[groups.length - 1];
-      if (last && last[1] === t) last[0]!++;
-      else groups.push([1, t]);
-    }
-    const body = [...vec(groups.map((g) => [...uleb(g[0]!), g[1]!])), ...f.body, 0x0b];
-    return [...uleb(body.length), ...body];
-  });
-  return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec(types)),
-    ...section(2, imports),
-    ...section(3, fsec),
-    ...section(7, exps),
-    ...section(10, vec(bodies)),
-  ]);
-}
+import { gemm } from "../runtime/wasm-simd";
+import { F32, I32, V128, WebAssemblyApi, assemble, bitselect, f32x4Abs, f32x4Add, f32x4Const, f32x4Div, f32x4Extract, f32x4Ge, f32x4Max, f32x4Mul, f32x4Nearest, f32x4Splat, f32x4Sub, i32x4Add, i32x4Const, i32x4Shl, i32x4TruncSat, op, v128Load, v128Store, v128Zero, type FuncDef, type WasmMemory } from "../runtime/wasm-asm";
 
 // ------------------------------------------------------------------ kernels
-
-/**
- * C[b] = op(A[b]) @ B[b] for `batch` matrices; op(A) is A [M, K] or, with
- * `transposeA`, A^T for A stored [K, M]. B is [K, N], C is [M, N], all row-major,
- * float32, packed one after another. Params: (a, b, c, batch) byte addresses.
- */
-function bmmFunc(M: number, K: number, N: number, transposeA: boolean): FuncDef {
-  const [A, B, C, BATCH, bi, i, k, ap, bp, cp, arow, s] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
-  const ACC0 = 12;
-  const MAXV = 12;
-  const asI = transposeA ? 1 : K; // element stride between rows of op(A)
-  const asK = transposeA ? M : 1; // element stride along the shared dimension
-  const chunks: { col: number; full: number; rem: number }[] = [];
-  for (let c0 = 0; c0 < N; c0 += 4 * MAXV) {
-    const w = Math.min(4 * MAXV, N - c0);
-    chunks.push({ col: c0, full: Math.floor(w / 4), rem: w % 4 });
-  }
-  const nAcc = Math.max(...chunks.map((c) => c.full + (c.rem ? 1 : 0)));
-  const body: number[] = [];
-  const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
-  // batch loop
-  emit(op.i32(0), op.set(bi), op.block, op.loop);
-  // rows
-  emit(op.i32(0), op.set(i), op.get(C), op.set(cp), op.get(A), op.set(arow), op.block, op.loop);
-  for (const ch of chunks) {
-    const nv = ch.full + (ch.rem ? 1 : 0);
-    for (let j = 0; j < nv; j++) emit(v128Zero(), op.set(ACC0 + j));
-    emit(op.get(arow), op.set(ap), op.get(B), op.i32(ch.col * 4), op.add, op.set(bp), op.i32(0), op.set(k), op.block, op.loop);
-    emit(op.get(ap), op.f32Load(), f32x4Splat(), op.set(s));
-    for (let j = 0; j < ch.full; j++) emit(op.get(ACC0 + j), op.get(s), op.get(bp), v128Load(16 * j), f32x4Mul(), f32x4Add(), op.set(ACC0 + j));
-    if (ch.rem) {
-      const off = 16 * ch.full;
-      emit(op.get(ACC0 + ch.full), op.get(s));
-      if (ch.rem === 1) emit(op.get(bp), load32Zero(off));
-      else if (ch.rem === 2) emit(op.get(bp), load64Zero(off));
-      else emit(op.get(bp), load64Zero(off), op.get(bp), op.f32Load(off + 8), f32x4Replace(2));
-      emit(f32x4Mul(), f32x4Add(), op.set(ACC0 + ch.full));
-    }
-    emit(op.get(ap), op.i32(asK * 4), op.add, op.set(ap), op.get(bp), op.i32(N * 4), op.add, op.set(bp));
-    emit(op.get(k), op.i32(1), op.add, op.tee(k), op.i32(K), op.ltS, op.brIf(0), op.end, op.end);
-    for (let j = 0; j < ch.full; j++) emit(op.get(cp), op.get(ACC0 + j), v128Store(4 * ch.col + 16 * j));
-    for (let l = 0; l < ch.rem; l++) emit(op.get(cp), op.get(ACC0 + ch.full), f32x4Extract(l), op.f32Store(4 * ch.col + 16 * ch.full + 4 * l));
-  }
-  emit(op.get(cp), op.i32(N * 4), op.add, op.set(cp), op.get(arow), op.i32(asI * 4), op.add, op.set(arow));
-  emit(op.get(i), op.i32(1), op.add, op.tee(i), op.i32(M), op.ltS, op.brIf(0), op.end, op.end);
-  // next matrices
-  emit(op.get(A), op.i32(M * K * 4), op.add, op.set(A), op.get(B), op.i32(K * N * 4), op.add, op.set(B), op.get(C), op.i32(M * N * 4), op.add, op.set(C));
-  emit(op.get(bi), op.i32(1), op.add, op.tee(bi), op.get(BATCH), op.ltS, op.brIf(0), op.end, op.end);
-  return { params: [I32, I32, I32, I32], locals: [I32, I32, I32, I32, I32, I32, I32, V128, ...new Array(nAcc).fill(V128)], body };
-}
 
 /**
  * Batched row gather: for each of `batch` images, out rows = x rows of that image
@@ -376,7 +185,6 @@ interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
 }
 
-const BMM = "PbipWindowMatMul";
 const GATHER = "PbipGatherRows";
 const GELU = "PbipGelu";
 const GELU_GRAD = "PbipGeluGrad";
@@ -384,7 +192,6 @@ const LN = "PbipLayerNorm";
 const LN_GRAD = "PbipLayerNormGrad";
 let registered: boolean | undefined;
 let memory: WasmMemory | undefined;
-const bmmCache = new Map<string, (a: number, b: number, c: number, batch: number) => void>();
 let gatherFn: ((x: number, idx: number, out: number, rows: number, c4: number, batch: number, xStep: number) => void) | undefined;
 let geluFn: ((x: number, y: number, n4: number) => void) | undefined;
 let geluGradFn: ((x: number, dy: number, dx: number, n4: number) => void) | undefined;
@@ -397,7 +204,6 @@ let lnGradFn: LnGradFn | undefined;
 function useMemory(m: WasmMemory): void {
   if (memory === m) return;
   memory = m;
-  bmmCache.clear();
   gatherFn = undefined;
   geluFn = undefined;
   geluGradFn = undefined;
@@ -406,8 +212,8 @@ function useMemory(m: WasmMemory): void {
 }
 
 function instantiate<T>(def: FuncDef): T {
-  const mod = new WebAssembly.Module(assemble([def]));
-  const inst = new WebAssembly.Instance(mod, { env: { memory: memory! } });
+  const mod = new WebAssemblyApi.Module(assemble([def]));
+  const inst = new WebAssemblyApi.Instance(mod, { env: { memory: memory! } });
   return inst.exports.f0 as unknown as T;
 }
 
@@ -416,32 +222,13 @@ function register(): boolean {
   registered = false;
   try {
     if (!tf.findBackend("wasm")) return false;
-    if (!WebAssembly.validate(assemble([bmmFunc(3, 5, 7, false), gatherFunc(), geluFunc(false), geluFunc(true), layerNormFunc(), layerNormGradFunc()]))) return false;
+    if (!WebAssemblyApi.validate(assemble([gatherFunc(), geluFunc(false), geluFunc(true), layerNormFunc(), layerNormGradFunc()]))) return false;
     // Another copy of this module (e.g. src and dist in one process) may have registered
     // the kernels already; they are self-contained, so use those.
-    if (tf.getKernel(BMM, "wasm") && tf.getKernel(LN_GRAD, "wasm")) {
+    if (tf.getKernel(GATHER, "wasm") && tf.getKernel(LN_GRAD, "wasm")) {
       registered = true;
       return true;
     }
-    tf.registerKernel({
-      kernelName: BMM,
-      backendName: "wasm",
-      kernelFunc: ({ inputs, backend, attrs }) => {
-        const be = backend as unknown as WasmBackendLike;
-        useMemory(be.wasm.asm.memory);
-        const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
-        const { M, K, N, batch, transposeA } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean };
-        const key = `${M}.${K}.${N}.${transposeA}`;
-        let fn = bmmCache.get(key);
-        if (!fn) {
-          fn = instantiate<(a: number, b: number, c: number, batch: number) => void>(bmmFunc(M, K, N, transposeA));
-          bmmCache.set(key, fn);
-        }
-        const out = be.makeOutput([batch, M, N], "float32");
-        fn(be.dataIdMap.get(a.dataId).memoryOffset, be.dataIdMap.get(b.dataId).memoryOffset, be.dataIdMap.get(out.dataId).memoryOffset, batch);
-        return out;
-      },
-    });
     tf.registerKernel({
       kernelName: GATHER,
       backendName: "wasm",
@@ -533,20 +320,13 @@ export function swinWasmKernelsAvailable(): boolean {
 /**
  * Batched product of small matrices on the WASM backend: a [n, M, K] (or, with
  * `transposeA`, [n, K, M], multiplied as its transpose) times b [n, K, N] -> [n, M, N].
- * Leading dimensions of rank-4 inputs are flattened. Not differentiable by itself
- * (used inside custom-gradient ops). Requires {@link swinWasmKernelsAvailable}.
+ * Leading dimensions of rank-4 inputs are kept. Not differentiable by itself (used
+ * inside custom-gradient ops). Requires {@link swinWasmKernelsAvailable}. Runs on
+ * pbip's generated GEMM ({@link gemm}).
  */
 export function windowMatMul(a: tf.Tensor, b: tf.Tensor, transposeA = false): tf.Tensor {
-  const ra = a.shape.length;
-  const [d1, d2] = [a.shape[ra - 2]!, a.shape[ra - 1]!];
-  const [M, K] = transposeA ? [d2, d1] : [d1, d2];
-  const N = b.shape[b.shape.length - 1]!;
-  const batch = a.size / (M * K);
-  if (b.shape[b.shape.length - 2] !== K || b.size / (K * N) !== batch) {
-    throw new Error(`windowMatMul: shapes [${a.shape}]${transposeA ? "^T" : ""} and [${b.shape}] do not match`);
-  }
-  const out = tf.engine().runKernel(BMM, { a, b }, { M, K, N, batch, transposeA } as unknown as tf.NamedAttrMap) as tf.Tensor;
-  return tf.reshape(out, [...a.shape.slice(0, -2), M, N]);
+  if (!swinWasmKernelsAvailable()) throw new Error("windowMatMul: needs the wasm backend with SIMD (check swinWasmKernelsAvailable() first)");
+  return gemm(a, b, { transposeA });
 }
 
 /**

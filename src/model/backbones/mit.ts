@@ -34,7 +34,8 @@
  * ({@link linearOp}, {@link batchMatMulOp}, {@link patchReduce}, {@link depthwise3x3Op},
  * {@link patchEmbedConvOp}), because on the WASM backend the transposed-matMul flags,
  * strided slices and leading-axis reductions that TF.js's own gradients use are 5-70x
- * slower; and each block is gradient-checkpointed when training (TF.js keeps every
+ * slower. On WASM, batched products, column sums and the depthwise filter gradient run
+ * on pbip's SIMD kernels (`src/runtime/wasm-simd.ts`). And each block is gradient-checkpointed when training (TF.js keeps every
  * activation and every intermediate gradient until the backward pass ends, which put
  * MiT-b1 at batch 10 x 224 beyond the 4 GB WASM heap). Each of these is tested against
  * TF.js's own op and the whole model against PyTorch autograd. The model has no
@@ -42,6 +43,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { Rng } from "../../util/rng";
+import { columnSums, depthwise3x3FilterGrad, gemm, wasmSimdKernelsAvailable } from "../../runtime/wasm-simd";
 import type { NamedTensors, WeightLoadReport } from "../../io/tensors";
 import type { Backbone } from "./types";
 import { expectedPyTorchShapes, loadMiTWeights, toPyTorchLayout, type MiTWeightsOptions } from "./mit-weights";
@@ -54,6 +56,8 @@ let instanceCounter = 0;
  * reduction over a leading axis transposes first and is 50x slower than this matMul.
  */
 export function sumRows(x: tf.Tensor2D): tf.Tensor1D {
+  // pbip's WASM SIMD kernel where it applies: the matMul packs x as XNNPACK weights on every call.
+  if (x.shape[1] % 4 === 0 && x.shape[0] > 0 && wasmSimdKernelsAvailable()) return columnSums(x);
   return tf.reshape(tf.matMul(tf.ones([1, x.shape[0]]), x), [x.shape[1]]);
 }
 
@@ -61,7 +65,8 @@ export function sumRows(x: tf.Tensor2D): tf.Tensor1D {
  * 3x3 depthwise convolution, stride 1, padding 1 (Mix-FFN's `dwconv`) with bias, whose
  * gradient avoids slow WASM paths: `dx` is the depthwise convolution of `dy` with the
  * spatially flipped filter; `dW[kh, kw, c]` sums `x_pad[.., h+kh, w+kw, c] * dy[.., h, w, c]`
- * over batch and space tap by tap, reducing with {@link sumRows}.
+ * over batch and space: on WASM in one pass ({@link depthwise3x3FilterGrad}), elsewhere
+ * tap by tap, reducing with {@link sumRows}.
  */
 export function depthwise3x3Op(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.Tensor): tf.Tensor4D {
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
@@ -75,6 +80,10 @@ export function depthwise3x3Op(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.Ten
         const dy4 = dy as tf.Tensor4D;
         const [b, h, w, c] = sx.shape;
         const dx = tf.depthwiseConv2d(dy4, tf.reverse(sf, [0, 1]) as tf.Tensor4D, 1, 1);
+        if (c % 4 === 0 && wasmSimdKernelsAvailable()) {
+          const { dw, db } = depthwise3x3FilterGrad(sx, dy4);
+          return [dx, dw, db];
+        }
         const dy2 = tf.reshape(dy4, [b * h * w, c]) as tf.Tensor2D;
         const xp = tf.pad(sx, [
           [0, 0],
@@ -197,14 +206,17 @@ export function linearOp(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor): tf.Tens
 
 /** Batched `a @ b` (rank 3 or 4, no transposes) whose gradient also uses untransposed matMuls (see {@link linearOp}). */
 export function batchMatMulOp(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  const simd = wasmSimdKernelsAvailable();
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args[2] as tf.GradSaveFunc;
     const [ai, bi] = args as [tf.Tensor, tf.Tensor];
     save([ai, bi]);
     return {
-      value: tf.matMul(ai, bi),
+      // TF.js's WASM BatchMatMul runs any batch above 1 on a scalar loop: pbip's SIMD GEMM where available.
+      value: simd ? gemm(ai, bi) : tf.matMul(ai, bi),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sa, sb] = saved as [tf.Tensor, tf.Tensor];
+        if (simd) return [gemm(dy, swapLast2(sb)), gemm(sa, dy, { transposeA: true })];
         return [tf.matMul(dy, swapLast2(sb)), tf.matMul(swapLast2(sa), dy)];
       },
     };

@@ -1,0 +1,409 @@
+/**
+ * WebAssembly SIMD kernels for the products and reductions that the TensorFlow.js
+ * WASM backend (4.22) runs on slow paths during training:
+ *
+ * - `gemm(a, b, {transposeA})`: batched C[i] = op(A[i]) @ B[i]. The backend sends every
+ *   product with a batch above 1 or a transpose flag to a scalar triple loop
+ *   (about 2 GFLOP/s here); only a single untransposed product reaches XNNPACK
+ *   (about 28 GFLOP/s). Attention's q k^T and p v and their gradients are batched.
+ *   The code is generated per shape: a tile of `MR` rows by `4 NV` columns of C is
+ *   held in SIMD registers while the shared dimension is walked, one vector load of
+ *   B per four columns and one broadcast of A per row and step.
+ * - `columnSums(x)`: [N, C] -> [C]. A bias or LayerNorm gradient; TF.js reduces a
+ *   leading axis by transposing first, and `ones[1, N] @ x` reaches XNNPACK with x
+ *   as the weights it packs on every call (0.3-0.5 GFLOP/s).
+ * - `depthwise3x3FilterGrad(x, dy)`: the filter and bias gradients of a 3x3 depthwise
+ *   convolution, stride 1, padding 1 (SegFormer's Mix-FFN), in one pass over x and dy
+ *   instead of nine shifted copies of x.
+ *
+ * Modules are assembled by `./wasm-asm`, import the backend's memory, and read and
+ * write tensors in place. They are registered for the `wasm` backend only; callers
+ * check {@link wasmSimdKernelsAvailable} and fall back to ordinary TensorFlow.js ops
+ * elsewhere. Tested against `tf.matMul`, `tf.sum` and a float64 loop.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { I32, V128, WebAssemblyApi, assemble, f32x4Add, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, type FuncDef, type WasmMemory } from "./wasm-asm";
+
+/** Register tile of the generated GEMM: rows of C and four-float vectors of columns. */
+export interface GemmTile {
+  mr: number;
+  nv: number;
+  /** Walk the shared dimension four steps at a time with vector loads of A. */
+  unroll?: boolean;
+}
+
+/** The tile used unless one is given: 4 rows x 8 columns (8 accumulators, 2 of B, 1 broadcast). */
+export const DEFAULT_GEMM_TILE: GemmTile = { mr: 4, nv: 2 };
+
+/**
+ * C[b] = op(A[b]) @ B[b] for `batch` products; op(A) is A [M, K] or, with `transposeA`,
+ * the transpose of A stored [K, M]. B is [K, N] and C is [M, N], row-major float32.
+ * `aStep`/`bStep` are the element distances between consecutive A and B matrices
+ * (0 broadcasts one matrix to every product). Params: (a, b, c, batch) byte addresses.
+ */
+export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, aStep: number, bStep: number, tile: GemmTile = DEFAULT_GEMM_TILE): FuncDef {
+  const { mr: MR, nv: NV } = tile;
+  const unroll = tile.unroll ?? false;
+  const [A, B, C, BATCH] = [0, 1, 2, 3];
+  const [bi, k, ap, bp, arow, crow, bcol, ccol, cnt, rcnt] = [4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+  const S = 14;
+  const BV = (v: number) => 15 + v;
+  const AV = (r: number) => 15 + NV + r;
+  const ACC = (r: number, v: number) => 15 + NV + MR + r * NV + v;
+  const asI = transposeA ? 1 : K; // elements between rows of op(A)
+  const asK = transposeA ? M : 1; // elements along the shared dimension
+  const body: number[] = [];
+  const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
+  const addTo = (local: number, bytes: number) => emit(op.get(local), op.i32(bytes), op.add, op.set(local));
+
+  /** f32x4 with every lane = lane `l` of the vector on the stack (twice: i8x16.shuffle takes two operands). */
+  const laneSplat = (l: number) => op.simd(0x0d, ...[0, 1, 2, 3].flatMap(() => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
+  /** Load `nv` vectors of B at bp + `off` into BV(0..nv), the last one partial when `rem`. */
+  const loadB = (nvFull: number, rem: number, off: number) => {
+    for (let v = 0; v < nvFull; v++) emit(op.get(bp), v128Load(off + 16 * v), op.set(BV(v)));
+    if (rem) {
+      const o = off + 16 * nvFull;
+      if (rem === 1) emit(op.get(bp), load32Zero(o));
+      else if (rem === 2) emit(op.get(bp), load64Zero(o));
+      else emit(op.get(bp), load64Zero(o), op.get(bp), op.f32Load(o + 8), f32x4Replace(2));
+      emit(op.set(BV(nvFull)));
+    }
+  };
+  const fma = (r: number, nv: number) => {
+    for (let v = 0; v < nv; v++) emit(op.get(ACC(r, v)), op.get(S), op.get(BV(v)), f32x4Mul(), f32x4Add(), op.set(ACC(r, v)));
+  };
+  const kLoop = (iterations: number, step: () => void) => {
+    if (iterations <= 0) return;
+    emit(op.i32(0), op.set(k), op.block, op.loop);
+    step();
+    emit(op.get(k), op.i32(1), op.add, op.tee(k), op.i32(iterations), op.ltS, op.brIf(0), op.end, op.end);
+  };
+
+  /**
+   * One tile: `mr` rows, `nvFull` whole vectors and a last vector of `rem` (1-3)
+   * columns. With `unroll`, the shared dimension is walked four steps at a time and A
+   * is read a vector at a time (four steps of one row, or with transposeA one step of
+   * four rows), its lanes broadcast by shuffles; the K % 4 tail is walked one step at
+   * a time.
+   */
+  const tileCode = (mr: number, nvFull: number, rem: number) => {
+    const nv = nvFull + (rem ? 1 : 0);
+    for (let r = 0; r < mr; r++) for (let v = 0; v < nv; v++) emit(v128Zero(), op.set(ACC(r, v)));
+    emit(op.get(arow), op.set(ap), op.get(bcol), op.set(bp));
+    const vecA = unroll && (transposeA ? mr === 4 : K >= 4);
+    if (vecA && !transposeA) {
+      kLoop(Math.floor(K / 4), () => {
+        for (let r = 0; r < mr; r++) emit(op.get(ap), v128Load(4 * r * asI), op.set(AV(r)));
+        for (let kk = 0; kk < 4; kk++) {
+          loadB(nvFull, rem, 4 * N * kk);
+          for (let r = 0; r < mr; r++) {
+            emit(op.get(AV(r)), op.get(AV(r)), laneSplat(kk), op.set(S));
+            fma(r, nv);
+          }
+        }
+        addTo(ap, 16);
+        addTo(bp, 16 * N);
+      });
+    } else if (vecA && transposeA) {
+      kLoop(K, () => {
+        emit(op.get(ap), v128Load(), op.set(AV(0)));
+        loadB(nvFull, rem, 0);
+        for (let r = 0; r < 4; r++) {
+          emit(op.get(AV(0)), op.get(AV(0)), laneSplat(r), op.set(S));
+          fma(r, nv);
+        }
+        addTo(ap, 4 * asK);
+        addTo(bp, 4 * N);
+      });
+    }
+    const tail = vecA ? (transposeA ? 0 : K % 4) : K;
+    kLoop(tail, () => {
+      loadB(nvFull, rem, 0);
+      for (let r = 0; r < mr; r++) {
+        emit(op.get(ap), op.f32Load(4 * r * asI), f32x4Splat(), op.set(S));
+        fma(r, nv);
+      }
+      addTo(ap, 4 * asK);
+      addTo(bp, 4 * N);
+    });
+    for (let r = 0; r < mr; r++) {
+      for (let v = 0; v < nvFull; v++) emit(op.get(ccol), op.get(ACC(r, v)), v128Store(4 * r * N + 16 * v));
+      for (let l = 0; l < rem; l++) emit(op.get(ccol), op.get(ACC(r, nvFull)), f32x4Extract(l), op.f32Store(4 * r * N + 16 * nvFull + 4 * l));
+    }
+  };
+
+  const fullCols = Math.floor(N / (4 * NV));
+  const remCols = N - fullCols * 4 * NV;
+  /** All column tiles of `mr` rows starting at arow / crow. */
+  const rowBlock = (mr: number) => {
+    emit(op.get(B), op.set(bcol), op.get(crow), op.set(ccol));
+    if (fullCols > 0) {
+      emit(op.i32(0), op.set(cnt), op.block, op.loop);
+      tileCode(mr, NV, 0);
+      addTo(bcol, 16 * NV);
+      addTo(ccol, 16 * NV);
+      emit(op.get(cnt), op.i32(1), op.add, op.tee(cnt), op.i32(fullCols), op.ltS, op.brIf(0), op.end, op.end);
+    }
+    if (remCols > 0) tileCode(mr, Math.floor(remCols / 4), remCols % 4);
+  };
+
+  const fullRows = Math.floor(M / MR);
+  const remRows = M - fullRows * MR;
+  emit(op.i32(0), op.set(bi), op.block, op.loop);
+  emit(op.get(A), op.set(arow), op.get(C), op.set(crow));
+  if (fullRows > 0) {
+    emit(op.i32(0), op.set(rcnt), op.block, op.loop);
+    rowBlock(MR);
+    addTo(arow, 4 * MR * asI);
+    addTo(crow, 4 * MR * N);
+    emit(op.get(rcnt), op.i32(1), op.add, op.tee(rcnt), op.i32(fullRows), op.ltS, op.brIf(0), op.end, op.end);
+  }
+  if (remRows > 0) rowBlock(remRows);
+  addTo(A, 4 * aStep);
+  addTo(B, 4 * bStep);
+  addTo(C, 4 * M * N);
+  emit(op.get(bi), op.i32(1), op.add, op.tee(bi), op.get(BATCH), op.ltS, op.brIf(0), op.end, op.end);
+  return { params: [I32, I32, I32, I32], locals: [...new Array(10).fill(I32), ...new Array(1 + NV + MR + MR * NV).fill(V128)], body };
+}
+
+/**
+ * Column sums out[c] = sum_r x[r, c] of x [rows, 4 c4]. Columns are taken in blocks of
+ * up to 8 vectors held in registers while the rows are walked. Params (x, out, rows).
+ */
+export function columnSumsFunc(c4: number): FuncDef {
+  const [X, OUT, ROWS] = [0, 1, 2];
+  const [r, p] = [3, 4];
+  const ACC = (v: number) => 5 + v;
+  const BLOCK = 8;
+  const body: number[] = [];
+  const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
+  for (let v0 = 0; v0 < c4; v0 += BLOCK) {
+    const nv = Math.min(BLOCK, c4 - v0);
+    for (let v = 0; v < nv; v++) emit(v128Zero(), op.set(ACC(v)));
+    emit(op.get(X), op.set(p), op.i32(0), op.set(r));
+    emit(op.block, op.loop); // rows >= 1 (checked by the caller)
+    for (let v = 0; v < nv; v++) emit(op.get(ACC(v)), op.get(p), v128Load(16 * (v0 + v)), f32x4Add(), op.set(ACC(v)));
+    emit(op.get(p), op.i32(16 * c4), op.add, op.set(p));
+    emit(op.get(r), op.i32(1), op.add, op.tee(r), op.get(ROWS), op.ltS, op.brIf(0), op.end, op.end);
+    for (let v = 0; v < nv; v++) emit(op.get(OUT), op.get(ACC(v)), v128Store(16 * (v0 + v)));
+  }
+  return { params: [I32, I32, I32], locals: [I32, I32, ...new Array(Math.min(BLOCK, c4)).fill(V128)], body };
+}
+
+/**
+ * Filter and bias gradients of a 3x3 depthwise convolution, stride 1, padding 1, for
+ * x and dy [B, H, W, 4 c4]: dw[kh, kw, c] = sum x[b, h+kh-1, w+kw-1, c] dy[b, h, w, c]
+ * over in-bounds positions, db[c] = sum dy[b, h, w, c]. Params
+ * (x, dy, dw, db, images, H, W), all >= 1; dw (9 C floats) and db (C floats) are
+ * accumulated into, so the caller passes zeroed outputs.
+ */
+export function depthwise3x3FilterGradFunc(c4: number): FuncDef {
+  const [X, DY, DW, DB, NB, H, W] = [0, 1, 2, 3, 4, 5, 6];
+  const [b, h, w, j, dyp, xp, acc, hh, ww] = [7, 8, 9, 10, 11, 12, 13, 14, 15];
+  const rowBytes = 16 * c4;
+  const body: number[] = [];
+  const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
+  /** for j in 0..c4: `inner()` with the byte offset 16 j in local `acc`-relative addressing. */
+  const channelLoop = (inner: () => void) => {
+    emit(op.i32(0), op.set(j), op.block, op.loop);
+    inner();
+    emit(op.get(j), op.i32(16), op.add, op.tee(j), op.i32(rowBytes), op.ltS, op.brIf(0), op.end, op.end);
+  };
+  emit(op.get(DY), op.set(dyp));
+  emit(op.i32(0), op.set(b), op.block, op.loop);
+  emit(op.i32(0), op.set(h), op.block, op.loop);
+  emit(op.i32(0), op.set(w), op.block, op.loop);
+  // bias: db += dy[pixel]
+  channelLoop(() => emit(op.get(DB), op.get(j), op.add, op.tee(acc), op.get(acc), v128Load(), op.get(dyp), op.get(j), op.add, v128Load(), f32x4Add(), v128Store()));
+  for (let kh = 0; kh < 3; kh++) {
+    // hh = h + kh - 1 in [0, H): one unsigned compare (-1 wraps to 2^32 - 1)
+    emit(op.get(h), op.i32(kh - 1), op.add, op.tee(hh), op.get(H), op.ltU, op.if);
+    for (let kw = 0; kw < 3; kw++) {
+      emit(op.get(w), op.i32(kw - 1), op.add, op.tee(ww), op.get(W), op.ltU, op.if);
+      // xp = X + ((b H + hh) W + ww) rowBytes
+      emit(op.get(X), op.get(b), op.get(H), op.mul, op.get(hh), op.add, op.get(W), op.mul, op.get(ww), op.add, op.i32(rowBytes), op.mul, op.add, op.set(xp));
+      const tapOff = (kh * 3 + kw) * rowBytes;
+      channelLoop(() => {
+        emit(op.get(DW), op.get(j), op.add, op.tee(acc), op.get(acc), v128Load(tapOff));
+        emit(op.get(xp), op.get(j), op.add, v128Load(), op.get(dyp), op.get(j), op.add, v128Load(), f32x4Mul(), f32x4Add(), v128Store(tapOff));
+      });
+      emit(op.end);
+    }
+    emit(op.end);
+  }
+  emit(op.get(dyp), op.i32(rowBytes), op.add, op.set(dyp));
+  emit(op.get(w), op.i32(1), op.add, op.tee(w), op.get(W), op.ltS, op.brIf(0), op.end, op.end);
+  emit(op.get(h), op.i32(1), op.add, op.tee(h), op.get(H), op.ltS, op.brIf(0), op.end, op.end);
+  emit(op.get(b), op.i32(1), op.add, op.tee(b), op.get(NB), op.ltS, op.brIf(0), op.end, op.end);
+  return { params: [I32, I32, I32, I32, I32, I32, I32], locals: new Array(9).fill(I32), body };
+}
+
+// ------------------------------------------------------------------ registration
+
+interface WasmBackendLike {
+  wasm: { asm: { memory: WasmMemory } };
+  dataIdMap: { get(id: object): { memoryOffset: number } };
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+}
+
+const GEMM = "PbipGemm";
+const COLSUM = "PbipColumnSums";
+const DW_GRAD = "PbipDepthwise3x3FilterGrad";
+type GemmFn = (a: number, b: number, c: number, batch: number) => void;
+let registered: boolean | undefined;
+let memory: WasmMemory | undefined;
+const fnCache = new Map<string, (...args: number[]) => void>();
+
+/** A kernel compiled for this shape, against the backend's current memory (a new backend instance has a new one). */
+function compiled(be: WasmBackendLike, key: string, make: () => FuncDef): (...args: number[]) => void {
+  const m = be.wasm.asm.memory;
+  if (memory !== m) {
+    memory = m;
+    fnCache.clear();
+  }
+  let fn = fnCache.get(key);
+  if (!fn) {
+    const inst = new WebAssemblyApi.Instance(new WebAssemblyApi.Module(assemble([make()])), { env: { memory: m } });
+    fn = inst.exports.f0 as (...args: number[]) => void;
+    fnCache.set(key, fn);
+  }
+  return fn;
+}
+
+const addr = (be: WasmBackendLike, t: tf.TensorInfo) => be.dataIdMap.get(t.dataId).memoryOffset;
+
+function register(): boolean {
+  if (registered !== undefined) return registered;
+  registered = false;
+  try {
+    if (!tf.findBackend("wasm")) return false;
+    if (!WebAssemblyApi.validate(assemble([gemmFunc(5, 3, 7, false, 15, 21), gemmFunc(5, 3, 13, true, 15, 0, { mr: 3, nv: 3 }), gemmFunc(6, 9, 7, false, 0, 63, { mr: 4, nv: 2, unroll: true }), gemmFunc(9, 5, 6, true, 45, 30, { mr: 4, nv: 1, unroll: true }), columnSumsFunc(9), depthwise3x3FilterGradFunc(2)]))) return false;
+    // Another copy of this module (src and dist in one process) may have registered them already.
+    if (tf.getKernel(GEMM, "wasm") && tf.getKernel(DW_GRAD, "wasm")) {
+      registered = true;
+      return true;
+    }
+    tf.registerKernel({
+      kernelName: GEMM,
+      backendName: "wasm",
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const be = backend as unknown as WasmBackendLike;
+        const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+        const { M, K, N, batch, transposeA, aStep, bStep, mr, nv, unroll } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number; unroll: boolean };
+        const fn = compiled(be, `gemm.${M}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}.${unroll}`, () => gemmFunc(M, K, N, transposeA, aStep, bStep, { mr, nv, unroll })) as GemmFn;
+        const out = be.makeOutput([batch, M, N], "float32");
+        fn(addr(be, a), addr(be, b), addr(be, out), batch);
+        return out;
+      },
+    });
+    tf.registerKernel({
+      kernelName: COLSUM,
+      backendName: "wasm",
+      kernelFunc: ({ inputs, backend }) => {
+        const be = backend as unknown as WasmBackendLike;
+        const { x } = inputs as { x: tf.TensorInfo };
+        const [rows, cols] = x.shape as [number, number];
+        const fn = compiled(be, `colsum.${cols}`, () => columnSumsFunc(cols / 4));
+        const out = be.makeOutput([cols], "float32");
+        fn(addr(be, x), addr(be, out), rows);
+        return out;
+      },
+    });
+    // d(column sums)/dx: every row receives dy.
+    tf.registerGradient({
+      kernelName: COLSUM,
+      inputsToSave: ["x"],
+      gradFunc: (dy, saved) => {
+        const [x] = saved as [tf.Tensor];
+        return { x: () => tf.broadcastTo(dy as tf.Tensor, x.shape) };
+      },
+    });
+    tf.registerKernel({
+      kernelName: DW_GRAD,
+      backendName: "wasm",
+      kernelFunc: ({ inputs, backend }) => {
+        const be = backend as unknown as WasmBackendLike;
+        const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+        const [nb, h, w, c] = x.shape as [number, number, number, number];
+        const fn = compiled(be, `dw3x3.${c}`, () => depthwise3x3FilterGradFunc(c / 4));
+        const dw = be.makeOutput([3, 3, c, 1], "float32");
+        const db = be.makeOutput([c], "float32");
+        new Float32Array(memory!.buffer, addr(be, dw), 9 * c).fill(0);
+        new Float32Array(memory!.buffer, addr(be, db), c).fill(0);
+        fn(addr(be, x), addr(be, dy), addr(be, dw), addr(be, db), nb, h, w);
+        return [dw, db];
+      },
+    });
+    registered = true;
+  } catch {
+    registered = false;
+  }
+  return registered;
+}
+
+/** True when the active backend is `wasm` with SIMD and these kernels are registered. */
+export function wasmSimdKernelsAvailable(): boolean {
+  return tf.getBackend() === "wasm" && register();
+}
+
+function requireKernels(what: string): void {
+  if (!wasmSimdKernelsAvailable()) throw new Error(`${what}: needs the wasm backend with SIMD (check wasmSimdKernelsAvailable() first)`);
+}
+
+/**
+ * Batched matrix product on the WASM backend: a [..., M, K] (with `transposeA`,
+ * [..., K, M], multiplied as its transpose) times b [..., K, N] -> [..., M, N]. The
+ * leading dimensions of a and b are flattened and must hold the same number of
+ * matrices, or one of them a single matrix that is used for every product. Not
+ * differentiable by itself (used inside custom-gradient ops).
+ */
+export function gemm(a: tf.Tensor, b: tf.Tensor, opts: { transposeA?: boolean; tile?: GemmTile } = {}): tf.Tensor {
+  requireKernels("gemm");
+  const transposeA = opts.transposeA ?? false;
+  const tile = opts.tile ?? DEFAULT_GEMM_TILE;
+  if (a.rank < 2 || b.rank < 2) throw new Error(`gemm: operands must have rank >= 2, got [${a.shape}] and [${b.shape}]`);
+  if (a.dtype !== "float32" || b.dtype !== "float32") throw new Error(`gemm: float32 only, got ${a.dtype} and ${b.dtype}`);
+  const [d1, d2] = [a.shape[a.rank - 2]!, a.shape[a.rank - 1]!];
+  const [M, K] = transposeA ? [d2, d1] : [d1, d2];
+  const [Kb, N] = [b.shape[b.rank - 2]!, b.shape[b.rank - 1]!];
+  const na = a.size / (d1 * d2);
+  const nb = b.size / (Kb * N);
+  if (Kb !== K || (na !== nb && na !== 1 && nb !== 1)) {
+    throw new Error(`gemm: shapes [${a.shape}]${transposeA ? "^T" : ""} and [${b.shape}] do not match`);
+  }
+  const batch = Math.max(na, nb);
+  const lead = (na >= nb ? a : b).shape.slice(0, -2);
+  if (batch === 0 || M === 0 || N === 0) return tf.zeros([...lead, M, N]);
+  if (K === 0) return tf.zeros([...lead, M, N]);
+  const attrs = { M, K, N, batch, transposeA, aStep: na === 1 ? 0 : M * K, bStep: nb === 1 ? 0 : K * N, mr: tile.mr, nv: tile.nv, unroll: tile.unroll ?? false };
+  const out = tf.engine().runKernel(GEMM, { a, b }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+  return reshapeOwned(out, [...lead, M, N]);
+}
+
+/** `x` reshaped, giving up `x` (a kernel output the caller does not see; outside a tidy it would leak). */
+function reshapeOwned(x: tf.Tensor, shape: number[]): tf.Tensor {
+  if (tf.util.arraysEqual(x.shape, shape)) return x;
+  const r = tf.reshape(x, shape);
+  x.dispose();
+  return r;
+}
+
+/** Column sums of x [N, C] -> [C] (C a multiple of 4, N >= 1) on the WASM backend; differentiable. */
+export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
+  requireKernels("columnSums");
+  if (x.shape[1] % 4 !== 0 || x.shape[0] < 1) throw new Error(`columnSums: needs >= 1 row and a multiple of 4 columns, got [${x.shape}]`);
+  return tf.engine().runKernel(COLSUM, { x }, {}) as tf.Tensor1D;
+}
+
+/**
+ * Filter gradient [3, 3, C, 1] and bias gradient [C] of a 3x3 depthwise convolution
+ * with stride 1 and padding 1, from its input x and output gradient dy, both
+ * [B, H, W, C] (C a multiple of 4), on the WASM backend.
+ */
+export function depthwise3x3FilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D): { dw: tf.Tensor4D; db: tf.Tensor1D } {
+  requireKernels("depthwise3x3FilterGrad");
+  if (!tf.util.arraysEqual(x.shape, dy.shape)) throw new Error(`depthwise3x3FilterGrad: x [${x.shape}] and dy [${dy.shape}] differ`);
+  if (x.shape[3] % 4 !== 0 || x.size === 0) throw new Error(`depthwise3x3FilterGrad: needs a multiple of 4 channels and a non-empty input, got [${x.shape}]`);
+  const [dw, db] = tf.engine().runKernel(DW_GRAD, { x, dy }, {}) as tf.Tensor[];
+  return { dw: dw as tf.Tensor4D, db: db as tf.Tensor1D };
+}

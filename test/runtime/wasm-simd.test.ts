@@ -1,0 +1,207 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
+import { onBackend, randomArray, maxRelErr } from "../helpers";
+import { WebAssemblyApi, assemble } from "../../src/runtime/wasm-asm";
+import { columnSums, columnSumsFunc, depthwise3x3FilterGrad, depthwise3x3FilterGradFunc, gemm, gemmFunc, wasmSimdKernelsAvailable, type GemmTile } from "../../src/runtime/wasm-simd";
+
+/** C[i] = op(A[i]) B[i] in float64, A [n,M,K] (or [n,K,M] with tA), B [n,K,N]; an operand with n = 1 is shared. */
+function refGemm(a: Float32Array, b: Float32Array, na: number, nb: number, M: number, K: number, N: number, tA: boolean): Float64Array {
+  const n = Math.max(na, nb);
+  const out = new Float64Array(n * M * N);
+  for (let i = 0; i < n; i++) {
+    const ao = na === 1 ? 0 : i * M * K;
+    const bo = nb === 1 ? 0 : i * K * N;
+    for (let r = 0; r < M; r++) {
+      for (let c = 0; c < N; c++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += a[ao + (tA ? k * M + r : r * K + k)]! * b[bo + k * N + c]!;
+        out[i * M * N + r * N + c] = s;
+      }
+    }
+  }
+  return out;
+}
+
+// [na, nb, M, K, N, transposeA]: every row remainder (M % 4) and column remainder (N % 8),
+// K = 1, shared (broadcast) operands, and the shapes of MiT-b1's attention.
+const CASES: [number, number, number, number, number, boolean][] = [
+  [3, 3, 5, 7, 9, false],
+  [2, 2, 6, 3, 10, true],
+  [1, 4, 7, 5, 11, false],
+  [4, 1, 8, 2, 12, true],
+  [2, 2, 1, 1, 1, false],
+  [2, 2, 2, 9, 13, true],
+  [1, 1, 3, 4, 14, false],
+  [2, 2, 4, 6, 15, true],
+  [2, 2, 9, 1, 16, false],
+  [2, 2, 49, 64, 49, false],
+  [2, 2, 49, 49, 64, true],
+];
+
+test("gemm (generated WASM SIMD kernel) matches a float64 product for every remainder, transposeA and shared operands", async () => {
+  await onBackend("wasm", () => {
+    assert.ok(wasmSimdKernelsAvailable(), "the kernels register on the WASM backend");
+    for (const tile of [undefined, { mr: 3, nv: 3 }, { mr: 1, nv: 1 }] as (GemmTile | undefined)[]) {
+      for (const [na, nb, M, K, N, tA] of CASES) {
+        const a = randomArray(na * M * K, M * 31 + K);
+        const b = randomArray(nb * K * N, N * 7 + 1);
+        const want = refGemm(a, b, na, nb, M, K, N, tA);
+        const before = tf.memory().numTensors;
+        const at = tf.tensor(a, tA ? [na, K, M] : [na, M, K]);
+        const bt = tf.tensor(b, [nb, K, N]);
+        const c = gemm(at, bt, { transposeA: tA, tile });
+        assert.deepEqual(c.shape, [Math.max(na, nb), M, N]);
+        const err = maxRelErr(c.dataSync(), want);
+        tf.dispose([at, bt, c]);
+        assert.equal(tf.memory().numTensors, before, "no tensor is left behind outside a tidy");
+        assert.ok(err < 1e-6, `[${na}|${nb},${M},${K},${N}] tA=${tA} tile ${JSON.stringify(tile)}: max relative error ${err}`);
+      }
+    }
+    // Leading dimensions are kept; mismatches are named.
+    const c = tf.tidy(() => gemm(tf.ones([2, 3, 4, 5]), tf.ones([2, 3, 5, 6])));
+    assert.deepEqual(c.shape, [2, 3, 4, 6]);
+    assert.ok(c.dataSync().every((v) => v === 5));
+    c.dispose();
+    assert.throws(() => tf.tidy(() => gemm(tf.ones([2, 4, 5]), tf.ones([2, 4, 6]))), /do not match/);
+    assert.throws(() => tf.tidy(() => gemm(tf.ones([2, 4, 5]), tf.ones([3, 5, 6]))), /do not match/);
+  });
+});
+
+test("gemm on the CPU backend refuses with a clear message instead of computing wrongly", async () => {
+  await onBackend("cpu", () => {
+    assert.equal(wasmSimdKernelsAvailable(), false);
+    assert.throws(() => tf.tidy(() => gemm(tf.ones([1, 2, 2]), tf.ones([1, 2, 2]))), /needs the wasm backend/);
+  });
+});
+
+/**
+ * Run a generated function on a memory of its own, with every buffer between guard
+ * bands of a sentinel value: the kernel may only write its outputs.
+ */
+function runGuarded(funcDef: ReturnType<typeof gemmFunc>, inputs: Float32Array[], outputSizes: number[], extra: number[]): { outputs: Float32Array[]; guardsIntact: boolean } {
+  const GUARD = 64; // floats on each side
+  const SENTINEL = -12345.5;
+  const sizes = [...inputs.map((x) => x.length), ...outputSizes];
+  const total = sizes.reduce((s, n) => s + n + GUARD, GUARD);
+  const memory = new (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number }) => { buffer: ArrayBuffer } } }).WebAssembly.Memory({ initial: Math.ceil((total * 4) / 65536) + 1 });
+  const f32 = new Float32Array(memory.buffer);
+  f32.fill(SENTINEL);
+  const offsets: number[] = [];
+  let at = GUARD;
+  for (const n of sizes) {
+    offsets.push(at);
+    at += n + GUARD;
+  }
+  inputs.forEach((x, i) => f32.set(x, offsets[i]));
+  outputSizes.forEach((n, j) => f32.fill(0, offsets[inputs.length + j]!, offsets[inputs.length + j]! + n));
+  const inst = new WebAssemblyApi.Instance(new WebAssemblyApi.Module(assemble([funcDef])), { env: { memory } });
+  (inst.exports.f0 as (...args: number[]) => void)(...offsets.map((o) => o * 4), ...extra);
+  let guardsIntact = true;
+  let pos = 0;
+  offsets.forEach((o, i) => {
+    for (let g = pos; g < o; g++) if (f32[g] !== SENTINEL) guardsIntact = false;
+    pos = o + sizes[i]!;
+  });
+  for (let g = pos; g < pos + GUARD; g++) if (f32[g] !== SENTINEL) guardsIntact = false;
+  const outputs = outputSizes.map((n, j) => f32.slice(offsets[inputs.length + j]!, offsets[inputs.length + j]! + n));
+  return { outputs, guardsIntact };
+}
+
+test("the generated GEMM writes exactly its output (guard bands around every buffer stay untouched)", () => {
+  for (const [na, nb, M, K, N, tA] of CASES) {
+    const a = randomArray(na * M * K, 5);
+    const b = randomArray(nb * K * N, 6);
+    const batch = Math.max(na, nb);
+    const def = gemmFunc(M, K, N, tA, na === 1 ? 0 : M * K, nb === 1 ? 0 : K * N);
+    const { outputs, guardsIntact } = runGuarded(def, [a, b], [batch * M * N], [batch]);
+    assert.ok(guardsIntact, `[${na}|${nb},${M},${K},${N}] tA=${tA}: a write outside the output`);
+    assert.ok(maxRelErr(outputs[0]!, refGemm(a, b, na, nb, M, K, N, tA)) < 1e-6);
+  }
+});
+
+test("columnSums equals float64 column sums, across column blocks of 8 vectors and a remainder", async () => {
+  await onBackend("wasm", () => {
+    for (const [rows, cols] of [
+      [1, 4],
+      [7, 36],
+      [1000, 64],
+      [33, 100],
+    ] as [number, number][]) {
+      const x = randomArray(rows * cols, rows + cols);
+      const want = new Float64Array(cols);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) want[c]! += x[r * cols + c]!;
+      const got = tf.tidy(() => columnSums(tf.tensor2d(x, [rows, cols])).dataSync());
+      assert.ok(maxRelErr(got, want) < 1e-5, `[${rows},${cols}]: ${maxRelErr(got, want)}`);
+      const { outputs, guardsIntact } = runGuarded(columnSumsFunc(cols / 4), [x], [cols], [rows]);
+      assert.ok(guardsIntact, `[${rows},${cols}]: a write outside the output`);
+      assert.ok(maxRelErr(outputs[0]!, want) < 1e-5);
+    }
+    assert.throws(() => tf.tidy(() => columnSums(tf.zeros([3, 6]) as tf.Tensor2D)), /multiple of 4/);
+  });
+});
+
+/** Filter and bias gradients of a 3x3, stride-1, pad-1 depthwise convolution, in float64. */
+function refDwGrad(x: Float32Array, dy: Float32Array, B: number, H: number, W: number, C: number): { dw: Float64Array; db: Float64Array } {
+  const dw = new Float64Array(9 * C);
+  const db = new Float64Array(C);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let w = 0; w < W; w++) {
+        for (let c = 0; c < C; c++) {
+          const g = dy[((b * H + h) * W + w) * C + c]!;
+          db[c]! += g;
+          for (let kh = 0; kh < 3; kh++) {
+            for (let kw = 0; kw < 3; kw++) {
+              const hh = h + kh - 1;
+              const ww = w + kw - 1;
+              if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
+              dw[(kh * 3 + kw) * C + c]! += x[((b * H + hh) * W + ww) * C + c]! * g;
+            }
+          }
+        }
+      }
+    }
+  }
+  return { dw, db };
+}
+
+test("depthwise3x3FilterGrad equals a float64 loop and TF.js's own depthwise filter gradient", async () => {
+  for (const [B, H, W, C] of [
+    [2, 5, 4, 8],
+    [1, 1, 1, 4],
+    [3, 2, 7, 12],
+    [1, 6, 6, 64],
+  ] as [number, number, number, number][]) {
+    const x = randomArray(B * H * W * C, H * 10 + W);
+    const dy = randomArray(B * H * W * C, C);
+    const want = refDwGrad(x, dy, B, H, W, C);
+    const tfjs = await onBackend("cpu", () =>
+      tf.tidy(() => {
+        const xt = tf.tensor4d(x, [B, H, W, C]);
+        const dyt = tf.tensor4d(dy, [B, H, W, C]);
+        // The vector-Jacobian product of TF.js's depthwise convolution with respect to its filter.
+        return tf.grad((f: tf.Tensor) => tf.sum(tf.mul(tf.depthwiseConv2d(xt, f as tf.Tensor4D, 1, 1), dyt)))(tf.zeros([3, 3, C, 1])).dataSync();
+      }),
+    );
+    assert.ok(maxRelErr(tfjs, want.dw) < 1e-5, "the float64 reference agrees with TF.js");
+    await onBackend("wasm", () => {
+      const before = tf.memory().numTensors;
+      const { dw, db } = tf.tidy(() => {
+        const r = depthwise3x3FilterGrad(tf.tensor4d(x, [B, H, W, C]), tf.tensor4d(dy, [B, H, W, C]));
+        assert.deepEqual(r.dw.shape, [3, 3, C, 1]);
+        return { dw: r.dw.dataSync(), db: r.db.dataSync() };
+      });
+      assert.equal(tf.memory().numTensors, before);
+      assert.ok(maxRelErr(dw, want.dw) < 1e-5, `[${B},${H},${W},${C}] dw: ${maxRelErr(dw, want.dw)}`);
+      assert.ok(maxRelErr(db, want.db) < 1e-5, `[${B},${H},${W},${C}] db: ${maxRelErr(db, want.db)}`);
+    });
+    const { outputs, guardsIntact } = runGuarded(depthwise3x3FilterGradFunc(C / 4), [x, dy], [9 * C, C], [B, H, W]);
+    assert.ok(guardsIntact, `[${B},${H},${W},${C}]: a write outside the outputs`);
+    assert.ok(maxRelErr(outputs[0]!, want.dw) < 1e-5 && maxRelErr(outputs[1]!, want.db) < 1e-5);
+  }
+  await onBackend("wasm", () => {
+    assert.throws(() => tf.tidy(() => depthwise3x3FilterGrad(tf.zeros([1, 2, 2, 6]) as tf.Tensor4D, tf.zeros([1, 2, 2, 6]) as tf.Tensor4D)), /multiple of 4/);
+    assert.throws(() => tf.tidy(() => depthwise3x3FilterGrad(tf.zeros([1, 2, 2, 4]) as tf.Tensor4D, tf.zeros([1, 2, 3, 4]) as tf.Tensor4D)), /differ/);
+  });
+});
