@@ -30,6 +30,12 @@ async function main(): Promise<void> {
     [2304, 49, 32, 49, false, "Swin-T window q k^T"],
     [2304, 49, 49, 32, false, "Swin-T window p v"],
     [1, 512, 512, 512, false, "square, one matrix"],
+    [1, 1960, 512, 2048, false, "MiT-b1 stage 3 fc1"],
+    [1, 31360, 64, 256, false, "MiT-b1 stage 1 fc1"],
+    [1, 31360, 256, 64, false, "MiT-b1 stage 1 fc2"],
+    [1, 512, 1960, 2048, true, "MiT-b1 stage 3 fc1 dW"],
+    [1, 256, 31360, 64, true, "MiT-b1 stage 1 fc2 dW"],
+    [1, 64, 31360, 256, true, "MiT-b1 stage 1 fc1 dW"],
   ];
   const tiles: GemmTile[] = [{ mr: 4, nv: 2 }, { mr: 3, nv: 3 }, { mr: 6, nv: 2 }];
   const timeIt = (f: () => tf.Tensor): number => {
@@ -44,6 +50,8 @@ async function main(): Promise<void> {
     const b = tf.randomNormal([n, K, N]);
     const gf = (ms: number) => ((2 * n * M * K * N) / (ms * 1e6)).toFixed(1);
     const cells = [`TF.js ${gf(timeIt(() => tf.matMul(a, b, tA, false)))}`];
+    // One matrix: XNNPACK, with A transposed explicitly first when needed (as pbip's linear layers do).
+    if (n === 1) cells.push(`XNNPACK ${gf(timeIt(() => tf.tidy(() => tf.matMul(tA ? tf.transpose(a, [0, 2, 1]) : a, b))))}`);
     for (const t of tiles) cells.push(`pbip ${t.mr}x${4 * t.nv} ${gf(timeIt(() => gemm(a, b, { transposeA: tA, tile: t })))}`);
     console.log(`${what.padEnd(28)} [${n},${M},${K}]${tA ? "^T" : ""}x[${K},${N}]  ${cells.join("  ")}`);
     tf.dispose([a, b]);

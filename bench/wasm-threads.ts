@@ -3,98 +3,21 @@
 //
 //   npx tsx bench/wasm-threads.ts [--threads 2] [--reps 3] [--skip-swin]
 //
-// tfjs-backend-wasm 4.22 never picks the threaded build in Node: its
-// WASM_HAS_MULTITHREAD_SUPPORT flag returns false when IS_NODE (tfjs issue #3830).
-// Forcing the flag is not enough, for three reasons this file works around while
-// the backend initialises (and only then):
-//   1. the pthread workers are started from `URL.createObjectURL(blob)` URLs, which
-//      Node's worker_threads cannot load: the blobs' text is written to files and
-//      their paths returned instead (a Blob subclass records the text);
-//   2. the worker evaluates the factory's source (`factory.toString()`), which refers
-//      to the bundle's module-scope helpers (commonjsGlobal, require$$0/1/3/4 =
-//      fs, path, perf_hooks, os): the worker file starts by defining them;
-//   3. the C++ side caps the pool at os.cpus().length / 2 (it assumes two hardware
-//      threads per core), i.e. 1 on a 2-vCPU machine: os.cpus() reports 2n entries
-//      during initialisation.
-// Then XNNPACK's thread pool runs conv2d, depthwise conv and matMul on n threads.
+// The threaded build is started by `initWasmThreaded` (src/runtime/wasm-threads.ts,
+// which says how); `initBackend({ wasmThreads })` / PBIP_WASM_THREADS use it.
 //
 // The parent runs two children, the shipped single-threaded WASM and the threaded
 // build, on the same seeded inputs, and prints times (wall and process CPU), the
 // speed-up, whether results agree, whether the child exits by itself (pthread
-// workers can keep Node alive), and whether pbip's Swin WASM kernels (which import
-// the backend's memory) still work on the shared memory.
+// workers can keep Node alive), and whether pbip's WASM kernels (which import the
+// backend's memory) still work on the shared memory.
 import { spawn } from "node:child_process";
-import * as fs from "node:fs";
 import * as os from "node:os";
-import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels } from "../src/runtime/wasm-kernels";
+import { initWasmThreaded } from "../src/runtime/wasm-threads";
 import { buildMiT } from "../src/model/backbones";
 import { createSwinEncoder } from "../src/encoders/swin";
-
-/** tfjs-backend-wasm version whose module-scope helper names the worker prelude knows. */
-const KNOWN_WASM_VERSION = "4.22.0";
-
-/**
- * Initialise the WASM backend with the multi-threaded SIMD build and `threads`
- * threads (call instead of `tf.setBackend("wasm")`). Returns the thread count the
- * backend reports. Throws when the build cannot start; the caller falls back.
- */
-export async function initWasmThreaded(threads: number, scratchDir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-wasm-threads-"))): Promise<number> {
-  const wasm = require("@tensorflow/tfjs-backend-wasm") as typeof import("@tensorflow/tfjs-backend-wasm");
-  if (wasm.version_wasm !== KNOWN_WASM_VERSION) throw new Error(`threaded WASM shim written for tfjs-backend-wasm ${KNOWN_WASM_VERSION}, found ${wasm.version_wasm}`);
-  if (typeof SharedArrayBuffer === "undefined") throw new Error("no SharedArrayBuffer in this Node");
-  const mainFile = path.join(scratchDir, "tfjs-backend-wasm-threaded-simd.main.js");
-  const workerFile = path.join(scratchDir, "tfjs-backend-wasm-threaded-simd.worker.js");
-  const prelude = [
-    "// pbip: module-scope helpers the threaded factory's source refers to, and its main script's path.",
-    "globalThis.commonjsGlobal = globalThis;",
-    "Object.assign(globalThis, { require$$0: require('fs'), require$$1: require('path'), require$$3: require('perf_hooks'), require$$4: require('os') });",
-    `URL.createObjectURL = function () { return ${JSON.stringify(mainFile)}; };`,
-    "URL.revokeObjectURL = function () {};",
-    "",
-  ].join("\n");
-  const texts = new WeakMap<object, string>();
-  const OrigBlob = globalThis.Blob;
-  class RecordingBlob extends OrigBlob {
-    constructor(parts: NonNullable<ConstructorParameters<typeof Blob>[0]> = [], options?: ConstructorParameters<typeof Blob>[1]) {
-      super(parts, options);
-      const text = parts.map((p) => (typeof p === "string" ? p : "")).join("");
-      texts.set(this, text);
-      if (text.startsWith("var WasmBackendModuleThreadedSimd")) fs.writeFileSync(mainFile, text);
-    }
-  }
-  const origCreate = URL.createObjectURL;
-  const osm = require("os") as typeof import("os");
-  const origCpus = osm.cpus;
-  (globalThis as { Blob: typeof Blob }).Blob = RecordingBlob;
-  URL.createObjectURL = (obj: Blob) => {
-    const text = texts.get(obj);
-    if (text === undefined) return origCreate(obj);
-    if (text.startsWith("var WasmBackendModuleThreadedSimd")) return mainFile;
-    fs.writeFileSync(workerFile, prelude + text);
-    return workerFile;
-  };
-  osm.cpus = () => {
-    const c = origCpus();
-    return Array.from({ length: 2 * threads }, (_, i) => c[i % c.length]!);
-  };
-  tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", true);
-  wasm.setThreadsCount(threads);
-  try {
-    if (!(await tf.setBackend("wasm"))) throw new Error("the threaded WASM backend did not initialise");
-  } finally {
-    (globalThis as { Blob: typeof Blob }).Blob = OrigBlob;
-    URL.createObjectURL = origCreate;
-    osm.cpus = origCpus;
-  }
-  type PthreadWorker = { unref?: () => void };
-  const mod = (tf.backend() as unknown as { wasm: { wasmMemory?: { buffer: ArrayBuffer | SharedArrayBuffer }; PThread?: { runningWorkers: PthreadWorker[]; unusedWorkers: PthreadWorker[] } } }).wasm;
-  if (!(mod.wasmMemory?.buffer instanceof SharedArrayBuffer)) throw new Error("the backend did not start the threaded build (memory is not shared)");
-  // XNNPACK's pool threads run for the life of the process: let Node exit without them.
-  for (const w of [...(mod.PThread?.runningWorkers ?? []), ...(mod.PThread?.unusedWorkers ?? [])]) w.unref?.();
-  return wasm.getThreadsCount();
-}
 
 // ------------------------------------------------------------------ measurements (children)
 

@@ -19,7 +19,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { gemm } from "../runtime/wasm-simd";
-import { F32, I32, V128, WebAssemblyApi, assemble, bitselect, f32x4Abs, f32x4Add, f32x4Const, f32x4Div, f32x4Extract, f32x4Ge, f32x4Max, f32x4Mul, f32x4Nearest, f32x4Splat, f32x4Sub, i32x4Add, i32x4Const, i32x4Shl, i32x4TruncSat, op, v128Load, v128Store, v128Zero, type FuncDef, type WasmMemory } from "../runtime/wasm-asm";
+import { F32, I32, V128, WebAssemblyApi, assemble, bitselect, f32x4Abs, f32x4Add, f32x4Const, f32x4Div, f32x4Extract, f32x4Ge, f32x4Max, f32x4Mul, f32x4Nearest, f32x4Splat, f32x4Sub, i32x4Add, i32x4Const, i32x4Shl, i32x4TruncSat, op, v128Load, v128Store, v128Zero, backendMemory, type FuncDef, type WasmBackendLike, type WasmMemory } from "../runtime/wasm-asm";
 
 // ------------------------------------------------------------------ kernels
 
@@ -179,11 +179,6 @@ function layerNormGradFunc(): FuncDef {
 
 // ------------------------------------------------------------------ registration
 
-interface WasmBackendLike {
-  wasm: { asm: { memory: WasmMemory } };
-  dataIdMap: { get(id: object): { memoryOffset: number } };
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-}
 
 const GATHER = "PbipGatherRows";
 const GELU = "PbipGelu";
@@ -192,6 +187,7 @@ const LN = "PbipLayerNorm";
 const LN_GRAD = "PbipLayerNormGrad";
 let registered: boolean | undefined;
 let memory: WasmMemory | undefined;
+let sharedMemory = false;
 let gatherFn: ((x: number, idx: number, out: number, rows: number, c4: number, batch: number, xStep: number) => void) | undefined;
 let geluFn: ((x: number, y: number, n4: number) => void) | undefined;
 let geluGradFn: ((x: number, dy: number, dx: number, n4: number) => void) | undefined;
@@ -201,9 +197,10 @@ let lnFn: LnFn | undefined;
 let lnGradFn: LnGradFn | undefined;
 
 /** Bind the kernels to the backend's memory (a new WASM backend instance has a new one). */
-function useMemory(m: WasmMemory): void {
-  if (memory === m) return;
-  memory = m;
+function useMemory(m: { memory: WasmMemory; shared: boolean }): void {
+  if (memory === m.memory) return;
+  memory = m.memory;
+  sharedMemory = m.shared;
   gatherFn = undefined;
   geluFn = undefined;
   geluGradFn = undefined;
@@ -212,7 +209,7 @@ function useMemory(m: WasmMemory): void {
 }
 
 function instantiate<T>(def: FuncDef): T {
-  const mod = new WebAssemblyApi.Module(assemble([def]));
+  const mod = new WebAssemblyApi.Module(assemble([def], sharedMemory));
   const inst = new WebAssemblyApi.Instance(mod, { env: { memory: memory! } });
   return inst.exports.f0 as unknown as T;
 }
@@ -234,7 +231,7 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend, attrs }) => {
         const be = backend as unknown as WasmBackendLike;
-        useMemory(be.wasm.asm.memory);
+        useMemory(backendMemory(be));
         gatherFn ??= instantiate(gatherFunc());
         const { x, index } = inputs as { x: tf.TensorInfo; index: tf.TensorInfo };
         const { rows, cols, batch } = attrs as unknown as { rows: number; cols: number; batch: number };
@@ -249,7 +246,7 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend }) => {
         const be = backend as unknown as WasmBackendLike;
-        useMemory(be.wasm.asm.memory);
+        useMemory(backendMemory(be));
         geluFn ??= instantiate(geluFunc(false));
         const { x } = inputs as { x: tf.TensorInfo };
         const out = be.makeOutput(x.shape, "float32");
@@ -262,7 +259,7 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend }) => {
         const be = backend as unknown as WasmBackendLike;
-        useMemory(be.wasm.asm.memory);
+        useMemory(backendMemory(be));
         geluGradFn ??= instantiate(geluFunc(true));
         const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
         const out = be.makeOutput(x.shape, "float32");
@@ -276,7 +273,7 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend, attrs }) => {
         const be = backend as unknown as WasmBackendLike;
-        useMemory(be.wasm.asm.memory);
+        useMemory(backendMemory(be));
         lnFn ??= instantiate<LnFn>(layerNormFunc());
         const { x, g, b } = inputs as { x: tf.TensorInfo; g: tf.TensorInfo; b: tf.TensorInfo };
         const [rows, cols] = x.shape as [number, number];
@@ -294,7 +291,7 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend }) => {
         const be = backend as unknown as WasmBackendLike;
-        useMemory(be.wasm.asm.memory);
+        useMemory(backendMemory(be));
         lnGradFn ??= instantiate<LnGradFn>(layerNormGradFunc());
         const { dy, xhat, rstd, g, res } = inputs as Record<"dy" | "xhat" | "rstd" | "g" | "res", tf.TensorInfo>;
         const [rows, cols] = dy.shape as [number, number];

@@ -11,10 +11,12 @@
 import * as tf from "@tensorflow/tfjs";
 import * as path from "node:path";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import { execFileSync } from "node:child_process";
 import { registerWasmKernels } from "./wasm-kernels";
 import { registerFastGradients } from "./gradients";
 import { registerWebGpuKernels } from "./webgpu-kernels";
+import { initWasmThreaded } from "./wasm-threads";
 
 export type BackendName = "webgpu" | "tensorflow" | "wasm" | "cpu";
 export type BackendChoice = BackendName | "auto";
@@ -45,7 +47,7 @@ export interface BackendReport {
   /** A one-line human description of the device. */
   device: string;
   adapter?: AdapterInfo;
-  /** Worker threads the backend computes with (1 for WASM in Node as shipped). */
+  /** Threads the backend computes with (WASM: 1, or the multi-threaded build's pool; 0 = a native pool). */
   threads: number;
   versions: Record<string, string>;
   /** Every backend tried, in order, with the reason it was or was not used. */
@@ -59,6 +61,30 @@ export interface InitBackendOptions {
   acceptSoftwareGpu?: boolean;
   /** Print the report to stderr. Default false. */
   verbose?: boolean;
+  /**
+   * Threads for the WASM backend: 1 = the single-threaded build TF.js uses in Node;
+   * 2 or more = its multi-threaded build (see `./wasm-threads`; XNNPACK's convolutions
+   * and matrix products on a thread pool, results bit-identical to one thread), which
+   * falls back to one thread, with the reason in the report, where it cannot start;
+   * 0 = as many as Node may use. Default: `PBIP_WASM_THREADS` from the environment
+   * (a number, or `auto`), else 0.
+   */
+  wasmThreads?: number;
+}
+
+/** Parse a WASM thread count as given by a user (`auto` = 0 = every CPU Node may use); throws a clear error otherwise. */
+export function parseWasmThreads(value: string, source = "threads"): number {
+  const v = value.trim().toLowerCase();
+  if (v === "auto" || v === "all") return 0;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 256) throw new Error(`${source}: "${value}" is not a thread count; use a whole number (1 = single-threaded, 0 or auto = every CPU)`);
+  return n;
+}
+
+function wasmThreadsFor(options: InitBackendOptions): number {
+  const n = options.wasmThreads ?? (process.env.PBIP_WASM_THREADS ? parseWasmThreads(process.env.PBIP_WASM_THREADS, "PBIP_WASM_THREADS") : 0);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`wasmThreads: ${n} is not a thread count`);
+  return n === 0 ? os.availableParallelism() : n;
 }
 
 let current: BackendReport | undefined;
@@ -301,7 +327,7 @@ async function tryTensorflow(): Promise<Partial<BackendReport>> {
   return { device: `native TensorFlow via ${loaded}`, threads: 0, versions: { [loaded]: packageVersion(loaded) ?? "?" } };
 }
 
-async function tryWasm(): Promise<Partial<BackendReport>> {
+async function tryWasm(threads: number): Promise<Partial<BackendReport>> {
   let wasm: typeof import("@tensorflow/tfjs-backend-wasm");
   try {
     wasm = require("@tensorflow/tfjs-backend-wasm");
@@ -314,13 +340,29 @@ async function tryWasm(): Promise<Partial<BackendReport>> {
   // The Emscripten module installs process-wide handlers that rethrow every uncaught
   // error from inside its minified source (so Node prints ~40 kB of it). Remove them.
   const before = { ue: process.listeners("uncaughtException"), ur: process.listeners("unhandledRejection") };
-  const ok = await tf.setBackend("wasm");
+  let threadNote: string | undefined;
+  let ok = false;
+  if (threads > 1) {
+    if (tf.findBackend("wasm")) {
+      threadNote = "the WASM backend had already started in this process; its thread count cannot change";
+    } else {
+      try {
+        await initWasmThreaded(threads);
+        ok = true;
+      } catch (e) {
+        threadNote = `the multi-threaded build did not start (${(e as Error).message.split("\n")[0]}); using one thread`;
+      }
+    }
+  }
+  if (!ok) ok = await tf.setBackend("wasm");
   for (const l of process.listeners("uncaughtException")) if (!before.ue.includes(l)) process.removeListener("uncaughtException", l);
   for (const l of process.listeners("unhandledRejection")) if (!before.ur.includes(l)) process.removeListener("unhandledRejection", l);
   if (!ok) throw new BackendUnavailable("the WASM backend did not initialise");
-  const threads = typeof wasm.getThreadsCount === "function" ? wasm.getThreadsCount() : 1;
+  const shared = (tf.backend() as unknown as { wasm?: { wasmMemory?: { buffer: unknown } } }).wasm?.wasmMemory?.buffer;
+  const got = typeof SharedArrayBuffer !== "undefined" && shared instanceof SharedArrayBuffer && typeof wasm.getThreadsCount === "function" ? wasm.getThreadsCount() : 1;
   const simd = Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT"));
-  return { device: `WebAssembly${simd ? " SIMD" : ""} on the CPU, ${threads} thread${threads === 1 ? "" : "s"}`, threads };
+  const note = threadNote ? ` (${threads} requested: ${threadNote})` : "";
+  return { device: `WebAssembly${simd ? " SIMD" : ""} on the CPU, ${got} thread${got === 1 ? "" : "s"}${note}`, threads: got };
 }
 
 async function tryCpu(): Promise<Partial<BackendReport>> {
@@ -328,10 +370,10 @@ async function tryCpu(): Promise<Partial<BackendReport>> {
   return { device: "pure-JavaScript CPU backend (slowest)", threads: 1 };
 }
 
-const TRY: Record<BackendName, (auto: boolean, acceptSoftware: boolean) => Promise<Partial<BackendReport>>> = {
+const TRY: Record<BackendName, (auto: boolean, acceptSoftware: boolean, wasmThreads: number) => Promise<Partial<BackendReport>>> = {
   webgpu: tryWebGpu,
   tensorflow: tryTensorflow,
-  wasm: tryWasm,
+  wasm: (_auto, _soft, threads) => tryWasm(threads),
   cpu: tryCpu,
 };
 
@@ -356,12 +398,13 @@ export async function initBackend(options: InitBackendOptions = {}): Promise<Bac
     source = "default";
   }
   const auto = choice === "auto";
+  const wasmThreads = wasmThreadsFor(options);
   registerFastGradients();
   const order: BackendName[] = auto ? [...BACKEND_NAMES] : [choice as BackendName];
   const attempts: BackendAttempt[] = [];
   for (const name of order) {
     try {
-      const part = await TRY[name](auto, options.acceptSoftwareGpu ?? false);
+      const part = await TRY[name](auto, options.acceptSoftwareGpu ?? false, wasmThreads);
       attempts.push({ backend: name, ok: true, note: "selected" });
       const report: BackendReport = {
         backend: name,

@@ -5,3 +5,4 @@ export { resizeBilinear } from "./resize";
 export * from "./gradients";
 export * from "./ops";
 export * from "./webgpu-kernels";
+export { gemm, columnSums, depthwise3x3FilterGrad, wasmSimdKernelsAvailable, type GemmTile } from "./wasm-simd";

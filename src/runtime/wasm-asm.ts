@@ -5,9 +5,11 @@
  * functions as f0, f1, ... Used by `src/encoders/swin-wasm.ts` (Swin kernels) and
  * `src/runtime/wasm-simd.ts` (matrix products and reductions).
  */
+import type * as tf from "@tensorflow/tfjs";
+
 /** A WebAssembly memory (the WASM backend's). */
 export interface WasmMemory {
-  readonly buffer: ArrayBuffer;
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
 }
 /** The parts of the WebAssembly JS API pbip uses (the project's TypeScript libs do not declare it). */
 export interface WasmApi {
@@ -121,10 +123,16 @@ export interface FuncDef {
   body: number[];
 }
 
-/** Assemble a module of functions exported as f0, f1, ... that import `env.memory`. */
-export function assemble(funcs: FuncDef[]): Uint8Array {
+/**
+ * Assemble a module of functions exported as f0, f1, ... that import `env.memory`
+ * (declared shared when `sharedMemory`: the multi-threaded WASM build's memory is).
+ */
+export function assemble(funcs: FuncDef[], sharedMemory = false): Uint8Array {
   const types = funcs.map((f) => [0x60, ...vec(f.params.map((t) => [t])), 0]);
-  const imports = vec([[...str("env"), ...str("memory"), 0x02, 0x00, 0x01]]);
+  // Memory limits: at least one page; a shared memory (the threaded WASM build's) must be
+  // declared shared, with a maximum (4 GiB, no smaller than the backend's own).
+  const limits = sharedMemory ? [0x03, 0x01, ...uleb(65536)] : [0x00, 0x01];
+  const imports = vec([[...str("env"), ...str("memory"), 0x02, ...limits]]);
   const fsec = vec(funcs.map((_, i) => uleb(i)));
   const exps = vec(funcs.map((_, i) => [...str(`f${i}`), 0x00, ...uleb(i)]));
   const bodies = funcs.map((f) => {
@@ -147,3 +155,18 @@ export function assemble(funcs: FuncDef[]): Uint8Array {
   ]);
 }
 
+
+/** The parts of TF.js's WASM backend that pbip's kernels use. */
+export interface WasmBackendLike {
+  /** The Emscripten module: the single-threaded build exports its memory (`asm.memory`), the threaded build imports a shared one (`wasmMemory`). */
+  wasm: { asm: { memory?: WasmMemory }; wasmMemory?: WasmMemory };
+  dataIdMap: { get(id: object): { memoryOffset: number } };
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+}
+
+/** The backend's memory, and whether it is shared (multi-threaded build). Throws when neither build's memory is found. */
+export function backendMemory(be: WasmBackendLike): { memory: WasmMemory; shared: boolean } {
+  const memory = be.wasm.asm.memory ?? be.wasm.wasmMemory;
+  if (!memory) throw new Error("pbip WASM kernels: the TF.js WASM backend exposes no memory (unknown build)");
+  return { memory, shared: typeof SharedArrayBuffer !== "undefined" && memory.buffer instanceof SharedArrayBuffer };
+}

@@ -22,7 +22,7 @@
  * elsewhere. Tested against `tf.matMul`, `tf.sum` and a float64 loop.
  */
 import * as tf from "@tensorflow/tfjs";
-import { I32, V128, WebAssemblyApi, assemble, f32x4Add, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, type FuncDef, type WasmMemory } from "./wasm-asm";
+import { I32, V128, WebAssemblyApi, assemble, f32x4Add, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, type FuncDef, type WasmBackendLike, type WasmMemory } from "./wasm-asm";
 
 /** Register tile of the generated GEMM: rows of C and four-float vectors of columns. */
 export interface GemmTile {
@@ -240,11 +240,6 @@ export function depthwise3x3FilterGradFunc(c4: number): FuncDef {
 
 // ------------------------------------------------------------------ registration
 
-interface WasmBackendLike {
-  wasm: { asm: { memory: WasmMemory } };
-  dataIdMap: { get(id: object): { memoryOffset: number } };
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-}
 
 const GEMM = "PbipGemm";
 const COLSUM = "PbipColumnSums";
@@ -256,14 +251,14 @@ const fnCache = new Map<string, (...args: number[]) => void>();
 
 /** A kernel compiled for this shape, against the backend's current memory (a new backend instance has a new one). */
 function compiled(be: WasmBackendLike, key: string, make: () => FuncDef): (...args: number[]) => void {
-  const m = be.wasm.asm.memory;
+  const { memory: m, shared } = backendMemory(be);
   if (memory !== m) {
     memory = m;
     fnCache.clear();
   }
   let fn = fnCache.get(key);
   if (!fn) {
-    const inst = new WebAssemblyApi.Instance(new WebAssemblyApi.Module(assemble([make()])), { env: { memory: m } });
+    const inst = new WebAssemblyApi.Instance(new WebAssemblyApi.Module(assemble([make()], shared)), { env: { memory: m } });
     fn = inst.exports.f0 as (...args: number[]) => void;
     fnCache.set(key, fn);
   }
