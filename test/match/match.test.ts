@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { onBackend, randomArray } from "../helpers";
+import { onBackend, randomArray, maxRelErr, finiteDiff } from "../helpers";
 import { adaptiveThreshold, selectPairs, pairChannels, foregroundBackground, encodeRegionsFeature, matchingMap, minMaxPerChannel } from "../../src/match";
 import { RELEASE, PAPER } from "../../src/config/profiles";
 
@@ -89,4 +89,32 @@ test("matching map: deepest stage upsampled (release) or the sum of all upsample
   // pairs: (image 1, channel 1), (image 0, channel 0)
   assert.deepEqual(Array.from(await pairChannels(m, { image: [1, 0], subclass: [1, 0], cls: [0, 0] }).data()), [30, 40, 1, 2]);
   assert.deepEqual(Array.from(await minMaxPerChannel(tf.tensor4d([2, 4, 6], [1, 1, 3, 1])).data()).map((v) => +v.toFixed(4)), [0, 0.5, 1]);
+});
+
+test("minMaxPerChannel's written-out gradient equals TF.js autodiff of the plain formula (ties at the min included) and finite differences", async () => {
+  const plain = (x: tf.Tensor4D) => tf.div(tf.sub(x, tf.min(x, [1, 2], true)), tf.add(tf.sub(tf.max(x, [1, 2], true), tf.min(x, [1, 2], true)), 1e-5));
+  const shape: [number, number, number, number] = [3, 5, 4, 3];
+  const n = shape.reduce((a, b) => a * b, 1);
+  // A masked image: about half the pixels are exactly 0, so the min is tied many times over.
+  const xs = randomArray(n, 11).map((v, i) => (i % 7 < 3 ? 0 : v + 1));
+  const w = randomArray(n, 12);
+  for (const backend of ["cpu", "wasm"] as const) {
+    await onBackend(backend, async () => {
+      const x = tf.tensor4d(xs, shape);
+      const wt = tf.tensor4d(w, shape);
+      const mine = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(minMaxPerChannel(t as tf.Tensor4D), wt)))(x);
+      const ref = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(plain(t as tf.Tensor4D), wt)))(x);
+      assert.ok(maxRelErr(await mine.data(), await ref.data()) < 1e-5, `${backend}: ${maxRelErr(await mine.data(), await ref.data())}`);
+      assert.ok(maxRelErr(await minMaxPerChannel(x).data(), await plain(x).data()) < 1e-6);
+      tf.dispose([x, wt, mine, ref]);
+    });
+  }
+  // Finite differences where there are no ties.
+  await onBackend("cpu", async () => {
+    const xs2 = randomArray(n, 13);
+    const loss = (v: Float32Array) => tf.tidy(() => tf.sum(tf.mul(minMaxPerChannel(tf.tensor4d(v, shape)), tf.tensor4d(w, shape))).dataSync()[0]!);
+    const g = await tf.grad((t: tf.Tensor) => tf.sum(tf.mul(minMaxPerChannel(t as tf.Tensor4D), tf.tensor4d(w, shape))))(tf.tensor4d(xs2, shape)).data();
+    const coords = [0, 7, 19, 33, 58, n - 1];
+    finiteDiff(loss, xs2, coords, 1e-3).forEach((fd, i) => assert.ok(Math.abs(fd - g[coords[i]!]!) < 2e-2 * Math.max(1, Math.abs(fd)), `d/dx[${coords[i]}]: ${g[coords[i]!]} vs ${fd}`));
+  });
 });

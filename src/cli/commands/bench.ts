@@ -851,7 +851,9 @@ export function summarize(rep: BenchReport): string[] {
       out.push(`  pseudo-masks without TTA ${v.toFixed(1)} ms/patch: ${verdict}; with TTA ${cam.tta.msPerPatch.toFixed(1)} ms/patch`);
     }
     if (b.backend === "wasm" && (b.threads ?? 1) === 1) {
-      out.push("  WASM computes on one thread in Node as shipped; PyTorch used two cores (see bench/wasm-threads.ts for the multi-threaded build)");
+      out.push("  WASM computed on one thread (PBIP_WASM_THREADS=1, or the multi-threaded build did not start: see `pbip doctor`); PyTorch used two cores");
+    } else if (b.backend === "wasm") {
+      out.push(`  WASM on ${b.threads} threads: XNNPACK's convolutions and single matrix products use them all; pbip's SIMD kernels and the other TF.js kernels run on one; PyTorch used two cores`);
     }
   }
   const load = rep.machine.loadavg[0] ?? 0;
