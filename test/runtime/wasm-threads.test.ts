@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as path from "node:path";
-import { parseWasmThreads } from "../../src/runtime";
+import { initBackend, parseWasmThreads } from "../../src/runtime";
 
 const CHILD = path.join(__dirname, "..", "fixtures", "runtime", "wasm-threads-child.ts");
 
@@ -34,4 +34,11 @@ test("the multi-threaded WASM build starts, gives bit-identical results to one t
   assert.match(one.device, /1 thread$/);
   assert.equal(two.threads, 2, `two threads requested: ${two.device}`);
   assert.deepEqual(two.results, one.results, "the same bits from XNNPACK on 2 threads and on 1, and from pbip's kernels on the shared memory");
+});
+
+test("asking for another thread count once WASM has started says that it cannot change, instead of failing", async () => {
+  const first = await initBackend({ backend: "wasm" });
+  const again = await initBackend({ backend: "wasm", wasmThreads: first.threads + 1 });
+  assert.equal(again.threads, first.threads);
+  assert.match(again.device, new RegExp(`\\(${first.threads + 1} requested: the WASM backend had already started in this process`));
 });
