@@ -45,8 +45,9 @@ export function pixelCrossEntropy(logits: tf.Tensor4D, targets: tf.Tensor3D, o: 
   if (o.classWeights && o.classWeights.length !== c) throw new Error(`pixelCrossEntropy: ${o.classWeights.length} class weights for ${c} outputs`);
   if (weights.some((x) => !(x >= 0) || !Number.isFinite(x))) throw new Error(`pixelCrossEntropy: class weights must be finite and >= 0, got [${weights}]`);
   return tf.tidy(() => {
-    // One-hot by comparison: |y - k| < 0.5 on floats (ids are integers), which the WASM
-    // backend broadcasts ~10x faster than an int32 tf.equal.
+    // One-hot by comparison against range(c); ids outside [0, c) (255) give an empty row.
+    // (On WASM this broadcasting equal costs ~65 ms per notebook batch. tf.oneHot would be
+    // ~9x faster, but with it the WASM loss came out 0 in test/seg/loss.test.ts: not used.)
     const onehot = boolToFloat(tf.equal(tf.expandDims(targets.dtype === "int32" ? targets : tf.cast(targets, "int32"), 3), tf.range(0, c, 1, "int32")));
     // Per-pixel weight w[y_p]; 0 for ignored pixels (their one-hot row is empty).
     const pw = tf.sum(tf.mul(onehot, tf.tensor1d(weights)), 3);

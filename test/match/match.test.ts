@@ -118,3 +118,29 @@ test("minMaxPerChannel's written-out gradient equals TF.js autodiff of the plain
     finiteDiff(loss, xs2, coords, 1e-3).forEach((fd, i) => assert.ok(Math.abs(fd - g[coords[i]!]!) < 2e-2 * Math.max(1, Math.abs(fd)), `d/dx[${coords[i]}]: ${g[coords[i]!]} vs ${fd}`));
   });
 });
+
+test("adaptiveThreshold gives the bits of a broadcasting greaterEqual (values at tau included) on CPU and WASM, and no gradient", async () => {
+  const shape: [number, number, number, number] = [3, 6, 5, 4];
+  // Values on a coarse grid, so that many equal tau = 0.5 * max exactly.
+  const xs = randomArray(3 * 6 * 5 * 4, 21).map((v) => Math.round((v + 1) * 4) / 4);
+  const perImage = 6 * 5 * 4;
+  const ties = xs.filter((v, i) => {
+    const img = Math.floor(i / perImage);
+    return v === 0.5 * Math.max(...xs.slice(img * perImage, (img + 1) * perImage));
+  }).length;
+  assert.ok(ties > 0, "the data has values exactly at tau (image mode)");
+  for (const backend of ["cpu", "wasm"] as const) {
+    await onBackend(backend, async () => {
+      const m = tf.tensor4d(xs, shape);
+      for (const over of ["image", "channel"] as const) {
+        const mx = over === "image" ? tf.max(m, [1, 2, 3], true) : tf.max(m, [1, 2], true);
+        const want = await tf.cast(tf.greaterEqual(m, tf.mul(mx, 0.5)), "float32").data();
+        const got = await adaptiveThreshold(m, 0.5, over).data();
+        assert.deepEqual(Array.from(got), Array.from(want), `${backend} ${over}`);
+      }
+      const g = await tf.grad((t: tf.Tensor) => tf.sum(tf.mul(adaptiveThreshold(t as tf.Tensor4D, 0.5, "image"), t)))(m).data();
+      // d/dm of sum(b * m) with b constant is b itself.
+      assert.deepEqual(Array.from(g), Array.from(await adaptiveThreshold(m, 0.5, "image").data()));
+    });
+  }
+});
