@@ -19,7 +19,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { gemm } from "../runtime/wasm-simd";
-import { F32, I32, V128, WebAssemblyApi, assemble, bitselect, f32x4Abs, f32x4Add, f32x4Const, f32x4Div, f32x4Extract, f32x4Ge, f32x4Max, f32x4Mul, f32x4Nearest, f32x4Splat, f32x4Sub, i32x4Add, i32x4Const, i32x4Shl, i32x4TruncSat, op, v128Load, v128Store, v128Zero, backendMemory, type FuncDef, type WasmBackendLike, type WasmMemory } from "../runtime/wasm-asm";
+import { F32, I32, V128, WebAssemblyApi, assemble, bitselect, f32x4Abs, f32x4Add, f32x4Const, f32x4Div, f32x4Extract, f32x4Ge, f32x4Max, f32x4Mul, f32x4Nearest, f32x4Splat, f32x4Sub, i32x4Add, i32x4Const, i32x4Shl, i32x4TruncSat, op, v128Load, v128Store, v128Zero, compiledKernel, type FuncDef, type WasmBackendLike } from "../runtime/wasm-asm";
 
 // ------------------------------------------------------------------ kernels
 
@@ -186,34 +186,6 @@ const GELU_GRAD = "PbipGeluGrad";
 const LN = "PbipLayerNorm";
 const LN_GRAD = "PbipLayerNormGrad";
 let registered: boolean | undefined;
-let memory: WasmMemory | undefined;
-let sharedMemory = false;
-let gatherFn: ((x: number, idx: number, out: number, rows: number, c4: number, batch: number, xStep: number) => void) | undefined;
-let geluFn: ((x: number, y: number, n4: number) => void) | undefined;
-let geluGradFn: ((x: number, dy: number, dx: number, n4: number) => void) | undefined;
-type LnFn = (x: number, g: number, b: number, y: number, xhat: number, rstd: number, rows: number, c4: number, invC: number, eps: number) => void;
-type LnGradFn = (dy: number, xhat: number, rstd: number, g: number, res: number, out: number, rows: number, c4: number, invC: number) => void;
-let lnFn: LnFn | undefined;
-let lnGradFn: LnGradFn | undefined;
-
-/** Bind the kernels to the backend's memory (a new WASM backend instance has a new one). */
-function useMemory(m: { memory: WasmMemory; shared: boolean }): void {
-  if (memory === m.memory) return;
-  memory = m.memory;
-  sharedMemory = m.shared;
-  gatherFn = undefined;
-  geluFn = undefined;
-  geluGradFn = undefined;
-  lnFn = undefined;
-  lnGradFn = undefined;
-}
-
-function instantiate<T>(def: FuncDef): T {
-  const mod = new WebAssemblyApi.Module(assemble([def], sharedMemory));
-  const inst = new WebAssemblyApi.Instance(mod, { env: { memory: memory! } });
-  return inst.exports.f0 as unknown as T;
-}
-
 function register(): boolean {
   if (registered !== undefined) return registered;
   registered = false;
@@ -231,13 +203,12 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend, attrs }) => {
         const be = backend as unknown as WasmBackendLike;
-        useMemory(backendMemory(be));
-        gatherFn ??= instantiate(gatherFunc());
+        const gatherFn = compiledKernel(be, "swin.gather", gatherFunc);
         const { x, index } = inputs as { x: tf.TensorInfo; index: tf.TensorInfo };
         const { rows, cols, batch } = attrs as unknown as { rows: number; cols: number; batch: number };
         const out = be.makeOutput([rows * batch, cols], "float32");
         const xStep = (x.shape[0]! / batch) * cols * 4;
-        gatherFn!(be.dataIdMap.get(x.dataId).memoryOffset, be.dataIdMap.get(index.dataId).memoryOffset, be.dataIdMap.get(out.dataId).memoryOffset, rows, cols / 4, batch, xStep);
+        gatherFn(be.dataIdMap.get(x.dataId).memoryOffset, be.dataIdMap.get(index.dataId).memoryOffset, be.dataIdMap.get(out.dataId).memoryOffset, rows, cols / 4, batch, xStep);
         return out;
       },
     });
@@ -246,11 +217,10 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend }) => {
         const be = backend as unknown as WasmBackendLike;
-        useMemory(backendMemory(be));
-        geluFn ??= instantiate(geluFunc(false));
+        const geluFn = compiledKernel(be, "swin.gelu", () => geluFunc(false));
         const { x } = inputs as { x: tf.TensorInfo };
         const out = be.makeOutput(x.shape, "float32");
-        geluFn!(be.dataIdMap.get(x.dataId).memoryOffset, be.dataIdMap.get(out.dataId).memoryOffset, tf.util.sizeFromShape(x.shape) / 4);
+        geluFn(be.dataIdMap.get(x.dataId).memoryOffset, be.dataIdMap.get(out.dataId).memoryOffset, tf.util.sizeFromShape(x.shape) / 4);
         return out;
       },
     });
@@ -259,12 +229,11 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend }) => {
         const be = backend as unknown as WasmBackendLike;
-        useMemory(backendMemory(be));
-        geluGradFn ??= instantiate(geluFunc(true));
+        const geluGradFn = compiledKernel(be, "swin.geluGrad", () => geluFunc(true));
         const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
         const out = be.makeOutput(x.shape, "float32");
         const m = be.dataIdMap;
-        geluGradFn!(m.get(x.dataId).memoryOffset, m.get(dy.dataId).memoryOffset, m.get(out.dataId).memoryOffset, tf.util.sizeFromShape(x.shape) / 4);
+        geluGradFn(m.get(x.dataId).memoryOffset, m.get(dy.dataId).memoryOffset, m.get(out.dataId).memoryOffset, tf.util.sizeFromShape(x.shape) / 4);
         return out;
       },
     });
@@ -273,8 +242,7 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend, attrs }) => {
         const be = backend as unknown as WasmBackendLike;
-        useMemory(backendMemory(be));
-        lnFn ??= instantiate<LnFn>(layerNormFunc());
+        const lnFn = compiledKernel(be, "swin.layerNorm", layerNormFunc);
         const { x, g, b } = inputs as { x: tf.TensorInfo; g: tf.TensorInfo; b: tf.TensorInfo };
         const [rows, cols] = x.shape as [number, number];
         const y = be.makeOutput([rows, cols], "float32");
@@ -282,7 +250,7 @@ function register(): boolean {
         const rstd = be.makeOutput([rows, 1], "float32");
         const m = be.dataIdMap;
         const o = (t: tf.TensorInfo) => m.get(t.dataId).memoryOffset;
-        lnFn!(o(x), o(g), o(b), o(y), o(xhat), o(rstd), rows, cols / 4, 1 / cols, (attrs as unknown as { eps: number }).eps);
+        lnFn(o(x), o(g), o(b), o(y), o(xhat), o(rstd), rows, cols / 4, 1 / cols, (attrs as unknown as { eps: number }).eps);
         return [y, xhat, rstd];
       },
     });
@@ -291,14 +259,13 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend }) => {
         const be = backend as unknown as WasmBackendLike;
-        useMemory(backendMemory(be));
-        lnGradFn ??= instantiate<LnGradFn>(layerNormGradFunc());
+        const lnGradFn = compiledKernel(be, "swin.layerNormGrad", layerNormGradFunc);
         const { dy, xhat, rstd, g, res } = inputs as Record<"dy" | "xhat" | "rstd" | "g" | "res", tf.TensorInfo>;
         const [rows, cols] = dy.shape as [number, number];
         const out = be.makeOutput([rows, cols], "float32");
         const m = be.dataIdMap;
         const o = (t: tf.TensorInfo) => m.get(t.dataId).memoryOffset;
-        lnGradFn!(o(dy), o(xhat), o(rstd), o(g), o(res), o(out), rows, cols / 4, 1 / cols);
+        lnGradFn(o(dy), o(xhat), o(rstd), o(g), o(res), o(out), rows, cols / 4, 1 / cols);
         return out;
       },
     });

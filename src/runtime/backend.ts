@@ -17,6 +17,7 @@ import { registerWasmKernels } from "./wasm-kernels";
 import { registerFastGradients } from "./gradients";
 import { registerWebGpuKernels } from "./webgpu-kernels";
 import { initWasmThreaded } from "./wasm-threads";
+import { backendMemory, type WasmBackendLike } from "./wasm-asm";
 
 export type BackendName = "webgpu" | "tensorflow" | "wasm" | "cpu";
 export type BackendChoice = BackendName | "auto";
@@ -358,8 +359,7 @@ async function tryWasm(threads: number): Promise<Partial<BackendReport>> {
   for (const l of process.listeners("uncaughtException")) if (!before.ue.includes(l)) process.removeListener("uncaughtException", l);
   for (const l of process.listeners("unhandledRejection")) if (!before.ur.includes(l)) process.removeListener("unhandledRejection", l);
   if (!ok) throw new BackendUnavailable("the WASM backend did not initialise");
-  const shared = (tf.backend() as unknown as { wasm?: { wasmMemory?: { buffer: unknown } } }).wasm?.wasmMemory?.buffer;
-  const got = typeof SharedArrayBuffer !== "undefined" && shared instanceof SharedArrayBuffer && typeof wasm.getThreadsCount === "function" ? wasm.getThreadsCount() : 1;
+  const got = backendMemory(tf.backend() as unknown as WasmBackendLike).shared && typeof wasm.getThreadsCount === "function" ? wasm.getThreadsCount() : 1;
   const simd = Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT"));
   const note = threadNote ? ` (${threads} requested: ${threadNote})` : "";
   return { device: `WebAssembly${simd ? " SIMD" : ""} on the CPU, ${got} thread${got === 1 ? "" : "s"}${note}`, threads: got };

@@ -170,3 +170,33 @@ export function backendMemory(be: WasmBackendLike): { memory: WasmMemory; shared
   if (!memory) throw new Error("pbip WASM kernels: the TF.js WASM backend exposes no memory (unknown build)");
   return { memory, shared: typeof SharedArrayBuffer !== "undefined" && memory.buffer instanceof SharedArrayBuffer };
 }
+
+/** A compiled kernel: numbers (byte addresses, counts) in, nothing out. */
+export type KernelFn = (...args: number[]) => void;
+
+let boundMemory: WasmMemory | undefined;
+const kernelCache = new Map<string, KernelFn>();
+
+/**
+ * The kernel `key`, assembled by `make` on first use and cached, bound to the backend's
+ * current memory (a new backend instance has a new memory, which empties the cache).
+ */
+export function compiledKernel(be: WasmBackendLike, key: string, make: () => FuncDef): KernelFn {
+  const { memory, shared } = backendMemory(be);
+  if (boundMemory !== memory) {
+    boundMemory = memory;
+    kernelCache.clear();
+  }
+  let fn = kernelCache.get(key);
+  if (!fn) {
+    const inst = new WebAssemblyApi.Instance(new WebAssemblyApi.Module(assemble([make()], shared)), { env: { memory } });
+    fn = inst.exports.f0 as KernelFn;
+    kernelCache.set(key, fn);
+  }
+  return fn;
+}
+
+/** Byte address of a tensor's data in the backend's memory. */
+export function tensorAddress(be: WasmBackendLike, t: tf.TensorInfo): number {
+  return be.dataIdMap.get(t.dataId).memoryOffset;
+}

@@ -22,14 +22,12 @@
  * elsewhere. Tested against `tf.matMul`, `tf.sum` and a float64 loop.
  */
 import * as tf from "@tensorflow/tfjs";
-import { I32, V128, WebAssemblyApi, assemble, f32x4Add, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, type FuncDef, type WasmBackendLike, type WasmMemory } from "./wasm-asm";
+import { I32, V128, WebAssemblyApi, assemble, f32x4Add, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, compiledKernel, tensorAddress, type FuncDef, type WasmBackendLike } from "./wasm-asm";
 
 /** Register tile of the generated GEMM: rows of C and four-float vectors of columns. */
 export interface GemmTile {
   mr: number;
   nv: number;
-  /** Walk the shared dimension four steps at a time with vector loads of A. */
-  unroll?: boolean;
 }
 
 /** The tile used unless one is given: 4 rows x 8 columns (8 accumulators, 2 of B, 1 broadcast). */
@@ -43,21 +41,17 @@ export const DEFAULT_GEMM_TILE: GemmTile = { mr: 4, nv: 2 };
  */
 export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, aStep: number, bStep: number, tile: GemmTile = DEFAULT_GEMM_TILE): FuncDef {
   const { mr: MR, nv: NV } = tile;
-  const unroll = tile.unroll ?? false;
   const [A, B, C, BATCH] = [0, 1, 2, 3];
   const [bi, k, ap, bp, arow, crow, bcol, ccol, cnt, rcnt] = [4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
   const S = 14;
   const BV = (v: number) => 15 + v;
-  const AV = (r: number) => 15 + NV + r;
-  const ACC = (r: number, v: number) => 15 + NV + MR + r * NV + v;
+  const ACC = (r: number, v: number) => 15 + NV + r * NV + v;
   const asI = transposeA ? 1 : K; // elements between rows of op(A)
   const asK = transposeA ? M : 1; // elements along the shared dimension
   const body: number[] = [];
   const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
   const addTo = (local: number, bytes: number) => emit(op.get(local), op.i32(bytes), op.add, op.set(local));
 
-  /** f32x4 with every lane = lane `l` of the vector on the stack (twice: i8x16.shuffle takes two operands). */
-  const laneSplat = (l: number) => op.simd(0x0d, ...[0, 1, 2, 3].flatMap(() => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
   /** Load `nv` vectors of B at bp + `off` into BV(0..nv), the last one partial when `rem`. */
   const loadB = (nvFull: number, rem: number, off: number) => {
     for (let v = 0; v < nvFull; v++) emit(op.get(bp), v128Load(off + 16 * v), op.set(BV(v)));
@@ -79,45 +73,12 @@ export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, a
     emit(op.get(k), op.i32(1), op.add, op.tee(k), op.i32(iterations), op.ltS, op.brIf(0), op.end, op.end);
   };
 
-  /**
-   * One tile: `mr` rows, `nvFull` whole vectors and a last vector of `rem` (1-3)
-   * columns. With `unroll`, the shared dimension is walked four steps at a time and A
-   * is read a vector at a time (four steps of one row, or with transposeA one step of
-   * four rows), its lanes broadcast by shuffles; the K % 4 tail is walked one step at
-   * a time.
-   */
+  /** One tile: `mr` rows, `nvFull` whole vectors and a last vector of `rem` (1-3) columns. */
   const tileCode = (mr: number, nvFull: number, rem: number) => {
     const nv = nvFull + (rem ? 1 : 0);
     for (let r = 0; r < mr; r++) for (let v = 0; v < nv; v++) emit(v128Zero(), op.set(ACC(r, v)));
     emit(op.get(arow), op.set(ap), op.get(bcol), op.set(bp));
-    const vecA = unroll && (transposeA ? mr === 4 : K >= 4);
-    if (vecA && !transposeA) {
-      kLoop(Math.floor(K / 4), () => {
-        for (let r = 0; r < mr; r++) emit(op.get(ap), v128Load(4 * r * asI), op.set(AV(r)));
-        for (let kk = 0; kk < 4; kk++) {
-          loadB(nvFull, rem, 4 * N * kk);
-          for (let r = 0; r < mr; r++) {
-            emit(op.get(AV(r)), op.get(AV(r)), laneSplat(kk), op.set(S));
-            fma(r, nv);
-          }
-        }
-        addTo(ap, 16);
-        addTo(bp, 16 * N);
-      });
-    } else if (vecA && transposeA) {
-      kLoop(K, () => {
-        emit(op.get(ap), v128Load(), op.set(AV(0)));
-        loadB(nvFull, rem, 0);
-        for (let r = 0; r < 4; r++) {
-          emit(op.get(AV(0)), op.get(AV(0)), laneSplat(r), op.set(S));
-          fma(r, nv);
-        }
-        addTo(ap, 4 * asK);
-        addTo(bp, 4 * N);
-      });
-    }
-    const tail = vecA ? (transposeA ? 0 : K % 4) : K;
-    kLoop(tail, () => {
+    kLoop(K, () => {
       loadB(nvFull, rem, 0);
       for (let r = 0; r < mr; r++) {
         emit(op.get(ap), op.f32Load(4 * r * asI), f32x4Splat(), op.set(S));
@@ -163,7 +124,7 @@ export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, a
   addTo(B, 4 * bStep);
   addTo(C, 4 * M * N);
   emit(op.get(bi), op.i32(1), op.add, op.tee(bi), op.get(BATCH), op.ltS, op.brIf(0), op.end, op.end);
-  return { params: [I32, I32, I32, I32], locals: [...new Array(10).fill(I32), ...new Array(1 + NV + MR + MR * NV).fill(V128)], body };
+  return { params: [I32, I32, I32, I32], locals: [...new Array(10).fill(I32), ...new Array(1 + NV + MR * NV).fill(V128)], body };
 }
 
 /**
@@ -246,33 +207,15 @@ const COLSUM = "PbipColumnSums";
 const DW_GRAD = "PbipDepthwise3x3FilterGrad";
 type GemmFn = (a: number, b: number, c: number, batch: number) => void;
 let registered: boolean | undefined;
-let memory: WasmMemory | undefined;
-const fnCache = new Map<string, (...args: number[]) => void>();
-
-/** A kernel compiled for this shape, against the backend's current memory (a new backend instance has a new one). */
-function compiled(be: WasmBackendLike, key: string, make: () => FuncDef): (...args: number[]) => void {
-  const { memory: m, shared } = backendMemory(be);
-  if (memory !== m) {
-    memory = m;
-    fnCache.clear();
-  }
-  let fn = fnCache.get(key);
-  if (!fn) {
-    const inst = new WebAssemblyApi.Instance(new WebAssemblyApi.Module(assemble([make()], shared)), { env: { memory: m } });
-    fn = inst.exports.f0 as (...args: number[]) => void;
-    fnCache.set(key, fn);
-  }
-  return fn;
-}
-
-const addr = (be: WasmBackendLike, t: tf.TensorInfo) => be.dataIdMap.get(t.dataId).memoryOffset;
+const compiled = compiledKernel;
+const addr = tensorAddress;
 
 function register(): boolean {
   if (registered !== undefined) return registered;
   registered = false;
   try {
     if (!tf.findBackend("wasm")) return false;
-    if (!WebAssemblyApi.validate(assemble([gemmFunc(5, 3, 7, false, 15, 21), gemmFunc(5, 3, 13, true, 15, 0, { mr: 3, nv: 3 }), gemmFunc(6, 9, 7, false, 0, 63, { mr: 4, nv: 2, unroll: true }), gemmFunc(9, 5, 6, true, 45, 30, { mr: 4, nv: 1, unroll: true }), columnSumsFunc(9), depthwise3x3FilterGradFunc(2)]))) return false;
+    if (!WebAssemblyApi.validate(assemble([gemmFunc(5, 3, 7, false, 15, 21), gemmFunc(5, 3, 13, true, 15, 0, { mr: 3, nv: 3 }), columnSumsFunc(9), depthwise3x3FilterGradFunc(2)]))) return false;
     // Another copy of this module (src and dist in one process) may have registered them already.
     if (tf.getKernel(GEMM, "wasm") && tf.getKernel(DW_GRAD, "wasm")) {
       registered = true;
@@ -284,8 +227,8 @@ function register(): boolean {
       kernelFunc: ({ inputs, backend, attrs }) => {
         const be = backend as unknown as WasmBackendLike;
         const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
-        const { M, K, N, batch, transposeA, aStep, bStep, mr, nv, unroll } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number; unroll: boolean };
-        const fn = compiled(be, `gemm.${M}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}.${unroll}`, () => gemmFunc(M, K, N, transposeA, aStep, bStep, { mr, nv, unroll })) as GemmFn;
+        const { M, K, N, batch, transposeA, aStep, bStep, mr, nv } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number };
+        const fn = compiled(be, `gemm.${M}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}`, () => gemmFunc(M, K, N, transposeA, aStep, bStep, { mr, nv })) as GemmFn;
         const out = be.makeOutput([batch, M, N], "float32");
         fn(addr(be, a), addr(be, b), addr(be, out), batch);
         return out;
@@ -323,8 +266,9 @@ function register(): boolean {
         const fn = compiled(be, `dw3x3.${c}`, () => depthwise3x3FilterGradFunc(c / 4));
         const dw = be.makeOutput([3, 3, c, 1], "float32");
         const db = be.makeOutput([c], "float32");
-        new Float32Array(memory!.buffer, addr(be, dw), 9 * c).fill(0);
-        new Float32Array(memory!.buffer, addr(be, db), c).fill(0);
+        const { buffer } = backendMemory(be).memory;
+        new Float32Array(buffer, addr(be, dw), 9 * c).fill(0);
+        new Float32Array(buffer, addr(be, db), c).fill(0);
         fn(addr(be, x), addr(be, dy), addr(be, dw), addr(be, db), nb, h, w);
         return [dw, db];
       },
@@ -368,9 +312,8 @@ export function gemm(a: tf.Tensor, b: tf.Tensor, opts: { transposeA?: boolean; t
   }
   const batch = Math.max(na, nb);
   const lead = (na >= nb ? a : b).shape.slice(0, -2);
-  if (batch === 0 || M === 0 || N === 0) return tf.zeros([...lead, M, N]);
-  if (K === 0) return tf.zeros([...lead, M, N]);
-  const attrs = { M, K, N, batch, transposeA, aStep: na === 1 ? 0 : M * K, bStep: nb === 1 ? 0 : K * N, mr: tile.mr, nv: tile.nv, unroll: tile.unroll ?? false };
+  if (batch === 0 || M === 0 || N === 0 || K === 0) return tf.zeros([...lead, M, N]);
+  const attrs = { M, K, N, batch, transposeA, aStep: na === 1 ? 0 : M * K, bStep: nb === 1 ? 0 : K * N, mr: tile.mr, nv: tile.nv };
   const out = tf.engine().runKernel(GEMM, { a, b }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
   return reshapeOwned(out, [...lead, M, N]);
 }
