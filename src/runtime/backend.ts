@@ -18,6 +18,7 @@ import { registerFastGradients } from "./gradients";
 import { registerWebGpuKernels } from "./webgpu-kernels";
 import { initWasmThreaded } from "./wasm-threads";
 import { backendMemory, type WasmBackendLike } from "./wasm-asm";
+import { guardWasmHeap } from "./wasm-heap";
 
 export type BackendName = "webgpu" | "tensorflow" | "wasm" | "cpu";
 export type BackendChoice = BackendName | "auto";
@@ -359,6 +360,7 @@ async function tryWasm(threads: number): Promise<Partial<BackendReport>> {
   for (const l of process.listeners("uncaughtException")) if (!before.ue.includes(l)) process.removeListener("uncaughtException", l);
   for (const l of process.listeners("unhandledRejection")) if (!before.ur.includes(l)) process.removeListener("unhandledRejection", l);
   if (!ok) throw new BackendUnavailable("the WASM backend did not initialise");
+  guardWasmHeap(tf.backend());
   const got = backendMemory(tf.backend() as unknown as WasmBackendLike).shared && typeof wasm.getThreadsCount === "function" ? wasm.getThreadsCount() : 1;
   const simd = Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT"));
   const note = threadNote ? ` (${threads} requested: ${threadNote})` : "";

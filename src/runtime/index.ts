@@ -6,3 +6,4 @@ export * from "./gradients";
 export * from "./ops";
 export * from "./webgpu-kernels";
 export { gemm, columnSums, depthwise3x3FilterGrad, wasmSimdKernelsAvailable, type GemmTile } from "./wasm-simd";
+export { guardWasmHeap, WasmHeapFullError, WASM_HEAP_LIMIT_BYTES } from "./wasm-heap";
