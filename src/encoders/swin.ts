@@ -245,6 +245,11 @@ function lnForward(x: tf.Tensor2D, n: Norm): LnOut {
   return { y: tf.add(tf.mul(xhat, n.g), n.b) as tf.Tensor2D, xhat, rstd };
 }
 
+/** {@link lnForward} in its own scope: only y, xhat and rstd outlive it. */
+function lnScoped(x: tf.Tensor2D, n: Norm): LnOut {
+  return tf.tidy(() => ({ ...lnForward(x, n) })) as unknown as LnOut;
+}
+
 /** Input gradient of LayerNorm: rstd * (g*dy - mean(g*dy) - xhat * mean(g*dy*xhat)). */
 function lnBackward(dy: tf.Tensor2D, xhat: tf.Tensor2D, rstd: tf.Tensor2D, g: tf.Tensor1D): tf.Tensor2D {
   const d = tf.mul(dy, g);
@@ -449,53 +454,85 @@ function attentionProbs(q: tf.Tensor4D, k: tf.Tensor4D, biasMask: tf.Tensor4D, f
   return tf.reshape(tf.softmax(s), [nWin, heads, T, T]) as tf.Tensor4D;
 }
 
-/** One Swin block (Hugging Face `SwinLayer`) forward on [B, H, W, C]; fills `saved` when given. */
-function blockForward(x: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tensor4D, saved?: Partial<BlockSaved>): tf.Tensor4D {
+/**
+ * One Swin block (Hugging Face `SwinLayer`) forward on [B, H, W, C]. With `saved`, puts
+ * the tensors named in `keep` there for the backward pass.
+ *
+ * Each intermediate is freed as soon as the next one exists (scoped `tf.tidy` plus
+ * explicit disposal): the enclosing scope would otherwise hold every one of them until
+ * the block ends, which made a block's transient memory several times what it keeps.
+ */
+function blockForward(x: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tensor4D, saved?: Partial<BlockSaved>, keep: ReadonlySet<keyof BlockSaved> = new Set()): tf.Tensor4D {
   const { B, H, W, C, T } = g;
   const N = B * H * W;
-  const x2 = tf.reshape(x, [N, C]) as tf.Tensor2D;
-  const ln1 = lnForward(x2, blk.ln1);
-  const hw = toWindows(tf.reshape(ln1.y, [B, H, W, C]) as tf.Tensor4D, g);
-  const q = splitHeads(linearForward(hw, blk.q), T, blk.heads);
-  const k = splitHeads(linearForward(hw, blk.k), T, blk.heads);
-  const v = splitHeads(linearForward(hw, blk.v), T, blk.heads);
   const fast = g.perm !== undefined;
-  const p = attentionProbs(q, k, biasMask, fast);
-  const ctx = mergeHeads((fast ? windowMatMul(p, v) : tf.matMul(p, v)) as tf.Tensor4D);
-  const o = tf.reshape(fromWindows(linearForward(ctx, blk.o), g), [N, C]);
+  const kept = (k: keyof BlockSaved) => saved !== undefined && keep.has(k);
+  const x2 = tf.reshape(x, [N, C]) as tf.Tensor2D;
+  const ln1 = lnScoped(x2, blk.ln1);
+  if (!kept("xhat1")) tf.dispose([ln1.xhat, ln1.rstd]);
+  const hw = tf.tidy(() => toWindows(tf.reshape(ln1.y, [B, H, W, C]) as tf.Tensor4D, g));
+  ln1.y.dispose();
+  const [q, k, v] = [blk.q, blk.k, blk.v].map((l) => tf.tidy(() => splitHeads(linearForward(hw, l), T, blk.heads))) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+  hw.dispose();
+  const p = tf.tidy(() => attentionProbs(q, k, biasMask, fast));
+  if (!kept("q")) tf.dispose([q, k]);
+  const ctx = tf.tidy(() => mergeHeads((fast ? windowMatMul(p, v) : tf.matMul(p, v)) as tf.Tensor4D));
+  if (!kept("v")) v.dispose();
+  if (!kept("p")) p.dispose();
+  const o = tf.tidy(() => tf.reshape(fromWindows(linearForward(ctx, blk.o), g), [N, C]));
+  ctx.dispose();
   const x1 = tf.add(x2, o) as tf.Tensor2D;
-  const ln2 = lnForward(x1, blk.ln2);
-  const a = linearForward(ln2.y, blk.fc1);
-  const y = tf.add(x1, linearForward((fast ? geluWasm(a) : gelu(a)) as tf.Tensor2D, blk.fc2));
-  if (saved) Object.assign(saved, { xhat1: ln1.xhat, rstd1: ln1.rstd, q, k, v, p, xhat2: ln2.xhat, rstd2: ln2.rstd, a });
+  o.dispose();
+  const ln2 = lnScoped(x1, blk.ln2);
+  if (!kept("xhat2")) tf.dispose([ln2.xhat, ln2.rstd]);
+  const a = tf.tidy(() => linearForward(ln2.y, blk.fc1));
+  ln2.y.dispose();
+  const ga = (fast ? geluWasm(a) : gelu(a)) as tf.Tensor2D;
+  if (!kept("a")) a.dispose();
+  const mlp = tf.tidy(() => linearForward(ga, blk.fc2));
+  ga.dispose();
+  const y = tf.add(x1, mlp);
+  tf.dispose([x1, mlp]);
+  if (saved) {
+    const all: BlockSaved = { xhat1: ln1.xhat, rstd1: ln1.rstd, q, k, v, p, xhat2: ln2.xhat, rstd2: ln2.rstd, a };
+    for (const name of keep) (saved as Record<string, tf.Tensor>)[name] = all[name]!;
+  }
   return tf.reshape(y, [B, H, W, C]) as tf.Tensor4D;
 }
 
-/** Input gradient of {@link blockForward}. */
+/** Input gradient of {@link blockForward}; frees each intermediate as soon as it has been used (never the saved tensors). */
 function blockBackward(dy: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tensor4D, s: BlockSaved): tf.Tensor4D {
   const { B, H, W, C, T } = g;
   const N = B * H * W;
   const dy2 = tf.reshape(dy, [N, C]) as tf.Tensor2D;
   const fast = g.perm !== undefined;
   // MLP branch.
-  const a = s.a ?? linearForward(tf.add(tf.mul(s.xhat2, blk.ln2.g), blk.ln2.b) as tf.Tensor2D, blk.fc1);
+  const a = s.a ?? tf.tidy(() => linearForward(tf.add(tf.mul(s.xhat2, blk.ln2.g), blk.ln2.b) as tf.Tensor2D, blk.fc1));
   const dg = tf.matMul(dy2, blk.fc2.w);
-  const da = (fast ? geluGradWasm(a, dg) : tf.mul(dg, geluGrad(a))) as tf.Tensor2D;
+  const da = tf.tidy(() => (fast ? geluGradWasm(a, dg) : tf.mul(dg, geluGrad(a))) as tf.Tensor2D);
+  dg.dispose();
+  if (a !== s.a) a.dispose();
   const dh2 = tf.matMul(da, blk.fc1.w) as tf.Tensor2D;
-  const dx1 = fast ? layerNormGradWasm(dh2, s.xhat2, s.rstd2, blk.ln2.g, dy2) : (tf.add(dy2, lnBackward(dh2, s.xhat2, s.rstd2, blk.ln2.g)) as tf.Tensor2D);
+  da.dispose();
+  const dx1 = tf.tidy(() => (fast ? layerNormGradWasm(dh2, s.xhat2, s.rstd2, blk.ln2.g, dy2) : (tf.add(dy2, lnBackward(dh2, s.xhat2, s.rstd2, blk.ln2.g)) as tf.Tensor2D)));
+  dh2.dispose();
   // Attention branch.
-  const dOw = toWindows(tf.reshape(dx1, [B, H, W, C]) as tf.Tensor4D, g);
-  const dctx = splitHeads(tf.matMul(dOw, blk.o.w), T, blk.heads);
+  const dctx = tf.tidy(() => splitHeads(tf.matMul(toWindows(tf.reshape(dx1, [B, H, W, C]) as tf.Tensor4D, g), blk.o.w), T, blk.heads));
   const bmm = (a: tf.Tensor, b: tf.Tensor, ta = false) => (fast ? windowMatMul(a, b, ta) : tf.matMul(a, b, ta, false)) as tf.Tensor4D;
-  const p = s.p ?? attentionProbs(s.q, s.k, biasMask, fast);
-  const dp = bmm(dctx, tf.transpose(s.v, [0, 1, 3, 2]));
-  const dv = bmm(tf.transpose(p, [0, 1, 3, 2]), dctx);
-  const ds = tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), -1, true))) as tf.Tensor4D;
-  const dq = bmm(ds, s.k);
-  const dk = bmm(tf.transpose(ds, [0, 1, 3, 2]), s.q);
-  const dhw = tf.addN([tf.matMul(mergeHeads(dq), blk.q.w), tf.matMul(mergeHeads(dk), blk.k.w), tf.matMul(mergeHeads(dv), blk.v.w)]) as tf.Tensor2D;
-  const dh = tf.reshape(fromWindows(dhw, g), [N, C]) as tf.Tensor2D;
+  const p = s.p ?? tf.tidy(() => attentionProbs(s.q, s.k, biasMask, fast));
+  const dp = tf.tidy(() => bmm(dctx, tf.transpose(s.v, [0, 1, 3, 2])));
+  const dvW = tf.tidy(() => tf.matMul(mergeHeads(bmm(tf.transpose(p, [0, 1, 3, 2]), dctx)), blk.v.w));
+  dctx.dispose();
+  const ds = tf.tidy(() => tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), -1, true))) as tf.Tensor4D);
+  dp.dispose();
+  if (p !== s.p) p.dispose();
+  const dqW = tf.tidy(() => tf.matMul(mergeHeads(bmm(ds, s.k)), blk.q.w));
+  const dkW = tf.tidy(() => tf.matMul(mergeHeads(bmm(tf.transpose(ds, [0, 1, 3, 2]), s.q)), blk.k.w));
+  ds.dispose();
+  const dh = tf.tidy(() => tf.reshape(fromWindows(tf.addN([dqW, dkW, dvW]) as tf.Tensor2D, g), [N, C]) as tf.Tensor2D);
+  tf.dispose([dqW, dkW, dvW]);
   const dx = fast ? layerNormGradWasm(dh, s.xhat1, s.rstd1, blk.ln1.g, dx1) : tf.add(dx1, lnBackward(dh, s.xhat1, s.rstd1, blk.ln1.g));
+  tf.dispose([dh, dx1]);
   return tf.reshape(dx, [B, H, W, C]) as tf.Tensor4D;
 }
 
@@ -504,7 +541,7 @@ function blockOp(x: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tensor4D,
   const order: (keyof BlockSaved)[] = memory === "lean" ? ["xhat1", "rstd1", "q", "k", "v", "xhat2", "rstd2"] : ["xhat1", "rstd1", "q", "k", "v", "p", "xhat2", "rstd2", "a"];
   return customOp(x, (xx, save) => {
     const saved: Partial<BlockSaved> = {};
-    const y = blockForward(xx as tf.Tensor4D, blk, g, biasMask, saved);
+    const y = blockForward(xx as tf.Tensor4D, blk, g, biasMask, saved, new Set(order));
     save(order.map((k) => saved[k]!));
     return {
       value: y,
