@@ -72,11 +72,21 @@ export interface PbipConfig {
     adaptiveThreshold: boolean;
     /**
      * `image` mode: regions per encoder chunk. 0 runs the encoder on all regions inside
-     * one gradient tape (fastest when memory allows); N > 0 runs two passes with the
-     * encoder's gradient computed N regions at a time (exact; bounded memory: the WASM
-     * heap is 4 GiB, and the release's ~50 regions at 224 px through Swin-T need more).
+     * ClassNet's gradient tape (when memory allows); N > 0 runs two passes, the first
+     * taking the matching losses' gradient with respect to the regions N at a time
+     * (exact; bounded memory: the WASM heap is 4 GiB, and the release's ~65 regions at
+     * 224 px through Swin-T need more; see `encoderKeep`).
      */
     encoderChunk: number;
+    /**
+     * Two-pass `image` mode: how many region images keep their encoder activations
+     * from pass 1's forward to its backward; the other chunks are recomputed there
+     * (gradient checkpointing). Same values either way; each kept image saves one
+     * encoder forward pass and costs its activations' memory (about 40 MB per 224 px
+     * image for Swin-T with `memory: "lean"`). `auto`: as many as fit the WASM heap;
+     * 0 (the rule on other backends, whose free memory is unknown) recomputes all.
+     */
+    encoderKeep: number | "auto";
   };
   loss: {
     temperature: number;
@@ -151,7 +161,7 @@ export const RELEASE: PbipConfig = {
     projectionHidden: 256,
     stages: [1, 2, 3, 4],
   },
-  match: { mapSource: "last", delta: 0.5, maxOver: "image", regionMinMax: true, regionMode: "image", adaptiveThreshold: true, encoderChunk: 16 },
+  match: { mapSource: "last", delta: 0.5, maxOver: "image", regionMinMax: true, regionMode: "image", adaptiveThreshold: true, encoderChunk: 16, encoderKeep: "auto" },
   loss: {
     temperature: 0.07,
     alpha: 1,

@@ -68,3 +68,20 @@ export function registerFastGradients(): void {
     },
   });
 }
+
+/**
+ * Gradients of `f` at `xs` for the upstream gradient `dy`, computed from inside another
+ * gradient's backward pass (gradient checkpointing). TF.js 4.22 keeps one active tape:
+ * a nested `tf.grads` starts a fresh one and, when it finishes, sets the engine's tape
+ * to null, so the outer backward could no longer release its saved tensors. The outer
+ * tape is put back afterwards.
+ */
+export function recomputeGrads(f: (...xs: tf.Tensor[]) => tf.Tensor, xs: tf.Tensor[], dy: tf.Tensor): tf.Tensor[] {
+  const state = tf.engine().state;
+  const outerTape = state.activeTape;
+  try {
+    return tf.grads(f)(xs, dy);
+  } finally {
+    state.activeTape = outerTape;
+  }
+}

@@ -17,6 +17,8 @@ import { foregroundContrastiveLoss, backgroundContrastiveLoss } from "../losses/
 import { pbipLoss } from "../losses/total";
 import { matchingMap, adaptiveThreshold, selectPairs, foregroundBackground, encodeRegionsImage, encodeRegionsFeature, type MatchPairs } from "../match";
 import { canReadSync } from "../runtime/memory";
+import { WASM_HEAP_LIMIT_BYTES } from "../runtime/wasm-heap";
+import { recomputeGrads } from "../runtime/gradients";
 import { writeJsonAtomic } from "../util/fs";
 import { scorePseudoMasks, type BatchSource } from "./validate";
 import { runTraining, type TrainTask, type StepResult, type TrainEvent, type ValidationScore } from "./loop";
@@ -44,7 +46,94 @@ interface PbipCtx {
    * respect to X_FG and X_BG (computed in chunks through the encoder before the
    * tape), and the loss values.
    */
-  regionGrad?: { fg: tf.Tensor4D; bg: tf.Tensor4D; fgLoss: number; bgLoss: number };
+  regionGrad?: { fg: tf.Tensor4D; bg: tf.Tensor4D; fgLoss: number; bgLoss: number; keptImages: number; recomputedImages: number };
+}
+
+/**
+ * `encoder(x)` for gradient checkpointing without nested tapes: the forward pass runs
+ * inside a custom-gradient op, so no activation is kept, and its backward pass only
+ * records the upstream gradient `dy` (giving x a zero gradient). `vjp(x)` then runs
+ * the encoder again under its own tape and returns the true input gradient, after
+ * the enclosing gradient has finished and freed its tape. (TF.js cannot nest
+ * `tf.grad` inside a backward pass: the inner call discards the outer tape.) Pass
+ * `vjp` a tensor with x's values that outlives the enclosing gradient's scope.
+ */
+export function checkpointed(encoder: (x: tf.Tensor4D) => tf.Tensor2D, x: tf.Tensor4D): { value: tf.Tensor2D; vjp(x: tf.Tensor4D): tf.Tensor4D; dispose(): void } {
+  let dy: tf.Tensor | undefined;
+  const op = tf.customGrad(((xx: tf.Tensor4D) => ({
+    value: encoder(xx),
+    gradFunc: (d: tf.Tensor) => {
+      dy?.dispose();
+      dy = tf.keep(d.clone());
+      return tf.zerosLike(xx);
+    },
+  })) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return {
+    value: op(x) as tf.Tensor2D,
+    vjp: (again) => (dy ? (tf.grad((z: tf.Tensor) => encoder(z as tf.Tensor4D))(again, dy) as tf.Tensor4D) : tf.zerosLike(again)),
+    dispose: () => dy?.dispose(),
+  };
+}
+
+/**
+ * sum(X_FG * G_FG) + sum(X_BG * G_BG), pass 2 of the two-pass `image` mode, as one op
+ * of the matching map `m` and the threshold `b` (G_FG, G_BG: pass 1's gradients, one
+ * row per pair). Its forward pass keeps only m and b; its backward pass rebuilds the
+ * regions `chunk` pairs at a time under a local tape (gradient checkpointing) and sums
+ * their gradients, which touch disjoint pixels of m, so the result is the same as
+ * autodiff through all regions at once. That autodiff kept some twenty tensors the size
+ * of all regions (the release's min-max) alive until ClassNet's backward pass: over
+ * 1 GiB of the 4 GiB WASM heap for 33 pairs at 224 px (`tf.profile` of the release
+ * step), at the step's memory peak.
+ */
+export function regionSurrogate(images: tf.Tensor4D, m: tf.Tensor4D, b: tf.Tensor4D, pairs: MatchPairs, cfg: PbipConfig["match"], gFg: tf.Tensor4D, gBg: tf.Tensor4D, chunk: number): tf.Scalar {
+  const n = pairs.image.length;
+  const size = chunk > 0 ? chunk : n;
+  const part = (mm: tf.Tensor4D, bb: tf.Tensor4D, s: number, e: number): tf.Scalar =>
+    tf.tidy(() => {
+      const sub: MatchPairs = { image: pairs.image.slice(s, e), subclass: pairs.subclass.slice(s, e), cls: pairs.cls.slice(s, e) };
+      const r = foregroundBackground(images, mm, bb, sub, cfg);
+      return tf.add(tf.sum(tf.mul(r.fg, tf.slice(gFg, s, e - s))), tf.sum(tf.mul(r.bg, tf.slice(gBg, s, e - s)))) as tf.Scalar;
+    });
+  const ranges: [number, number][] = [];
+  for (let s = 0; s < n; s += size) ranges.push([s, Math.min(n, s + size)]);
+  const op = tf.customGrad(((mm: tf.Tensor4D, bb: tf.Tensor4D, save: tf.GradSaveFunc) => {
+    save([mm, bb]);
+    return {
+      value: tf.tidy(() => tf.addN(ranges.map(([s, e]) => part(mm, bb, s, e)))),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sm, sb] = saved as [tf.Tensor4D, tf.Tensor4D];
+        let dm: tf.Tensor = tf.zerosLike(sm);
+        let db: tf.Tensor = tf.zerosLike(sb);
+        for (const [s, e] of ranges) {
+          const [gm, gb] = recomputeGrads((a, c) => part(a as tf.Tensor4D, c as tf.Tensor4D, s, e), [sm, sb], dy);
+          const [dm1, db1] = [tf.add(dm, gm!), tf.add(db, gb!)];
+          tf.dispose([dm, db, gm, gb]);
+          [dm, db] = [dm1, db1];
+        }
+        return [dm, db];
+      },
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(m, b) as tf.Scalar;
+}
+
+/** Usable share of the WASM heap for kept encoder activations (the rest: fragmentation, XNNPACK's buffers, TF.js's scratch). */
+const WASM_KEEP_FRACTION = 0.85;
+
+/**
+ * Which encoder chunks of pass 1 keep their activations. A number: that many region
+ * images at most (0 = checkpoint every chunk). `auto`: on the WASM backend, the next
+ * chunk while the live tensors plus twice a chunk's activations plus 256 MiB (room
+ * for the backward pass) fit in 85 % of the 4 GiB heap; the first chunk is always
+ * kept (back-propagating a checkpointed one needs the same memory later). On other
+ * backends the free device memory is not known, so `auto` checkpoints every chunk.
+ */
+export function encoderKeepPlan(setting: PbipConfig["match"]["encoderKeep"], backend: string): { keep(keptImages: number, chunkImages: number, perChunkBytes: number): boolean } {
+  if (typeof setting === "number") return { keep: (k, n) => k + n <= setting };
+  if (backend !== "wasm") return { keep: () => false };
+  const limit = WASM_KEEP_FRACTION * WASM_HEAP_LIMIT_BYTES;
+  return { keep: (k, _n, perChunk) => k === 0 || tf.memory().numBytes + 2 * perChunk + 256 * 2 ** 20 <= limit };
 }
 
 /** An identity whose gradient is zero (tfjs has no stopGradient op). */
@@ -121,13 +210,15 @@ export class PbipTask implements TrainTask<PbipCtx> {
   }
 
   /**
-   * Two-pass `image` mode, pass 1: the regions' features through the encoder in
-   * chunks without a tape, the loss gradient with respect to those features, then
-   * the encoder's vector-Jacobian product chunk by chunk, giving
-   * G = d beta*(theta1 L_FGS + theta2 L_BGS) / d(X_FG, X_BG). Pass 2 (in `loss`)
-   * rebuilds the regions in the tape and adds sum(X * G) - stop(sum(X * G)), whose
-   * gradient is exactly the matching losses' gradient. Encoder memory is bounded by
-   * the chunk size instead of growing with the number of pairs.
+   * Two-pass `image` mode, pass 1: G = d beta*(theta1 L_FGS + theta2 L_BGS) / d(X_FG, X_BG),
+   * one gradient over all regions with the encoder run `encoderChunk` regions at a
+   * time. A chunk either keeps its encoder activations for the backward pass, or is
+   * checkpointed: its forward pass keeps nothing and its gradient is computed
+   * afterwards by running it again ({@link checkpointed}). Which chunks keep theirs is
+   * `match.encoderKeep` (see {@link encoderKeepPlan}); the values are the same either
+   * way. Pass 2 (in `loss`) rebuilds the regions in the tape and adds
+   * sum(X * G) - stop(sum(X * G)), whose gradient is exactly the matching losses'
+   * gradient. Encoder memory is bounded by what is kept plus one chunk.
    */
   private async regionGradients(batch: Batch, maps: tf.Tensor4D[], pairs: MatchPairs): Promise<NonNullable<PbipCtx["regionGrad"]>> {
     const { config: cfg, encoder } = this.o;
@@ -139,36 +230,54 @@ export class PbipTask implements TrainTask<PbipCtx> {
       const r = foregroundBackground(batch.images, m, b, pairs, cfg.match);
       return tf.concat([r.fg, r.bg], 0) as tf.Tensor4D;
     });
-    const parts = chunks(regions, size);
-    const feats = tf.tidy(() => tf.concat(parts.map((c) => tf.tidy(() => encoder.apply!(c).pooled)), 0) as tf.Tensor2D);
     const opts = { temperature: cfg.loss.temperature, reduction: cfg.loss.reduction };
     const w = cfg.loss;
-    let fgLoss = 0;
-    let bgLoss = 0;
-    const gradF = tf.tidy(() => {
-      const g = tf.grad((f: tf.Tensor) => {
-        const fg = tf.slice(f, 0, p) as tf.Tensor2D;
-        const bg = tf.slice(f, p, p) as tf.Tensor2D;
+    const plan = encoderKeepPlan(cfg.match.encoderKeep, tf.getBackend());
+    const encode = (x: tf.Tensor4D) => encoder.apply!(x).pooled;
+    const parts = chunks(regions, size);
+    const deferred: (ReturnType<typeof checkpointed> | undefined)[] = [];
+    let kept = 0;
+    let fgT: tf.Scalar | undefined;
+    let bgT: tf.Scalar | undefined;
+    const gKept = tf.tidy(() =>
+      tf.grad((x: tf.Tensor) => {
+        let perChunk = 0;
+        const feats = chunks(x as tf.Tensor4D, size).map((c, i) => {
+          const n = c.shape[0];
+          if (plan.keep(kept, n, perChunk)) {
+            const before = tf.memory().numBytes;
+            const f = encode(c);
+            perChunk = Math.max(perChunk, tf.memory().numBytes - before);
+            kept += n;
+            return f;
+          }
+          const d = checkpointed(encode, c);
+          deferred[i] = d;
+          return d.value;
+        });
+        const f = tf.concat(feats, 0) as tf.Tensor2D;
         const terms: tf.Scalar[] = [];
-        if (w.useFg) terms.push(tf.mul(foregroundContrastiveLoss(fg, pairs.subclass, this.protos, opts), w.beta * w.theta1));
-        if (w.useBg) terms.push(tf.mul(backgroundContrastiveLoss(bg, pairs.subclass, this.protos, opts), w.beta * w.theta2));
+        if (w.useFg) {
+          fgT = tf.keep(foregroundContrastiveLoss(tf.slice(f, 0, p) as tf.Tensor2D, pairs.subclass, this.protos, opts));
+          terms.push(tf.mul(fgT, w.beta * w.theta1));
+        }
+        if (w.useBg) {
+          bgT = tf.keep(backgroundContrastiveLoss(tf.slice(f, p, p) as tf.Tensor2D, pairs.subclass, this.protos, opts));
+          terms.push(tf.mul(bgT, w.beta * w.theta2));
+        }
         return tf.addN(terms) as tf.Scalar;
-      });
-      return g(feats);
-    });
-    const lf = w.useFg ? tf.tidy(() => foregroundContrastiveLoss(tf.slice(feats, 0, p) as tf.Tensor2D, pairs.subclass, this.protos, opts)) : undefined;
-    const lb = w.useBg ? tf.tidy(() => backgroundContrastiveLoss(tf.slice(feats, p, p) as tf.Tensor2D, pairs.subclass, this.protos, opts)) : undefined;
-    if (lf) fgLoss = (await lf.data())[0]!;
-    if (lb) bgLoss = (await lb.data())[0]!;
-    tf.dispose([lf, lb, feats]);
-    const gParts = chunks(gradF, size);
-    const gx = parts.map((c, i) => tf.tidy(() => tf.grad((x: tf.Tensor) => encoder.apply!(x as tf.Tensor4D).pooled)(c, gParts[i]!)));
-    const gAll = tf.concat(gx, 0) as tf.Tensor4D;
-    tf.dispose([regions, gradF, ...parts, ...gParts, ...gx]);
+      })(regions),
+    ) as tf.Tensor4D;
+    const fgLoss = fgT ? (await fgT.data())[0]! : 0;
+    const bgLoss = bgT ? (await bgT.data())[0]! : 0;
+    // The checkpointed chunks' encoder gradients, now that the kept activations are freed.
+    const gAll = tf.tidy(() => tf.add(gKept, tf.concat(parts.map((c, i) => deferred[i]?.vjp(c) ?? tf.zerosLike(c)), 0)) as tf.Tensor4D);
+    deferred.forEach((d) => d?.dispose());
+    tf.dispose([regions, fgT, bgT, gKept, ...parts]);
     const fg = tf.slice(gAll, 0, p) as tf.Tensor4D;
     const bg = tf.slice(gAll, p, p) as tf.Tensor4D;
     gAll.dispose();
-    return { fg, bg, fgLoss, bgLoss };
+    return { fg, bg, fgLoss, bgLoss, keptImages: kept, recomputedImages: 2 * p - kept };
   }
 
   release(ctx: PbipCtx): void {
@@ -190,15 +299,17 @@ export class PbipTask implements TrainTask<PbipCtx> {
       if (sel.image.length > 0) {
         const m = matchingMap(out.maps, [batch.images.shape[1], batch.images.shape[2]], cfg.match.mapSource);
         const b = adaptiveThreshold(m, cfg.match.delta, cfg.match.maxOver);
-        const regions = foregroundBackground(batch.images, m, b, sel, cfg.match);
         const g = ctx.regionGrad;
         if (g) {
           // Pass 2 of the two-pass image mode: values from pass 1, gradient through sum(X * G).
-          const lin = tf.add(tf.sum(tf.mul(regions.fg, g.fg)), tf.sum(tf.mul(regions.bg, g.bg))) as tf.Scalar;
+          counts.encoderKept = g.keptImages;
+          counts.encoderRecomputed = g.recomputedImages;
+          const lin = regionSurrogate(batch.images, m, b, sel, cfg.match, g.fg, g.bg, cfg.match.encoderChunk);
           surrogate = tf.sub(lin, stopGradient(lin)) as tf.Scalar;
           if (cfg.loss.useFg) fg = tf.scalar(g.fgLoss);
           if (cfg.loss.useBg) bg = tf.scalar(g.bgLoss);
         } else {
+          const regions = foregroundBackground(batch.images, m, b, sel, cfg.match);
           const tr = Date.now();
           const feats = cfg.match.regionMode === "image" ? encodeRegionsImage(encoder, regions) : encodeRegionsFeature(ctx.dense!, regions, sel);
           seconds.regions = (Date.now() - tr) / 1000;

@@ -8,7 +8,8 @@ import { onBackend, maxRelErr } from "../helpers";
 import { TinyBackbone, TinyEncoder } from "../tiny";
 import { ClassNet } from "../../src/model/classnet";
 import { resolveConfig, type PbipConfig, type ConfigOverride } from "../../src/config/profiles";
-import { PbipTask, trainClassNet } from "../../src/train/trainer";
+import { PbipTask, trainClassNet, checkpointed, encoderKeepPlan, regionSurrogate } from "../../src/train/trainer";
+import { adaptiveThreshold, foregroundBackground } from "../../src/match";
 import { runTraining, TrainingDivergedError, type TrainEvent } from "../../src/train/loop";
 import type { BatchSource } from "../../src/train/validate";
 import type { Batch } from "../../src/data/types";
@@ -87,6 +88,7 @@ async function stepGradients(cfg: PbipConfig): Promise<Map<string, Float32Array>
   const out = new Map<string, Float32Array>();
   for (const [vn, g] of Object.entries(grads)) out.set(byVar.get(vn)!, Float32Array.from(await g.data()));
   out.set("loss", Float32Array.from(await value.data()));
+  out.set("encoderKept", Float32Array.of(counts.encoderKept ?? -1, counts.encoderRecomputed ?? -1));
   task.release(ctx);
   tf.dispose([value, ...Object.values(grads), batch.images, batch.labels, batch.masks, protos]);
   task.dispose();
@@ -102,7 +104,7 @@ test("two-pass chunked image mode gives the single-tape gradient and loss", asyn
   assert.ok(maxRelErr(two.get("loss")!, one.get("loss")!) < 1e-5, `loss ${two.get("loss")} vs ${one.get("loss")}`);
   let checked = 0;
   for (const [name, g] of one) {
-    if (name === "loss") continue;
+    if (name === "loss" || name === "encoderKept") continue;
     const e = maxRelErr(two.get(name)!, g);
     assert.ok(e < 1e-3, `${name}: relative error ${e}`);
     checked++;
@@ -111,6 +113,89 @@ test("two-pass chunked image mode gives the single-tape gradient and loss", asyn
   // The matching losses reach the backbone: some backbone gradient differs from L_CLS alone.
   const clsOnly = await stepGradients(config({ loss: { useFg: false, useBg: false } as PbipConfig["loss"] }));
   assert.ok(maxRelErr(clsOnly.get("backbone/conv0/kernel")!, one.get("backbone/conv0/kernel")!) > 1e-3);
+});
+
+test("two-pass image mode: keeping some, all or none of the chunks' encoder activations gives the same bits", async () => {
+  await onBackend("cpu", () => undefined);
+  const run = (keep: number) => stepGradients(config({ match: { encoderChunk: 3, encoderKeep: keep } as PbipConfig["match"] }));
+  const none = await run(0);
+  const [kept0, total] = [none.get("encoderKept")![0]!, none.get("encoderKept")![0]! + none.get("encoderKept")![1]!];
+  assert.equal(kept0, 0);
+  assert.ok(total >= 7, `the case needs at least three chunks of 3 regions (has ${total} regions)`);
+  for (const keep of [3, 6, 1000]) {
+    const g = await run(keep);
+    assert.equal(g.get("encoderKept")![0], Math.min(keep, total), `encoderKeep ${keep}`);
+    for (const [name, v] of none) if (name !== "encoderKept") assert.deepEqual(g.get(name), v, `${name} with encoderKeep ${keep}`);
+  }
+});
+
+test("checkpointed(): the enclosing gradient gets zero and records dy; vjp() then gives the encoder's input gradient, with nothing kept in between", async () => {
+  await onBackend("cpu", async () => {
+    const w = tf.randomNormal([3, 5], 0, 1, "float32", 2) as tf.Tensor2D;
+    const enc = (x: tf.Tensor4D) => tf.tidy(() => tf.matMul(tf.tanh(tf.mean(tf.mul(x, x), [1, 2])) as tf.Tensor2D, w));
+    const x = tf.randomNormal([4, 6, 6, 3], 0, 1, "float32", 3) as tf.Tensor4D;
+    const dy = tf.randomNormal([4, 5], 0, 1, "float32", 4);
+    const direct = tf.grad((z: tf.Tensor) => enc(z as tf.Tensor4D))(x, dy);
+    const before = tf.memory().numTensors;
+    let c: ReturnType<typeof checkpointed> | undefined;
+    let tensorsInForward = 0;
+    const { value, grads } = tf.valueAndGrads((z: tf.Tensor) => {
+      const n0 = tf.memory().numTensors;
+      c = checkpointed(enc, z as tf.Tensor4D);
+      tensorsInForward = tf.memory().numTensors - n0;
+      return tf.sum(tf.mul(c.value, dy)) as tf.Scalar;
+    })([x]);
+    assert.equal(tensorsInForward, 1, "the forward pass leaves only its output (no activations)");
+    assert.equal(tf.tidy(() => tf.max(tf.abs(grads[0]!)).dataSync()[0]), 0, "the enclosing gradient of x is zero");
+    const gx = c!.vjp(x);
+    assert.deepEqual(await gx.data(), await direct.data(), "vjp() equals the direct input gradient, bit for bit");
+    assert.ok(Math.abs((await value.data())[0]! - tf.tidy(() => tf.sum(tf.mul(enc(x), dy)).dataSync()[0]!)) < 1e-5);
+    c!.dispose();
+    tf.dispose([value, grads[0]!, gx]);
+    assert.equal(tf.memory().numTensors, before, "nothing leaks");
+    tf.dispose([w, x, dy, direct]);
+  });
+});
+
+for (const backend of ["cpu", "wasm"] as const) {
+  test(`regionSurrogate on ${backend}: a pair-chunked rebuild in the backward pass gives autodiff's gradient through all regions, bit for bit`, async () => {
+    await onBackend(backend, async () => {
+      const cfg = config().match; // the release's min-max regions with the adaptive threshold
+      const pairs = { image: [0, 0, 1, 2, 2, 1, 0], subclass: [1, 5, 0, 2, 7, 3, 6], cls: [0, 2, 0, 1, 3, 1, 3] };
+      const P = pairs.image.length;
+      const images = tf.randomUniform([3, 12, 12, 3], 0, 1, "float32", 1) as tf.Tensor4D;
+      const maps = tf.randomUniform([3, 12, 12, 8], 0, 1, "float32", 2) as tf.Tensor4D;
+      const gFg = tf.randomNormal([P, 12, 12, 3], 0, 1, "float32", 3) as tf.Tensor4D;
+      const gBg = tf.randomNormal([P, 12, 12, 3], 0, 1, "float32", 4) as tf.Tensor4D;
+      const f = (m: tf.Tensor4D) => {
+        const b = adaptiveThreshold(m, cfg.delta, cfg.maxOver);
+        const r = foregroundBackground(images, m, b, pairs, cfg);
+        return tf.add(tf.sum(tf.mul(r.fg, gFg)), tf.sum(tf.mul(r.bg, gBg))) as tf.Scalar;
+      };
+      const ref = tf.valueAndGrad(f)(maps);
+      const before = tf.memory().numTensors;
+      for (const chunk of [1, 3, P, 0]) {
+        const got = tf.valueAndGrad((m: tf.Tensor) => regionSurrogate(images, m as tf.Tensor4D, adaptiveThreshold(m as tf.Tensor4D, cfg.delta, cfg.maxOver), pairs, cfg, gFg, gBg, chunk))(maps);
+        assert.ok(Math.abs(got.value.dataSync()[0]! - ref.value.dataSync()[0]!) <= 1e-4 * Math.abs(ref.value.dataSync()[0]!), `value with chunk ${chunk}`);
+        assert.deepEqual(await got.grad.data(), await ref.grad.data(), `gradient with chunks of ${chunk} pairs`);
+        tf.dispose([got.value, got.grad]);
+        assert.equal(tf.memory().numTensors, before, `nothing leaks (chunk ${chunk})`);
+      }
+      assert.ok(tf.tidy(() => tf.max(tf.abs(ref.grad)).dataSync()[0]!) > 0, "the case has a gradient");
+      tf.dispose([images, maps, gFg, gBg, ref.value, ref.grad]);
+    });
+  });
+}
+
+test("encoderKeepPlan: a number caps the kept images; auto keeps what fits the WASM heap and nothing elsewhere", () => {
+  const three = encoderKeepPlan(3, "cpu");
+  assert.equal(three.keep(0, 3, 0), true);
+  assert.equal(three.keep(3, 1, 100), false);
+  assert.equal(encoderKeepPlan("auto", "tensorflow").keep(0, 3, 0), false);
+  const auto = encoderKeepPlan("auto", "wasm");
+  assert.equal(auto.keep(0, 16, 0), true, "the first chunk is always kept");
+  assert.equal(auto.keep(16, 16, 100 * 2 ** 20), true, "100 MiB chunks fit");
+  assert.equal(auto.keep(16, 16, 1.6 * 2 ** 30), false, "1.6 GiB chunks do not (twice that is over 85 % of 4 GiB)");
 });
 
 async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; val?: boolean; source?: BatchSource } = {}): Promise<TrainEvent[]> {

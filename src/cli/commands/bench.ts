@@ -107,6 +107,9 @@ export interface StepTiming {
   regions?: number;
   cpu: number;
   pairs: number;
+  /** Two-pass image mode: region images whose encoder activations pass 1 kept, and those it ran again (checkpointed). */
+  encoderKept?: number;
+  encoderRecomputed?: number;
 }
 
 /** One measured training configuration. */
@@ -241,6 +244,10 @@ function medianTiming(steps: StepTiming[]): StepTiming {
   const pick = (k: keyof StepTiming) => median(steps.map((s) => s[k] ?? NaN).filter((v) => Number.isFinite(v)));
   const out: StepTiming = { step: pick("step"), prepare: pick("prepare"), forwardBackward: pick("forwardBackward"), optimizer: pick("optimizer"), cpu: pick("cpu"), pairs: pick("pairs") };
   if (steps.some((s) => s.regions !== undefined)) out.regions = pick("regions");
+  if (steps.some((s) => s.encoderKept !== undefined)) {
+    out.encoderKept = pick("encoderKept");
+    out.encoderRecomputed = pick("encoderRecomputed");
+  }
   return out;
 }
 
@@ -414,8 +421,12 @@ async function timeSteps(
         pairs: ev.counts.pairs ?? 0,
       };
       if (ev.seconds.regions !== undefined) timing.regions = ev.seconds.regions;
+      if (ev.counts.encoderKept !== undefined) {
+        timing.encoderKept = ev.counts.encoderKept;
+        timing.encoderRecomputed = ev.counts.encoderRecomputed ?? 0;
+      }
       const phase = n < warmup ? "warm-up" : profiling ? "profiled" : `rep ${n - warmup + 1}/${reps}`;
-      log(`  ${label}: ${phase} step ${timing.step.toFixed(2)} s (forward+backward ${timing.forwardBackward.toFixed(2)} s, pairs ${timing.pairs}), rss ${formatBytes(process.memoryUsage().rss)}`);
+      log(`  ${label}: ${phase} step ${timing.step.toFixed(2)} s (forward+backward ${timing.forwardBackward.toFixed(2)} s, pairs ${timing.pairs}${timing.encoderKept !== undefined ? `, encoder activations kept for ${timing.encoderKept} regions, recomputed for ${timing.encoderRecomputed}` : ""}), rss ${formatBytes(process.memoryUsage().rss)}`);
       if (n >= warmup && !profiling) steps.push(timing);
     }
   } finally {
@@ -522,9 +533,12 @@ async function trainCase(name: BenchCase, sz: Sizes, o: BenchOptions, profile: b
     let enc = regionMode === "image" ? (encoderTiming.forwardBackward ?? 0) : encoderTiming.forward;
     breakdown[regionMode === "image" ? "encoder forward+backward (regions)" : "encoder dense features (no gradient)"] = enc;
     if (regionMode === "image" && (m.cfg.match.encoderChunk ?? 0) > 0) {
-      // Two-pass image mode: the regions' features first (a forward pass), then forward+backward per chunk.
-      breakdown["encoder forward again (two-pass image mode: features before the gradient pass)"] = encoderTiming.forward;
-      enc += encoderTiming.forward;
+      // Two-pass image mode: the chunks whose activations were not kept run forward twice.
+      const recomputed = med.encoderRecomputed ?? 0;
+      const share = recomputed / Math.max(1, recomputed + (med.encoderKept ?? 0));
+      const again = (encoderTiming.forward ?? 0) * share;
+      breakdown[`encoder forward again (two-pass image mode: the ${recomputed} checkpointed regions)`] = again;
+      enc += again;
     }
     breakdown["optimiser (AdamW)"] = med.optimizer;
     breakdown["rest: matching, regions, losses, the pair-selection forward"] = Math.max(0, med.step - classNetAlone.forwardBackward - enc - med.optimizer);

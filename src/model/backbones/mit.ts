@@ -44,6 +44,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { Rng } from "../../util/rng";
 import { columnSums, depthwise3x3FilterGrad, gemm, wasmSimdKernelsAvailable } from "../../runtime/wasm-simd";
+import { recomputeGrads } from "../../runtime/gradients";
 import type { NamedTensors, WeightLoadReport } from "../../io/tensors";
 import type { Backbone } from "./types";
 import { expectedPyTorchShapes, loadMiTWeights, toPyTorchLayout, type MiTWeightsOptions } from "./mit-weights";
@@ -151,23 +152,6 @@ export function geluErf(x: tf.Tensor): tf.Tensor {
     };
   });
   return f(x);
-}
-
-/**
- * Gradients of `f` at `xs` for the upstream gradient `dy`, computed from inside another
- * gradient's backward pass (gradient checkpointing). TF.js 4.22 keeps one active tape:
- * a nested `tf.grads` starts a fresh one and, when it finishes, sets the engine's tape
- * to null, so the outer backward could no longer release its saved tensors. The outer
- * tape is put back afterwards.
- */
-function recomputeGrads(f: (...xs: tf.Tensor[]) => tf.Tensor, xs: tf.Tensor[], dy: tf.Tensor): tf.Tensor[] {
-  const state = tf.engine().state;
-  const outerTape = state.activeTape;
-  try {
-    return tf.grads(f)(xs, dy);
-  } finally {
-    state.activeTape = outerTape;
-  }
 }
 
 /** Swap the last two axes (an explicit transpose, fast on every backend). */
