@@ -132,7 +132,7 @@ test("two-pass image mode: keeping some, all or none of the chunks' encoder acti
 test("checkpointed(): the enclosing gradient gets zero and records dy; vjp() then gives the encoder's input gradient, with nothing kept in between", async () => {
   await onBackend("cpu", async () => {
     const w = tf.randomNormal([3, 5], 0, 1, "float32", 2) as tf.Tensor2D;
-    const enc = (x: tf.Tensor4D) => tf.tidy(() => tf.matMul(tf.tanh(tf.mean(tf.mul(x, x), [1, 2])) as tf.Tensor2D, w));
+    const enc = (x: tf.Tensor4D): tf.Tensor2D => tf.tidy(() => tf.matMul(tf.tanh(tf.mean(tf.mul(x, x), [1, 2])) as tf.Tensor2D, w));
     const x = tf.randomNormal([4, 6, 6, 3], 0, 1, "float32", 3) as tf.Tensor4D;
     const dy = tf.randomNormal([4, 5], 0, 1, "float32", 4);
     const direct = tf.grad((z: tf.Tensor) => enc(z as tf.Tensor4D))(x, dy);
