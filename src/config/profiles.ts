@@ -85,6 +85,8 @@ export interface PbipConfig {
      * encoder forward pass and costs its activations' memory (about 40 MB per 224 px
      * image for Swin-T with `memory: "lean"`). `auto`: as many as fit the WASM heap;
      * 0 (the rule on other backends, whose free memory is unknown) recomputes all.
+     * Worth it for encoders with hand-written backward passes (the Swin-T); see the
+     * notebook profile for one where it is not.
      */
     encoderKeep: number | "auto";
   };
@@ -218,7 +220,11 @@ export const NOTEBOOK: PbipConfig = {
   data: { ...RELEASE.data, inputSize: 112, normalization: "backbone" },
   bank: { ...RELEASE.bank, k: 3 },
   model: { ...RELEASE.model, backbone: "mobilenetv2", dropPathRate: 0 },
-  match: { ...RELEASE.match, regionMode: "feature" },
+  // encoderKeep 0: the bundled MobileNetV2 differentiates by TF.js autodiff, whose tape is
+  // large; keeping every region's activations raised the process's memory from 1.6 to
+  // 3.6 GiB for no faster step (`npm run bench -- --only notebook-image`), and filled the
+  // heap in notebook 03.
+  match: { ...RELEASE.match, regionMode: "feature", encoderKeep: 0 },
   optim: { ...RELEASE.optim, lr: 2e-4, headLrMultiplier: 10, schedule: { kind: "poly", power: 1, warmupSteps: 20 } },
   train: { ...RELEASE.train, epochs: 1, batchSize: 8, valLimit: 60 },
   cam: { ...RELEASE.cam, tta: { hflip: false, intensities: [1] }, background: { mode: "white", power: 10, whiteGrey: 200, minBlob: 80 } },
