@@ -47,7 +47,8 @@ export function pixelCrossEntropy(logits: tf.Tensor4D, targets: tf.Tensor3D, o: 
   return tf.tidy(() => {
     // One-hot by comparison against range(c); ids outside [0, c) (255) give an empty row.
     // (On WASM this broadcasting equal costs ~65 ms per notebook batch. tf.oneHot would be
-    // ~9x faster, but with it the WASM loss came out 0 in test/seg/loss.test.ts: not used.)
+    // ~9x faster, but the WASM backend's oneHot writes int bits into float32 outputs, so
+    // the loss came out 0: see test/runtime/wasm-kernels.test.ts.)
     const onehot = boolToFloat(tf.equal(tf.expandDims(targets.dtype === "int32" ? targets : tf.cast(targets, "int32"), 3), tf.range(0, c, 1, "int32")));
     // Per-pixel weight w[y_p]; 0 for ignored pixels (their one-hot row is empty).
     const pw = tf.sum(tf.mul(onehot, tf.tensor1d(weights)), 3);

@@ -234,7 +234,6 @@ export class PbipTask implements TrainTask<PbipCtx> {
     const w = cfg.loss;
     const plan = encoderKeepPlan(cfg.match.encoderKeep, tf.getBackend());
     const encode = (x: tf.Tensor4D) => encoder.apply!(x).pooled;
-    const parts = chunks(regions, size);
     const deferred: (ReturnType<typeof checkpointed> | undefined)[] = [];
     let kept = 0;
     let fgT: tf.Scalar | undefined;
@@ -271,9 +270,9 @@ export class PbipTask implements TrainTask<PbipCtx> {
     const fgLoss = fgT ? (await fgT.data())[0]! : 0;
     const bgLoss = bgT ? (await bgT.data())[0]! : 0;
     // The checkpointed chunks' encoder gradients, now that the kept activations are freed.
-    const gAll = tf.tidy(() => tf.add(gKept, tf.concat(parts.map((c, i) => deferred[i]?.vjp(c) ?? tf.zerosLike(c)), 0)) as tf.Tensor4D);
+    const gAll = tf.tidy(() => tf.add(gKept, tf.concat(chunks(regions, size).map((c, i) => deferred[i]?.vjp(c) ?? tf.zerosLike(c)), 0)) as tf.Tensor4D);
     deferred.forEach((d) => d?.dispose());
-    tf.dispose([regions, fgT, bgT, gKept, ...parts]);
+    tf.dispose([regions, fgT, bgT, gKept]);
     const fg = tf.slice(gAll, 0, p) as tf.Tensor4D;
     const bg = tf.slice(gAll, p, p) as tf.Tensor4D;
     gAll.dispose();

@@ -195,7 +195,7 @@ export interface BenchReport {
 
 // ------------------------------------------------------------------ sizes
 
-interface Sizes {
+export interface Sizes {
   label: "full" | "tiny" | "smoke";
   release: { batch: number; size: number; mit?: Partial<MiTConfig>; swin?: SwinConfig; swinInput?: number };
   notebook: { batch: number; size: number };
@@ -209,7 +209,7 @@ const TINY_MIT: Partial<MiTConfig> = { embedDims: [16, 32, 40, 64], numHeads: [1
 /** A tiny Swin (same code path as Swin-T: windows, shifts, merging) that takes 64 px inputs. */
 const TINY_SWIN: SwinConfig = { patchSize: 4, inChannels: 3, embedDim: 12, depths: [1, 2, 1, 1], numHeads: [1, 2, 2, 4], windowSize: 2, mlpRatio: 2, layerNormEps: 1e-5 };
 
-function sizesFor(o: BenchOptions, software: boolean): Sizes {
+export function sizesFor(o: BenchOptions, software: boolean): Sizes {
   const tiny = o.smoke || (software && !o.full);
   if (!tiny) {
     return {
@@ -259,7 +259,7 @@ function maxRss(): number {
 const log = (line: string) => process.stderr.write(line + "\n");
 
 /** Seeded random batches (images in [0, 1], `labelsPerImage` positive classes per image). */
-function randomSource(n: number, batch: number, size: number, numClasses: number, labelsPerImage: number, seed: number): BatchSource {
+export function randomSource(n: number, batch: number, size: number, numClasses: number, labelsPerImage: number, seed: number): BatchSource {
   return {
     batchesPerEpoch: n,
     async *epoch(e: number) {
@@ -282,7 +282,7 @@ function randomSource(n: number, batch: number, size: number, numClasses: number
 const BCSS_NORMALIZATION = { mean: [0.6679, 0.4779, 0.7062], std: [0.1737, 0.2256, 0.1982] };
 const NUM_CLASSES = 4;
 
-interface Models {
+export interface Models {
   cfg: PbipConfig;
   net: ClassNet;
   /** Undefined when built for CAMs only. */
@@ -298,7 +298,7 @@ interface Models {
  * ClassNet (random prototypes of the encoder's dimension, K = 3 for each of 4
  * classes) and the frozen encoder of a profile, at the benchmark's sizes.
  */
-async function buildModels(which: "release" | "notebook", regionMode: "image" | "feature", sz: Sizes, over: ConfigOverride = {}, withEncoder = true): Promise<Models> {
+export async function buildModels(which: "release" | "notebook", regionMode: "image" | "feature", sz: Sizes, over: ConfigOverride = {}, withEncoder = true): Promise<Models> {
   const base = resolveConfig(which, { match: { regionMode } as PbipConfig["match"] }, over);
   const k = new Array<number>(NUM_CLASSES).fill(typeof base.bank.k === "number" ? base.bank.k : 3);
   let backbone: Backbone;
