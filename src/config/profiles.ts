@@ -144,6 +144,11 @@ export interface PbipConfig {
     weights?: string;
     /** Override the encoder's input side (the bundled MobileNetV2 accepts any; the notebook profile uses 112 to match its patches). */
     inputSize?: number;
+    /**
+     * The bundled MobileNetV2's feature layer (default `out_relu`, its last). Earlier
+     * layers are less specific to the task it was fine-tuned on; see `bench/encoder-view.ts`.
+     */
+    featureLayer?: string;
   };
 }
 
@@ -301,6 +306,9 @@ export function quickMode(): boolean {
   return v !== undefined && v !== "" && v !== "0" && v.toLowerCase() !== "false";
 }
 
+/** Optional config keys (absent from a profile unless set), which `--set` accepts. */
+const OPTIONAL_KEYS = new Set(["model.backboneWeights", "optim.clipGradNorm", "encoder.weights", "encoder.inputSize", "encoder.featureLayer"]);
+
 /**
  * Turn `path.to.key=value` strings (the CLI's `--set`) into an override. Values are
  * parsed as JSON when they parse (numbers, booleans, arrays), else kept as strings.
@@ -322,8 +330,7 @@ export function parseSetOverrides(items: readonly string[], base: PbipConfig = R
     let probe: unknown = base;
     for (const k of keys) {
       if (!isPlainObject(probe) || !(k in probe)) {
-        if (isPlainObject(probe) && keys[keys.length - 1] === k && k === "backboneWeights") break;
-        if (isPlainObject(probe) && keys[keys.length - 1] === k && (k === "weights" || k === "inputSize" || k === "clipGradNorm")) break;
+        if (isPlainObject(probe) && OPTIONAL_KEYS.has(keys.join("."))) break;
         throw new Error(`--set ${item}: unknown config key "${keys.join(".")}"`);
       }
       probe = probe[k];

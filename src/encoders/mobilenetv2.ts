@@ -1,6 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { EncoderIdentity, EncoderOutput, ImageEncoder, Preprocessing } from "./types";
 import { preprocessForEncoder } from "./preprocess";
+import { UsageError } from "../util/errors";
 import { BUNDLED_MOBILENETV2, instantiateBundledMobileNetV2, outputStride16 } from "./bundled";
 
 /** Keras MobileNetV2 expects x/127.5 - 1, i.e. (x01 - 0.5) / 0.5. */
@@ -39,16 +40,42 @@ export class MobileNetV2Encoder implements ImageEncoder {
    * map is twice as fine: 7x7 instead of 3x3 at 112 px. The encoder's identity
    * records it, so a bank built one way is refused by the other.
    */
-  static async create(options: { preprocessing?: Partial<Preprocessing>; outputStride?: 16 | 32 } = {}): Promise<MobileNetV2Encoder> {
+  static async create(options: { preprocessing?: Partial<Preprocessing>; outputStride?: 16 | 32; featureLayer?: string } = {}): Promise<MobileNetV2Encoder> {
     const os16 = options.outputStride === 16;
-    const { model, weightsHash } = await instantiateBundledMobileNetV2(os16 ? outputStride16 : undefined);
+    const layer = options.featureLayer ?? BUNDLED_MOBILENETV2.featureLayer;
+    const custom = layer !== BUNDLED_MOBILENETV2.featureLayer;
+    let built: Awaited<ReturnType<typeof instantiateBundledMobileNetV2>>;
+    try {
+      built = await instantiateBundledMobileNetV2(os16 ? outputStride16 : undefined, custom ? [layer] : undefined);
+    } catch (e) {
+      if (custom && e instanceof Error && /no such layer/i.test(e.message)) {
+        throw new UsageError(`encoder mobilenetv2: no layer "${layer}" (use a Keras MobileNetV2 layer name such as block_12_add, block_16_project or out_relu)`);
+      }
+      throw e;
+    }
+    const { model, weightsHash } = built;
     model.trainable = false;
+    const shape = model.outputs[0]!.shape;
+    const dim = shape[shape.length - 1]!;
     const preprocessing = { ...MOBILENETV2_PREPROCESSING, ...options.preprocessing };
     return new MobileNetV2Encoder(model, {
-      name: `${BUNDLED_MOBILENETV2.id}${os16 ? " output-stride-16" : ""} (stand-in, not MedCLIP)`,
-      dim: 1280,
+      name: `${BUNDLED_MOBILENETV2.id}${os16 ? " output-stride-16" : ""}${custom ? ` layer ${layer}` : ""} (stand-in, not MedCLIP)`,
+      dim,
       weightsHash,
       preprocessing,
+    });
+  }
+
+  /**
+   * The bundled encoder a bank or checkpoint was built with, from its recorded
+   * identity (input size, output stride and feature layer, which the name carries).
+   */
+  static forIdentity(identity: Pick<EncoderIdentity, "name" | "preprocessing">): Promise<MobileNetV2Encoder> {
+    const layer = / layer (\S+)/.exec(identity.name)?.[1];
+    return MobileNetV2Encoder.create({
+      preprocessing: { inputSize: identity.preprocessing.inputSize },
+      ...(identity.name.includes(" output-stride-16") ? { outputStride: 16 as const } : {}),
+      ...(layer ? { featureLayer: layer } : {}),
     });
   }
 

@@ -29,9 +29,10 @@ import { FileError } from "../util/errors";
 export async function createEncoderFor(cfg: PbipConfig): Promise<ImageEncoder> {
   const e = cfg.encoder;
   if (e.name === "mobilenetv2" || e.name === "mobilenetv2-nsfwjs") {
-    return MobileNetV2Encoder.create(e.inputSize ? { preprocessing: { inputSize: e.inputSize } } : {});
+    return MobileNetV2Encoder.create({ ...(e.inputSize ? { preprocessing: { inputSize: e.inputSize } } : {}), ...(e.featureLayer ? { featureLayer: e.featureLayer } : {}) });
   }
   if (e.inputSize) throw new Error(`encoder ${e.name}: encoder.inputSize can only be overridden for the bundled mobilenetv2`);
+  if (e.featureLayer) throw new Error(`encoder ${e.name}: encoder.featureLayer can only be chosen for the bundled mobilenetv2`);
   return createEncoder(e.name, { weights: e.weights });
 }
 

@@ -122,7 +122,10 @@ export async function openRun(o: OpenRunOptions = {}): Promise<PbipRun> {
   if (process.env.PBIP_BACKBONE_WEIGHTS) envOverrides.model = { ...(envOverrides.model ?? {}), backboneWeights: process.env.PBIP_BACKBONE_WEIGHTS } as PbipConfig["model"];
   const config = resolveConfig(profile, envOverrides, quick ? QUICK_OVERRIDES : undefined, o.overrides);
   // The notebook profile shrinks the bundled encoder's input to 112 px; another encoder keeps its own size.
-  if (process.env.PBIP_ENCODER && !/^mobilenetv2/.test(process.env.PBIP_ENCODER)) delete config.encoder.inputSize;
+  if (process.env.PBIP_ENCODER && !/^mobilenetv2/.test(process.env.PBIP_ENCODER)) {
+    delete config.encoder.inputSize;
+    delete config.encoder.featureLayer;
+  }
   const datasetName = o.dataset ?? process.env.PBIP_DATASET ?? "synthetic";
   let dataDir = o.data ?? process.env.PBIP_DATA;
   const synthetic = datasetName === "synthetic" && !dataDir;

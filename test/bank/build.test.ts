@@ -101,6 +101,39 @@ test("a bank built twice with the same seed is byte-identical (second time throu
   }
 });
 
+test("the bundled encoder at another feature layer: its dense map and dimension, its identity, a bank refuses the default layer, forIdentity rebuilds it, an unknown layer is a usage error", async () => {
+  const l4 = await MobileNetV2Encoder.create({ preprocessing: { inputSize: 160 }, featureLayer: "block_4_add" });
+  const again = await MobileNetV2Encoder.forIdentity(l4.identity);
+  try {
+    assert.equal(l4.identity.dim, 32);
+    assert.match(l4.identity.name, / layer block_4_add \(stand-in, not MedCLIP\)$/);
+    const x = tf.randomUniform([2, 160, 160, 3], 0, 1, "float32", 5) as tf.Tensor4D;
+    const out = l4.apply(x, { dense: true });
+    // block_4_add is at stride 8: 160 / 8 = 20; pooled is the dense map's mean.
+    assert.deepEqual(out.dense!.shape, [2, 20, 20, 32]);
+    const mean = tf.mean(out.dense!, [1, 2]);
+    const gap = tf.max(tf.abs(tf.sub(mean, out.pooled))).dataSync()[0]!;
+    assert.ok(gap < 1e-5, `pooled vs dense mean: ${gap}`);
+    assert.deepEqual(again.identity, l4.identity);
+    const o2 = again.apply(x, { dense: true });
+    assert.deepEqual(Array.from(o2.dense!.dataSync()), Array.from(out.dense!.dataSync()));
+    tf.dispose([x, out.pooled, out.dense!, mean, o2.pooled, o2.dense!]);
+    const d = tmp();
+    await saveBank(d, built.bank);
+    assert.throws(() => loadBank(d, { encoder: l4 }), /layer block_4_add/);
+    const dflt = await MobileNetV2Encoder.forIdentity(enc.identity);
+    try {
+      assert.deepEqual(dflt.identity, enc.identity);
+    } finally {
+      dflt.dispose();
+    }
+    await assert.rejects(MobileNetV2Encoder.create({ featureLayer: "block_4_ad" }), /no layer "block_4_ad"/);
+  } finally {
+    l4.dispose();
+    again.dispose();
+  }
+});
+
 test("on the synthetic set: within-class prototype cosine exceeds across-class, and zero-shot beats chance clearly", async () => {
   const { bank } = built;
   const wa = withinAcrossCosine(bank);

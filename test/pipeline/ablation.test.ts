@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ablationTable, formatAblationTable, ABLATIONS, type AblationRecord } from "../../src/pipeline/ablation";
-import { resolveConfig } from "../../src/config/profiles";
+import { resolveConfig, parseSetOverrides, PROFILES } from "../../src/config/profiles";
 
 function rec(variant: string, seed: number, miou: number, perImage: number[]): AblationRecord {
   return { variant, seed, test: { miou, fwiou: miou, mbiou: miou / 2, mdice: miou }, perImage: Object.fromEntries(perImage.map((v, i) => [`p${i}`, v])) };
@@ -40,4 +40,16 @@ test("every ablation variant is a valid override of the notebook profile", () =>
   assert.equal(resolveConfig("notebook", ABLATIONS["k5"]!.overrides).bank.k, 5);
   assert.equal(resolveConfig("notebook", ABLATIONS["cls-only"]!.overrides).loss.useFg, false);
   assert.equal(resolveConfig("notebook", ABLATIONS["conv1x1-head"]!.overrides).model.head, "conv1x1");
+});
+
+test("--set accepts the optional keys a profile leaves out, and names an unknown key", () => {
+  const o = parseSetOverrides(["encoder.featureLayer=block_4_add", "optim.clipGradNorm=1", "model.backboneWeights=w.safetensors"], PROFILES["notebook"]);
+  const cfg = resolveConfig("notebook", o);
+  assert.equal(cfg.encoder.featureLayer, "block_4_add");
+  assert.equal(cfg.encoder.inputSize, 112);
+  assert.equal(cfg.optim.clipGradNorm, 1);
+  assert.equal(cfg.model.backboneWeights, "w.safetensors");
+  assert.throws(() => parseSetOverrides(["encoder.featureLayr=block_4_add"], PROFILES["notebook"]), /unknown config key "encoder.featureLayr"/);
+  // An optional key is optional only where it belongs.
+  assert.throws(() => parseSetOverrides(["model.featureLayer=x"], PROFILES["notebook"]), /unknown config key "model.featureLayer"/);
 });

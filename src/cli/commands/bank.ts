@@ -169,7 +169,10 @@ export const commands: Command[] = [
       const encoderName = str(p, "encoder");
       const weights = str(p, "weights");
       const encCfg = resolveConfig(cfg, encoderName || weights ? { encoder: { name: encoderName ?? cfg.encoder.name, weights } as PbipConfig["encoder"] } : {});
-      if (encoderName && !/^mobilenetv2/.test(encoderName)) delete encCfg.encoder.inputSize;
+      if (encoderName && !/^mobilenetv2/.test(encoderName)) {
+        delete encCfg.encoder.inputSize;
+        delete encCfg.encoder.featureLayer;
+      }
       const encoder = await createEncoderFor(encCfg);
       try {
         console.error(describeEncoder(encoder));
@@ -245,7 +248,7 @@ export const commands: Command[] = [
       }
       // The bundled encoder runs at the input size the bank was built with.
       const encoder = /^mobilenetv2/.test(encoderName)
-        ? await MobileNetV2Encoder.create({ preprocessing: { inputSize: bank.meta.encoder.preprocessing.inputSize } })
+        ? await MobileNetV2Encoder.forIdentity(bank.meta.encoder)
         : await createEncoder(encoderName, weights ? { weights } : {});
       try {
         await runZeroShot(bank, ds, split, encoder, {
