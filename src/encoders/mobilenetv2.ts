@@ -22,6 +22,11 @@ export const MOBILENETV2_PREPROCESSING: Preprocessing = {
  * Differentiable: {@link apply} runs inside a gradient tape, so the `image` region
  * mode can back-propagate through it into the similarity maps (weights stay frozen).
  * The dense map is `out_relu` itself ([B, 7, 7, 1280] at 224 px), whose average is the pooled vector.
+ *
+ * `featureLayer` stops the network at an earlier Keras layer instead (e.g. `block_4_add`,
+ * 32 channels at stride 8): less specific to the task the weights were fine-tuned on.
+ * On the synthetic set its prototypes segment the training patches far better than
+ * `out_relu`'s (`npx tsx bench/encoder-view.ts`); the README reports what that does to PBIP.
  */
 export class MobileNetV2Encoder implements ImageEncoder {
   readonly isStandIn = true;
