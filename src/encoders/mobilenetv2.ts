@@ -37,6 +37,8 @@ export class MobileNetV2Encoder implements ImageEncoder {
   private constructor(
     private readonly model: tf.LayersModel,
     readonly identity: EncoderIdentity,
+    /** The model that owns the weights (the full network when `model` stops early). */
+    private readonly owner: tf.LayersModel = model,
   ) {}
 
   /**
@@ -49,26 +51,34 @@ export class MobileNetV2Encoder implements ImageEncoder {
     const os16 = options.outputStride === 16;
     const layer = options.featureLayer ?? BUNDLED_MOBILENETV2.featureLayer;
     const custom = layer !== BUNDLED_MOBILENETV2.featureLayer;
-    let built: Awaited<ReturnType<typeof instantiateBundledMobileNetV2>>;
-    try {
-      built = await instantiateBundledMobileNetV2(os16 ? outputStride16 : undefined, custom ? [layer] : undefined);
-    } catch (e) {
-      if (custom && e instanceof Error && /no such layer/i.test(e.message)) {
-        throw new UsageError(`encoder mobilenetv2: no layer "${layer}" (use a Keras MobileNetV2 layer name such as block_12_add, block_16_project or out_relu)`);
+    const { model: full, weightsHash } = await instantiateBundledMobileNetV2(os16 ? outputStride16 : undefined);
+    full.trainable = false;
+    let model = full;
+    if (custom) {
+      // The network up to `layer`; the full model keeps owning every weight (disposing
+      // this sub-model would leave the later layers' weights behind).
+      let out: tf.SymbolicTensor;
+      try {
+        out = full.getLayer(layer).output as tf.SymbolicTensor;
+      } catch {
+        full.dispose();
+        throw new UsageError(`encoder mobilenetv2: no layer "${layer}" (use a Keras MobileNetV2 layer name such as block_4_add, block_12_add, block_16_project or out_relu)`);
       }
-      throw e;
+      model = tf.model({ inputs: full.inputs, outputs: out });
     }
-    const { model, weightsHash } = built;
-    model.trainable = false;
     const shape = model.outputs[0]!.shape;
     const dim = shape[shape.length - 1]!;
     const preprocessing = { ...MOBILENETV2_PREPROCESSING, ...options.preprocessing };
-    return new MobileNetV2Encoder(model, {
-      name: `${BUNDLED_MOBILENETV2.id}${os16 ? " output-stride-16" : ""}${custom ? ` layer ${layer}` : ""} (stand-in, not MedCLIP)`,
-      dim,
-      weightsHash,
-      preprocessing,
-    });
+    return new MobileNetV2Encoder(
+      model,
+      {
+        name: `${BUNDLED_MOBILENETV2.id}${os16 ? " output-stride-16" : ""}${custom ? ` layer ${layer}` : ""} (stand-in, not MedCLIP)`,
+        dim,
+        weightsHash,
+        preprocessing,
+      },
+      full,
+    );
   }
 
   /**
@@ -98,6 +108,6 @@ export class MobileNetV2Encoder implements ImageEncoder {
   }
 
   dispose(): void {
-    this.model.dispose();
+    this.owner.dispose();
   }
 }
