@@ -12,8 +12,14 @@
  * which the WASM backend runs many times slower than an explicit transpose followed
  * by a plain matMul. Same products, reordered (no broadcasting batch dims: those
  * keep tfjs's gradient).
+ *
+ * `ClipByValue` (the clip of every ReLU6 in tfjs-layers' MobileNetV2: relu, then
+ * clipByValue(0, 6)): on WASM, one SIMD pass ({@link clipByValueGrad}) instead of
+ * tfjs's five (greaterEqual, lessEqual, logicalAnd, zerosLike, where), with the same
+ * bits; other backends, and sizes not a multiple of 4, keep tfjs's gradient.
  */
 import * as tf from "@tensorflow/tfjs";
+import { clipByValueGrad, wasmSimdKernelsAvailable } from "./wasm-simd";
 
 let registered = false;
 
@@ -41,6 +47,18 @@ export function registerFastGradients(): void {
       if (!transposeA && transposeB) return { a: () => mm(g, b), b: () => mm(t(g), a) };
       if (transposeA && !transposeB) return { a: () => mm(b, t(g)), b: () => mm(a, g) };
       return { a: () => mm(t(b), t(g)), b: () => mm(t(g), t(a)) };
+    },
+  });
+  const clipGrad = tf.getGradient("ClipByValue");
+  tf.registerGradient({
+    kernelName: "ClipByValue",
+    inputsToSave: ["x"],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
+      const [x] = saved as [tf.Tensor];
+      const g = dy as tf.Tensor;
+      if (x.size === 0 || x.size % 4 !== 0 || x.dtype !== "float32" || g.dtype !== "float32" || !wasmSimdKernelsAvailable()) return clipGrad!.gradFunc(dy, saved, attrs);
+      const { clipValueMin, clipValueMax } = attrs as unknown as { clipValueMin: number; clipValueMax: number };
+      return { x: () => clipByValueGrad(x, g, clipValueMin, clipValueMax) };
     },
   });
   tf.registerGradient({

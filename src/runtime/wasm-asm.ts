@@ -98,6 +98,8 @@ export const f32x4Div = () => op.simd(0xe7);
 export const f32x4Max = () => op.simd(0xe9);
 export const f32x4Abs = () => op.simd(0xe0);
 export const f32x4Ge = () => op.simd(0x46);
+export const f32x4Le = () => op.simd(0x45);
+export const v128And = () => op.simd(0x4e);
 export const f32x4Nearest = () => op.simd(0x6a);
 export const i32x4TruncSat = () => op.simd(0xf8);
 export const i32x4Add = () => op.simd(0xae);

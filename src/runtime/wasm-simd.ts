@@ -15,6 +15,10 @@
  * - `depthwise3x3FilterGrad(x, dy)`: the filter and bias gradients of a 3x3 depthwise
  *   convolution, stride 1, padding 1 (SegFormer's Mix-FFN), in one pass over x and dy
  *   instead of nine shifted copies of x.
+ * - `clipByValueGrad(x, dy, lo, hi)`: dy where lo <= x <= hi, else 0, in one pass. TF.js's
+ *   gradient of `clipByValue` (every ReLU6 of Keras MobileNetV2 layers: relu, then clip)
+ *   runs greaterEqual, lessEqual, logicalAnd, zerosLike and where, each a full pass, the
+ *   comparisons on the backend's slow boolean path.
  *
  * Modules are assembled by `./wasm-asm`, import the backend's memory, and read and
  * write tensors in place. They are registered for the `wasm` backend only; callers
@@ -22,7 +26,7 @@
  * elsewhere. Tested against `tf.matMul`, `tf.sum` and a float64 loop.
  */
 import * as tf from "@tensorflow/tfjs";
-import { I32, V128, WebAssemblyApi, assemble, f32x4Add, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, compiledKernel, tensorAddress, type FuncDef, type WasmBackendLike } from "./wasm-asm";
+import { F32, I32, V128, WebAssemblyApi, assemble, f32x4Add, f32x4Ge, f32x4Le, v128And, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, compiledKernel, tensorAddress, type FuncDef, type WasmBackendLike } from "./wasm-asm";
 
 /** Register tile of the generated GEMM: rows of C and four-float vectors of columns. */
 export interface GemmTile {
@@ -199,12 +203,84 @@ export function depthwise3x3FilterGradFunc(c4: number): FuncDef {
   return { params: [I32, I32, I32, I32, I32, I32, I32], locals: new Array(9).fill(I32), body };
 }
 
+/** Geometry of a depthwise convolution (channel multiplier 1) baked into its input-gradient kernel. */
+export interface DepthwiseGeometry {
+  c4: number;
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  dh: number;
+  dw: number;
+  top: number;
+  left: number;
+}
+
+/**
+ * Input gradient of a depthwise convolution with channel multiplier 1 and any kernel,
+ * stride, dilation and padding, as a scatter:
+ * dx[b, oh sh + kh dh - top, ow sw + kw dw - left, c] += dy[b, oh, ow, c] f[kh, kw, c]
+ * over in-bounds positions. dy [B, OH, OW, 4 c4], f [KH, KW, 4 c4], dx [B, H, W, 4 c4],
+ * zeroed by the caller. Params (dy, f, dx, B, OH, OW, H, W), all >= 1.
+ */
+export function depthwiseInputGradFunc(g: DepthwiseGeometry): FuncDef {
+  const [DY, F, DX, NB, OH, OW, H, W] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const [b, oh, ow, ih, iw, j, dyp, dxp, acc] = [8, 9, 10, 11, 12, 13, 14, 15, 16];
+  const rowBytes = 16 * g.c4;
+  const body: number[] = [];
+  const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
+  emit(op.get(DY), op.set(dyp));
+  emit(op.i32(0), op.set(b), op.block, op.loop);
+  emit(op.i32(0), op.set(oh), op.block, op.loop);
+  emit(op.i32(0), op.set(ow), op.block, op.loop);
+  for (let kh = 0; kh < g.kh; kh++) {
+    // ih = oh sh + kh dh - top in [0, H): one unsigned compare (negatives wrap)
+    emit(op.get(oh), op.i32(g.sh), op.mul, op.i32(kh * g.dh - g.top), op.add, op.tee(ih), op.get(H), op.ltU, op.if);
+    for (let kw = 0; kw < g.kw; kw++) {
+      emit(op.get(ow), op.i32(g.sw), op.mul, op.i32(kw * g.dw - g.left), op.add, op.tee(iw), op.get(W), op.ltU, op.if);
+      emit(op.get(DX), op.get(b), op.get(H), op.mul, op.get(ih), op.add, op.get(W), op.mul, op.get(iw), op.add, op.i32(rowBytes), op.mul, op.add, op.set(dxp));
+      const tapOff = (kh * g.kw + kw) * rowBytes;
+      emit(op.i32(0), op.set(j), op.block, op.loop);
+      emit(op.get(dxp), op.get(j), op.add, op.tee(acc), op.get(acc), v128Load());
+      emit(op.get(dyp), op.get(j), op.add, v128Load(), op.get(F), op.get(j), op.add, v128Load(tapOff), f32x4Mul(), f32x4Add(), v128Store());
+      emit(op.get(j), op.i32(16), op.add, op.tee(j), op.i32(rowBytes), op.ltS, op.brIf(0), op.end, op.end);
+      emit(op.end);
+    }
+    emit(op.end);
+  }
+  emit(op.get(dyp), op.i32(rowBytes), op.add, op.set(dyp));
+  emit(op.get(ow), op.i32(1), op.add, op.tee(ow), op.get(OW), op.ltS, op.brIf(0), op.end, op.end);
+  emit(op.get(oh), op.i32(1), op.add, op.tee(oh), op.get(OH), op.ltS, op.brIf(0), op.end, op.end);
+  emit(op.get(b), op.i32(1), op.add, op.tee(b), op.get(NB), op.ltS, op.brIf(0), op.end, op.end);
+  return { params: new Array(8).fill(I32), locals: new Array(9).fill(I32), body };
+}
+
+/**
+ * dx = dy where lo <= x <= hi, else +0, over `n4` four-float vectors: the same bits as
+ * TF.js's `where(logicalAnd(greaterEqual(x, lo), lessEqual(x, hi)), dy, 0)` (a NaN x
+ * fails both comparisons and gives 0). Params (x, dy, dx, n4, lo: f32, hi: f32).
+ */
+export function clipGradFunc(): FuncDef {
+  const [X, DY, DX, N4, LO, HI] = [0, 1, 2, 3, 4, 5];
+  const [i, lo, hi, x] = [6, 7, 8, 9];
+  const body: number[] = [];
+  const emit = (...xs: number[][]) => xs.forEach((z) => body.push(...z));
+  emit(op.get(LO), f32x4Splat(), op.set(lo), op.get(HI), f32x4Splat(), op.set(hi));
+  emit(op.i32(0), op.set(i), op.block, op.loop); // n4 >= 1 (checked by the caller)
+  emit(op.get(DX), op.get(X), v128Load(), op.tee(x), op.get(lo), f32x4Ge(), op.get(x), op.get(hi), f32x4Le(), v128And(), op.get(DY), v128Load(), v128And(), v128Store());
+  for (const p of [X, DY, DX]) emit(op.get(p), op.i32(16), op.add, op.set(p));
+  emit(op.get(i), op.i32(1), op.add, op.tee(i), op.get(N4), op.ltS, op.brIf(0), op.end, op.end);
+  return { params: [I32, I32, I32, I32, F32, F32], locals: [I32, V128, V128, V128], body };
+}
+
 // ------------------------------------------------------------------ registration
 
 
 const GEMM = "PbipGemm";
 const COLSUM = "PbipColumnSums";
 const DW_GRAD = "PbipDepthwise3x3FilterGrad";
+const CLIP_GRAD = "PbipClipByValueGrad";
+const DW_INPUT_GRAD = "PbipDepthwiseInputGrad";
 type GemmFn = (a: number, b: number, c: number, batch: number) => void;
 let registered: boolean | undefined;
 const compiled = compiledKernel;
@@ -215,9 +291,9 @@ function register(): boolean {
   registered = false;
   try {
     if (!tf.findBackend("wasm")) return false;
-    if (!WebAssemblyApi.validate(assemble([gemmFunc(5, 3, 7, false, 15, 21), gemmFunc(5, 3, 13, true, 15, 0, { mr: 3, nv: 3 }), columnSumsFunc(9), depthwise3x3FilterGradFunc(2)]))) return false;
+    if (!WebAssemblyApi.validate(assemble([gemmFunc(5, 3, 7, false, 15, 21), gemmFunc(5, 3, 13, true, 15, 0, { mr: 3, nv: 3 }), columnSumsFunc(9), depthwise3x3FilterGradFunc(2), clipGradFunc(), depthwiseInputGradFunc({ c4: 2, kh: 3, kw: 3, sh: 2, sw: 2, dh: 1, dw: 1, top: 0, left: 1 })]))) return false;
     // Another copy of this module (src and dist in one process) may have registered them already.
-    if (tf.getKernel(GEMM, "wasm") && tf.getKernel(DW_GRAD, "wasm")) {
+    if (tf.getKernel(GEMM, "wasm") && tf.getKernel(DW_INPUT_GRAD, "wasm")) {
       registered = true;
       return true;
     }
@@ -271,6 +347,35 @@ function register(): boolean {
         new Float32Array(buffer, addr(be, db), c).fill(0);
         fn(addr(be, x), addr(be, dy), addr(be, dw), addr(be, db), nb, h, w);
         return [dw, db];
+      },
+    });
+    tf.registerKernel({
+      kernelName: DW_INPUT_GRAD,
+      backendName: "wasm",
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const be = backend as unknown as WasmBackendLike;
+        const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
+        const { geometry: g, inputShape } = attrs as unknown as { geometry: DepthwiseGeometry; inputShape: [number, number, number, number] };
+        const [nb, oh, ow] = dy.shape as [number, number, number, number];
+        const fn = compiled(be, `dwInputGrad.${g.c4}.${g.kh}.${g.kw}.${g.sh}.${g.sw}.${g.dh}.${g.dw}.${g.top}.${g.left}`, () => depthwiseInputGradFunc(g));
+        const dx = be.makeOutput(inputShape, "float32");
+        const { buffer } = backendMemory(be).memory;
+        new Float32Array(buffer, addr(be, dx), tf.util.sizeFromShape(inputShape)).fill(0);
+        if (nb > 0 && oh > 0 && ow > 0) fn(addr(be, dy), addr(be, filter), addr(be, dx), nb, oh, ow, inputShape[1], inputShape[2]);
+        return dx;
+      },
+    });
+    tf.registerKernel({
+      kernelName: CLIP_GRAD,
+      backendName: "wasm",
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const be = backend as unknown as WasmBackendLike;
+        const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+        const { lo, hi } = attrs as unknown as { lo: number; hi: number };
+        const fn = compiled(be, "clipGrad", clipGradFunc);
+        const dx = be.makeOutput(x.shape, "float32");
+        fn(addr(be, x), addr(be, dy), addr(be, dx), tf.util.sizeFromShape(x.shape) / 4, lo, hi);
+        return dx;
       },
     });
     registered = true;
@@ -344,4 +449,33 @@ export function depthwise3x3FilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D): { dw: t
   if (x.shape[3] % 4 !== 0 || x.size === 0) throw new Error(`depthwise3x3FilterGrad: needs a multiple of 4 channels and a non-empty input, got [${x.shape}]`);
   const [dw, db] = tf.engine().runKernel(DW_GRAD, { x, dy }, {}) as tf.Tensor[];
   return { dw: dw as tf.Tensor4D, db: db as tf.Tensor1D };
+}
+
+/**
+ * ClipByValue's input gradient on the WASM backend: dy where lo <= x <= hi, else 0, in
+ * one pass; bit for bit TF.js's own. x and dy float32 of one shape, size a positive
+ * multiple of 4.
+ */
+export function clipByValueGrad(x: tf.Tensor, dy: tf.Tensor, lo: number, hi: number): tf.Tensor {
+  requireKernels("clipByValueGrad");
+  if (!tf.util.arraysEqual(x.shape, dy.shape) || x.size % 4 !== 0 || x.size === 0 || x.dtype !== "float32" || dy.dtype !== "float32") {
+    throw new Error(`clipByValueGrad: needs float32 x and dy of one shape with a positive multiple of 4 elements, got ${x.dtype} [${x.shape}] and ${dy.dtype} [${dy.shape}]`);
+  }
+  return tf.engine().runKernel(CLIP_GRAD, { x, dy }, { lo, hi } as unknown as tf.NamedAttrMap);
+}
+
+/**
+ * Input gradient [B, H, W, C] of a depthwise convolution with channel multiplier 1 (C a
+ * multiple of 4), from dy [B, OH, OW, C] and the filter [KH, KW, C, 1], on the WASM
+ * backend, in one pass (see {@link depthwiseInputGradFunc}). `info` is tfjs's
+ * convolution info for the forward pass (strides, dilations, padding).
+ */
+export function depthwiseInputGrad(dy: tf.Tensor4D, filter: tf.Tensor4D, info: tf.backend_util.Conv2DInfo): tf.Tensor4D {
+  requireKernels("depthwiseInputGrad");
+  const [kh, kw, c, m] = filter.shape;
+  if (m !== 1 || c % 4 !== 0) throw new Error(`depthwiseInputGrad: needs channel multiplier 1 and a multiple of 4 channels, got filter [${filter.shape}]`);
+  if (dy.shape[3] !== c || dy.shape[1] !== info.outHeight || dy.shape[2] !== info.outWidth) throw new Error(`depthwiseInputGrad: dy [${dy.shape}] does not fit the convolution (${info.outHeight}x${info.outWidth}x${c})`);
+  const geometry: DepthwiseGeometry = { c4: c / 4, kh, kw, sh: info.strideHeight, sw: info.strideWidth, dh: info.dilationHeight, dw: info.dilationWidth, top: info.padInfo.top, left: info.padInfo.left };
+  const inputShape = [info.batchSize, info.inHeight, info.inWidth, c];
+  return tf.engine().runKernel(DW_INPUT_GRAD, { dy, filter }, { geometry, inputShape } as unknown as tf.NamedAttrMap) as tf.Tensor4D;
 }

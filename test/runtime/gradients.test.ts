@@ -64,3 +64,40 @@ for (const backend of ["cpu", "wasm"] as const) {
     }
   }
 }
+
+test("clipByValue's gradient (pbip's one-pass WASM kernel) has the same bits as TF.js's on the CPU, through a Keras-style ReLU6 and for odd sizes", async () => {
+  const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+  for (const shape of [[2, 7, 5, 8], [6]] as number[][]) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const x = Float32Array.from(randomArray(n, 21), (v, i) => (i % 9 === 0 ? 6 : i % 13 === 0 ? 0 : 9 * v));
+    const w = randomArray(n, 22);
+    // relu then clipByValue(0, 6), as tfjs-layers' ReLU(maxValue = 6); and a clip alone.
+    const grads = (backend: "cpu" | "wasm") =>
+      onBackend(backend, () => {
+        registerFastGradients();
+        return tf.tidy(() => {
+          const xt = tf.tensor(x, shape);
+          const wt = tf.tensor(w, shape);
+          const relu6 = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.clipByValue(tf.relu(a), 0, 6), wt)))(xt).dataSync() as Float32Array;
+          const clip = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.clipByValue(a, -2.5, 4), wt)))(xt).dataSync() as Float32Array;
+          return { relu6, clip };
+        });
+      });
+    const cpu = await grads("cpu");
+    const wasm = await grads("wasm");
+    assert.deepEqual(bits(wasm.relu6), bits(cpu.relu6), `relu6 [${shape}]`);
+    assert.deepEqual(bits(wasm.clip), bits(cpu.clip), `clip [${shape}]`);
+    // The WASM gradient is the one-pass kernel where the size allows, tfjs's five kernels elsewhere.
+    const kernels = await onBackend("wasm", async () => {
+      const xt = tf.tensor(x, shape);
+      const prof = await tf.profile(() => tf.tidy(() => tf.grad((a: tf.Tensor) => tf.sum(tf.clipByValue(a, 0, 6)))(xt)));
+      xt.dispose();
+      tf.dispose(prof.result as tf.Tensor);
+      return prof.kernelNames;
+    });
+    assert.equal(kernels.includes("PbipClipByValueGrad"), n % 4 === 0, kernels.join(" "));
+    assert.equal(kernels.includes("LogicalAnd"), n % 4 !== 0, kernels.join(" "));
+    // And the values are the clip's derivative: w inside [lo, hi], 0 outside.
+    for (let i = 0; i < n; i++) assert.equal(cpu.clip[i], x[i]! >= -2.5 && x[i]! <= 4 ? Math.fround(w[i]!) : 0);
+  }
+});

@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr, finiteDiff } from "../helpers";
+import { sliceRuns } from "../../src/runtime/wasm-kernels";
 
 interface ConvCase {
   name: string;
@@ -54,6 +55,12 @@ const DW: ConvCase[] = [
   { name: "3x3 s1 dilation 2", x: [1, 9, 9, 3], f: [3, 3, 3, 1], stride: 1, pad: "same", dilation: 2 },
   { name: "3x3 multiplier 2", x: [1, 6, 6, 3], f: [3, 3, 3, 2], stride: 1, pad: "same" },
   { name: "5x5 s2 pad 2", x: [1, 10, 10, 2], f: [5, 5, 2, 1], stride: 2, pad: 2 },
+  // Channels in fours: the input gradient runs on pbip's SIMD scatter kernel.
+  { name: "3x3 s2 same, 8 channels (SIMD input gradient)", x: [2, 9, 8, 8], f: [3, 3, 8, 1], stride: 2, pad: "same" },
+  { name: "3x3 s2 valid, 4 channels (SIMD)", x: [1, 9, 9, 4], f: [3, 3, 4, 1], stride: 2, pad: "valid" },
+  { name: "3x3 s1 dilation 2, 4 channels (SIMD)", x: [1, 9, 9, 4], f: [3, 3, 4, 1], stride: 1, pad: "same", dilation: 2 },
+  { name: "5x5 s2 pad 2, 12 channels (SIMD)", x: [2, 10, 11, 12], f: [5, 5, 12, 1], stride: 2, pad: 2 },
+  { name: "3x3 s2 asymmetric padding (Keras ZeroPadding then valid), 4 channels (SIMD)", x: [1, 8, 8, 4], f: [3, 3, 4, 1], stride: 2, pad: [[0, 0], [0, 1], [0, 1], [0, 0]] as never },
 ];
 
 function depthwiseLoss(c: ConvCase, x: tf.Tensor4D, w: tf.Tensor4D): tf.Scalar {
@@ -144,4 +151,35 @@ test("gather gradient (UnsortedSegmentSum) on WASM matches CPU", async () => {
   const cpu = await onBackend("cpu", run);
   const wasm = await onBackend("wasm", run);
   assert.ok(maxRelErr(wasm, cpu) < 1e-6);
+});
+
+test("sliceRuns merges the axes a slice takes whole into one copy run (hand-worked plans)", () => {
+  // [44,57,57,96] -> [44,56,56,96] from the origin: runs of 56*96, over 44 x 56 outer rows.
+  assert.deepEqual(sliceRuns([44, 57, 57, 96], [0, 0, 0, 0], [44, 56, 56, 96]), { run: 5376, outer: [44, 56], strides: [311904, 5472], offset: 0 });
+  // A cut in the last axis: runs of that axis only; the offset counts every begin.
+  assert.deepEqual(sliceRuns([2, 3, 4, 5], [1, 1, 2, 1], [1, 2, 2, 3]), { run: 3, outer: [1, 2, 2], strides: [60, 20, 5], offset: 60 + 20 + 10 + 1 });
+  // Whole trailing axes behind a cut in the first: one run (the contiguous case).
+  assert.deepEqual(sliceRuns([6, 4, 8], [2, 0, 0], [3, 4, 8]), { run: 96, outer: [], strides: [], offset: 64 });
+});
+
+test("Slice on WASM (pbip's run copies) gives the CPU backend's values for float32, int32 and bool, long and short runs", async () => {
+  const cases: [number[], number[], number[]][] = [
+    [[5, 9, 9, 16], [0, 0, 0, 0], [5, 8, 8, 16]],
+    [[3, 7, 11, 32], [1, 2, 3, 0], [2, 4, 5, 32]],
+    [[4, 6, 70], [1, 1, 0], [2, 5, 70]],
+    [[3, 130], [1, 0], [2, 130]],
+    [[2, 5, 5, 3], [0, 1, 1, 0], [2, 3, 3, 3]],
+    [[2, 3, 40, 4], [1, 0, 5, 1], [1, 3, 30, 2]],
+    [[4, 3, 50, 2], [1, 0, 0, 0], [2, -1, -1, -1]],
+  ];
+  for (const dtype of ["float32", "int32", "bool"] as const) {
+    for (const [shape, begin, size] of cases) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const vals = Array.from(randomArray(n, n), (v) => (dtype === "float32" ? v : dtype === "int32" ? Math.round(v * 1000) : v > 0 ? 1 : 0));
+      const run = () => tf.tidy(() => Array.from(tf.slice(tf.tensor(vals, shape, dtype), begin, size).dataSync()));
+      const want = await onBackend("cpu", run);
+      const got = await onBackend("wasm", run);
+      assert.deepEqual(got, want, `${dtype} [${shape}] begin [${begin}] size [${size}]`);
+    }
+  }
 });

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr } from "../helpers";
 import { WebAssemblyApi, assemble } from "../../src/runtime/wasm-asm";
-import { columnSums, columnSumsFunc, depthwise3x3FilterGrad, depthwise3x3FilterGradFunc, gemm, gemmFunc, wasmSimdKernelsAvailable, type GemmTile } from "../../src/runtime/wasm-simd";
+import { clipByValueGrad, clipGradFunc, depthwiseInputGradFunc, type DepthwiseGeometry, columnSums, columnSumsFunc, depthwise3x3FilterGrad, depthwise3x3FilterGradFunc, gemm, gemmFunc, wasmSimdKernelsAvailable, type GemmTile } from "../../src/runtime/wasm-simd";
 
 /** C[i] = op(A[i]) B[i] in float64, A [n,M,K] (or [n,K,M] with tA), B [n,K,N]; an operand with n = 1 is shared. */
 function refGemm(a: Float32Array, b: Float32Array, na: number, nb: number, M: number, K: number, N: number, tA: boolean): Float64Array {
@@ -204,4 +204,78 @@ test("depthwise3x3FilterGrad equals a float64 loop and TF.js's own depthwise fil
     assert.throws(() => tf.tidy(() => depthwise3x3FilterGrad(tf.zeros([1, 2, 2, 6]) as tf.Tensor4D, tf.zeros([1, 2, 2, 6]) as tf.Tensor4D)), /multiple of 4/);
     assert.throws(() => tf.tidy(() => depthwise3x3FilterGrad(tf.zeros([1, 2, 2, 4]) as tf.Tensor4D, tf.zeros([1, 2, 3, 4]) as tf.Tensor4D)), /differ/);
   });
+});
+
+test("clipByValueGrad: dy where lo <= x <= hi, else +0, bit for bit (bounds, NaN, signed zeros, infinities), and writes only its output", async () => {
+  const special = [0, -0, 6, -6, 6.000001, 5.999999, NaN, Infinity, -Infinity, 1e-45, -1e-45, 3];
+  const n = 4 * 29;
+  const x = new Float32Array(n);
+  const dy = new Float32Array(n);
+  const rx = randomArray(n, 11);
+  const rd = randomArray(n, 12);
+  for (let i = 0; i < n; i++) {
+    x[i] = i < special.length ? special[i]! : 8 * rx[i]!;
+    dy[i] = i % 7 === 0 ? -0 : i % 11 === 0 ? NaN : rd[i]!;
+  }
+  const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+  for (const [lo, hi] of [[0, 6], [-1.5, 2.25]] as [number, number][]) {
+    const want = new Float32Array(n);
+    for (let i = 0; i < n; i++) want[i] = x[i]! >= lo && x[i]! <= hi ? dy[i]! : 0;
+    const tfjs = await onBackend("cpu", () => tf.tidy(() => tf.where(tf.logicalAnd(tf.greaterEqual(tf.tensor1d(x), lo), tf.lessEqual(tf.tensor1d(x), hi)), tf.tensor1d(dy), tf.zeros([n])).dataSync() as Float32Array));
+    assert.deepEqual(bits(tfjs), bits(want), "the host loop is TF.js's gradient formula");
+    const got = await onBackend("wasm", () => {
+      assert.ok(wasmSimdKernelsAvailable());
+      const before = tf.memory().numTensors;
+      const r = tf.tidy(() => clipByValueGrad(tf.tensor2d(x, [29, 4]), tf.tensor2d(dy, [29, 4]), lo, hi).dataSync() as Float32Array);
+      assert.equal(tf.memory().numTensors, before);
+      return r;
+    });
+    assert.deepEqual(bits(got), bits(want), `[${lo}, ${hi}]`);
+    const { outputs, guardsIntact } = runGuarded(clipGradFunc(), [x, dy], [n], [n / 4, lo, hi]);
+    assert.ok(guardsIntact, "a write outside the output");
+    assert.deepEqual(bits(outputs[0]!), bits(want));
+  }
+  await onBackend("wasm", () => {
+    assert.throws(() => tf.tidy(() => clipByValueGrad(tf.zeros([6]), tf.zeros([6]), 0, 6)), /multiple of 4/);
+    assert.throws(() => tf.tidy(() => clipByValueGrad(tf.zeros([8]), tf.zeros([2, 4]), 0, 6)), /one shape/);
+  });
+});
+
+test("depthwiseInputGradFunc: the scatter equals a float64 loop over every tap, writes only dx, and runs for channels in fours", async () => {
+  const cases: [number, number, number, number, DepthwiseGeometry][] = [
+    // [B, H, W, C] and the geometry: MobileNetV2's stride-2 block (pad bottom/right), same-padding stride 1, dilation, 5x5.
+    [2, 9, 9, 8, { c4: 2, kh: 3, kw: 3, sh: 2, sw: 2, dh: 1, dw: 1, top: 0, left: 0 }],
+    [1, 7, 6, 4, { c4: 1, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, top: 1, left: 1 }],
+    [1, 9, 9, 4, { c4: 1, kh: 3, kw: 3, sh: 1, sw: 1, dh: 2, dw: 2, top: 2, left: 2 }],
+    [2, 10, 11, 12, { c4: 3, kh: 5, kw: 5, sh: 2, sw: 2, dh: 1, dw: 1, top: 2, left: 2 }],
+  ];
+  for (const [B, H, W, C, g] of cases) {
+    const OH = Math.floor((H + 2 * g.top - (g.kh - 1) * g.dh - 1) / g.sh) + 1;
+    const OW = Math.floor((W + 2 * g.left - (g.kw - 1) * g.dw - 1) / g.sw) + 1;
+    const dy = randomArray(B * OH * OW * C, 31);
+    const f = randomArray(g.kh * g.kw * C, 32);
+    const want = new Float64Array(B * H * W * C);
+    for (let b = 0; b < B; b++)
+      for (let oh = 0; oh < OH; oh++)
+        for (let ow = 0; ow < OW; ow++)
+          for (let kh = 0; kh < g.kh; kh++)
+            for (let kw = 0; kw < g.kw; kw++) {
+              const ih = oh * g.sh + kh * g.dh - g.top;
+              const iw = ow * g.sw + kw * g.dw - g.left;
+              if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+              for (let c = 0; c < C; c++) want[((b * H + ih) * W + iw) * C + c] += dy[((b * OH + oh) * OW + ow) * C + c]! * f[(kh * g.kw + kw) * C + c]!;
+            }
+    const { outputs, guardsIntact } = runGuarded(depthwiseInputGradFunc(g), [dy, f], [B * H * W * C], [B, OH, OW, H, W]);
+    assert.ok(guardsIntact, `[${B},${H},${W},${C}]: a write outside dx`);
+    assert.ok(maxRelErr(outputs[0]!, want) < 1e-5, `[${B},${H},${W},${C}]: ${maxRelErr(outputs[0]!, want)}`);
+  }
+  // The depthwise input gradient reaches this kernel on WASM when the channels come in fours.
+  const kernels = await onBackend("wasm", async () => {
+    const x = tf.tensor4d(randomArray(2 * 9 * 9 * 8, 33), [2, 9, 9, 8]);
+    const w = tf.tensor4d(randomArray(9 * 8, 34), [3, 3, 8, 1]);
+    const p = await tf.profile(() => tf.tidy(() => tf.grad((z: tf.Tensor) => tf.sum(tf.depthwiseConv2d(z as tf.Tensor4D, w, 2, "same")))(x)));
+    tf.dispose([x, w, p.result as tf.Tensor]);
+    return p.kernelNames;
+  });
+  assert.ok(kernels.includes("PbipDepthwiseInputGrad"), kernels.join(" "));
 });
