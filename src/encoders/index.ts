@@ -4,5 +4,6 @@ export * from "./bundled";
 export * from "./mobilenetv2";
 export * from "./onnx";
 export * from "./tfjs-model";
+export * from "./frozen";
 export * from "./factory";
 export * from "./swin";

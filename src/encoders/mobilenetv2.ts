@@ -1,6 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { EncoderIdentity, EncoderOutput, ImageEncoder, Preprocessing } from "./types";
 import { preprocessForEncoder } from "./preprocess";
+import { applyFrozen } from "./frozen";
 import { UsageError } from "../util/errors";
 import { BUNDLED_MOBILENETV2, instantiateBundledMobileNetV2, outputStride16 } from "./bundled";
 
@@ -97,7 +98,8 @@ export class MobileNetV2Encoder implements ImageEncoder {
   apply(images: tf.Tensor4D, options: { dense?: boolean } = {}): EncoderOutput {
     return tf.tidy(() => {
       const x = preprocessForEncoder(images, this.identity.preprocessing);
-      const dense = this.model.apply(x, { training: false }) as tf.Tensor4D;
+      // Layer by layer, so an input gradient skips the frozen convolutions' filter gradients.
+      const dense = applyFrozen(this.model, x)[0] as tf.Tensor4D;
       const pooled = tf.mean(dense, [1, 2]) as tf.Tensor2D;
       return options.dense ? { pooled, dense } : { pooled };
     });

@@ -23,6 +23,7 @@ import * as crypto from "node:crypto";
 import * as tf from "@tensorflow/tfjs";
 import type { EncoderIdentity, EncoderOutput, ImageEncoder } from "./types";
 import { preprocessForEncoder } from "./preprocess";
+import { applyFrozen } from "./frozen";
 import { readEncoderSidecar, sidecarPathFor, sidecarPreprocessing, denseToNHWC, type ResolvedSidecar } from "./onnx";
 import { FileError } from "../util/errors";
 import { readJson } from "../util/fs";
@@ -181,8 +182,8 @@ export class TfjsModelEncoder implements ImageEncoder {
       const sub = outputs.length === 1 && outputs[0] === lm.outputs[0] ? lm : tf.model({ inputs: lm.inputs, outputs });
       model = sub;
       run = (x) => {
-        const y = sub.apply(x, { training: false }) as tf.Tensor | tf.Tensor[];
-        return Array.isArray(y) ? y : [y];
+        // Layer by layer, so an input gradient skips the frozen convolutions' filter gradients.
+        return applyFrozen(sub, x);
       };
     } else {
       let gm: tf.GraphModel;
