@@ -286,6 +286,24 @@ let registered: boolean | undefined;
 const compiled = compiledKernel;
 const addr = tensorAddress;
 
+type KernelBody = (be: WasmBackendLike, inputs: Record<string, tf.TensorInfo>, attrs: Record<string, unknown>) => tf.TensorInfo | tf.TensorInfo[];
+
+/** Register `body` as the `wasm` kernel `kernelName`. */
+function wasmKernel(kernelName: string, body: KernelBody): void {
+  tf.registerKernel({
+    kernelName,
+    backendName: "wasm",
+    kernelFunc: ({ inputs, backend, attrs }) => body(backend as unknown as WasmBackendLike, inputs as unknown as Record<string, tf.TensorInfo>, attrs as unknown as Record<string, unknown>),
+  });
+}
+
+/** A new float32 output of the kernel, filled with zeros (for kernels that accumulate into it). */
+function zeroedOutput(be: WasmBackendLike, shape: number[]): tf.TensorInfo {
+  const out = be.makeOutput(shape, "float32");
+  new Float32Array(backendMemory(be).memory.buffer, addr(be, out), tf.util.sizeFromShape(shape)).fill(0);
+  return out;
+}
+
 function register(): boolean {
   if (registered !== undefined) return registered;
   registered = false;
@@ -297,31 +315,19 @@ function register(): boolean {
       registered = true;
       return true;
     }
-    tf.registerKernel({
-      kernelName: GEMM,
-      backendName: "wasm",
-      kernelFunc: ({ inputs, backend, attrs }) => {
-        const be = backend as unknown as WasmBackendLike;
-        const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
-        const { M, K, N, batch, transposeA, aStep, bStep, mr, nv } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number };
-        const fn = compiled(be, `gemm.${M}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}`, () => gemmFunc(M, K, N, transposeA, aStep, bStep, { mr, nv })) as GemmFn;
-        const out = be.makeOutput([batch, M, N], "float32");
-        fn(addr(be, a), addr(be, b), addr(be, out), batch);
-        return out;
-      },
+    wasmKernel(GEMM, (be, { a, b }, attrs) => {
+      const { M, K, N, batch, transposeA, aStep, bStep, mr, nv } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number };
+      const fn = compiled(be, `gemm.${M}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}`, () => gemmFunc(M, K, N, transposeA, aStep, bStep, { mr, nv })) as GemmFn;
+      const out = be.makeOutput([batch, M, N], "float32");
+      fn(addr(be, a!), addr(be, b!), addr(be, out), batch);
+      return out;
     });
-    tf.registerKernel({
-      kernelName: COLSUM,
-      backendName: "wasm",
-      kernelFunc: ({ inputs, backend }) => {
-        const be = backend as unknown as WasmBackendLike;
-        const { x } = inputs as { x: tf.TensorInfo };
-        const [rows, cols] = x.shape as [number, number];
-        const fn = compiled(be, `colsum.${cols}`, () => columnSumsFunc(cols / 4));
-        const out = be.makeOutput([cols], "float32");
-        fn(addr(be, x), addr(be, out), rows);
-        return out;
-      },
+    wasmKernel(COLSUM, (be, { x }) => {
+      const [rows, cols] = x!.shape as [number, number];
+      const fn = compiled(be, `colsum.${cols}`, () => columnSumsFunc(cols / 4));
+      const out = be.makeOutput([cols], "float32");
+      fn(addr(be, x!), addr(be, out), rows);
+      return out;
     });
     // d(column sums)/dx: every row receives dy.
     tf.registerGradient({
@@ -332,51 +338,28 @@ function register(): boolean {
         return { x: () => tf.broadcastTo(dy as tf.Tensor, x.shape) };
       },
     });
-    tf.registerKernel({
-      kernelName: DW_GRAD,
-      backendName: "wasm",
-      kernelFunc: ({ inputs, backend }) => {
-        const be = backend as unknown as WasmBackendLike;
-        const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-        const [nb, h, w, c] = x.shape as [number, number, number, number];
-        const fn = compiled(be, `dw3x3.${c}`, () => depthwise3x3FilterGradFunc(c / 4));
-        const dw = be.makeOutput([3, 3, c, 1], "float32");
-        const db = be.makeOutput([c], "float32");
-        const { buffer } = backendMemory(be).memory;
-        new Float32Array(buffer, addr(be, dw), 9 * c).fill(0);
-        new Float32Array(buffer, addr(be, db), c).fill(0);
-        fn(addr(be, x), addr(be, dy), addr(be, dw), addr(be, db), nb, h, w);
-        return [dw, db];
-      },
+    wasmKernel(DW_GRAD, (be, { x, dy }) => {
+      const [nb, h, w, c] = x!.shape as [number, number, number, number];
+      const fn = compiled(be, `dw3x3.${c}`, () => depthwise3x3FilterGradFunc(c / 4));
+      const dw = zeroedOutput(be, [3, 3, c, 1]);
+      const db = zeroedOutput(be, [c]);
+      fn(addr(be, x!), addr(be, dy!), addr(be, dw), addr(be, db), nb, h, w);
+      return [dw, db];
     });
-    tf.registerKernel({
-      kernelName: DW_INPUT_GRAD,
-      backendName: "wasm",
-      kernelFunc: ({ inputs, backend, attrs }) => {
-        const be = backend as unknown as WasmBackendLike;
-        const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
-        const { geometry: g, inputShape } = attrs as unknown as { geometry: DepthwiseGeometry; inputShape: [number, number, number, number] };
-        const [nb, oh, ow] = dy.shape as [number, number, number, number];
-        const fn = compiled(be, `dwInputGrad.${g.c4}.${g.kh}.${g.kw}.${g.sh}.${g.sw}.${g.dh}.${g.dw}.${g.top}.${g.left}`, () => depthwiseInputGradFunc(g));
-        const dx = be.makeOutput(inputShape, "float32");
-        const { buffer } = backendMemory(be).memory;
-        new Float32Array(buffer, addr(be, dx), tf.util.sizeFromShape(inputShape)).fill(0);
-        if (nb > 0 && oh > 0 && ow > 0) fn(addr(be, dy), addr(be, filter), addr(be, dx), nb, oh, ow, inputShape[1], inputShape[2]);
-        return dx;
-      },
+    wasmKernel(DW_INPUT_GRAD, (be, { dy, filter }, attrs) => {
+      const { geometry: g, inputShape } = attrs as unknown as { geometry: DepthwiseGeometry; inputShape: [number, number, number, number] };
+      const [nb, oh, ow] = dy!.shape as [number, number, number, number];
+      const fn = compiled(be, `dwInputGrad.${g.c4}.${g.kh}.${g.kw}.${g.sh}.${g.sw}.${g.dh}.${g.dw}.${g.top}.${g.left}`, () => depthwiseInputGradFunc(g));
+      const dx = zeroedOutput(be, inputShape);
+      if (nb > 0 && oh > 0 && ow > 0) fn(addr(be, dy!), addr(be, filter!), addr(be, dx), nb, oh, ow, inputShape[1], inputShape[2]);
+      return dx;
     });
-    tf.registerKernel({
-      kernelName: CLIP_GRAD,
-      backendName: "wasm",
-      kernelFunc: ({ inputs, backend, attrs }) => {
-        const be = backend as unknown as WasmBackendLike;
-        const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-        const { lo, hi } = attrs as unknown as { lo: number; hi: number };
-        const fn = compiled(be, "clipGrad", clipGradFunc);
-        const dx = be.makeOutput(x.shape, "float32");
-        fn(addr(be, x), addr(be, dy), addr(be, dx), tf.util.sizeFromShape(x.shape) / 4, lo, hi);
-        return dx;
-      },
+    wasmKernel(CLIP_GRAD, (be, { x, dy }, attrs) => {
+      const { lo, hi } = attrs as unknown as { lo: number; hi: number };
+      const fn = compiled(be, "clipGrad", clipGradFunc);
+      const dx = be.makeOutput(x!.shape, "float32");
+      fn(addr(be, x!), addr(be, dy!), addr(be, dx), tf.util.sizeFromShape(x!.shape) / 4, lo, hi);
+      return dx;
     });
     registered = true;
   } catch {
