@@ -326,7 +326,7 @@ function overrideSlice(): void {
       if (x.dtype === "string" || x.shape.length < 2) return orig.kernelFunc(args);
       const [b, sz] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
       const plan = sliceRuns(x.shape, b, sz);
-      // Few, long runs are where the original is slow; keep it for the rest.
+      // Merged runs under 64 elements gain little; those, and one contiguous block, stay with the original.
       if (plan.outer.length === 0 || plan.run < 64) return orig.kernelFunc(args);
       const be = args.backend as unknown as { makeOutput(shape: number[], dtype: tf.DataType): Info; typedArrayFromHeap(t: Info): Float32Array | Int32Array | Uint8Array };
       // Views of the heap, taken after the output's allocation (which may grow it).
