@@ -116,6 +116,21 @@ export function i32x4Const(v: number): number[] {
   for (let l = 0; l < 4; l++) b.writeInt32LE(v, 4 * l);
   return op.simd(0x0c, ...b);
 }
+/**
+ * A counted loop that runs its body at least once: `v = 0; do { inner(); v += step } while (v < limit)`,
+ * with `limit` the instructions that push the bound (a local's `get` or an `i32` constant).
+ */
+export function countedLoop(emit: (...xs: number[][]) => void, v: number, limit: number[], inner: () => void, step = 1): void {
+  emit(op.i32(0), op.set(v), op.block, op.loop);
+  inner();
+  emit(op.get(v), op.i32(step), op.add, op.tee(v), limit, op.ltS, op.brIf(0), op.end, op.end);
+}
+/** Counted loops nested outermost first, each over [counter local, bound instructions], around `inner`. */
+export function countedLoops(emit: (...xs: number[][]) => void, loops: [number, number[]][], inner: () => void): void {
+  const [first, ...rest] = loops;
+  if (!first) return inner();
+  countedLoop(emit, first[0], first[1], () => countedLoops(emit, rest, inner));
+}
 export const load32Zero = (offset = 0) => op.simd(0x5c, 2, ...uleb(offset));
 export const load64Zero = (offset = 0) => op.simd(0x5d, 2, ...uleb(offset));
 

@@ -312,41 +312,32 @@ export function sliceRuns(shape: readonly number[], begin: readonly number[], si
  * copies of 5376 floats there). Same bytes; strings keep the original kernel.
  */
 function overrideSlice(): void {
-  const orig = tf.getKernel("Slice", "wasm");
-  if (!orig) return;
-  tf.unregisterKernel("Slice", "wasm");
-  tf.registerKernel({
-    kernelName: "Slice",
-    backendName: "wasm",
-    setupFunc: orig.setupFunc,
-    disposeFunc: orig.disposeFunc,
-    kernelFunc: (args) => {
-      const x = (args.inputs as unknown as { x: Info }).x;
-      const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
-      if (x.dtype === "string" || x.shape.length < 2) return orig.kernelFunc(args);
-      const [b, sz] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
-      const plan = sliceRuns(x.shape, b, sz);
-      // Merged runs under 64 elements gain little; those, and one contiguous block, stay with the original.
-      if (plan.outer.length === 0 || plan.run < 64) return orig.kernelFunc(args);
-      const be = args.backend as unknown as { makeOutput(shape: number[], dtype: tf.DataType): Info; typedArrayFromHeap(t: Info): Float32Array | Int32Array | Uint8Array };
-      // Views of the heap, taken after the output's allocation (which may grow it).
-      const out = be.makeOutput(sz, x.dtype);
-      const xs = be.typedArrayFromHeap(x);
-      const os = be.typedArrayFromHeap(out);
-      const idx = new Array<number>(plan.outer.length).fill(0);
-      let src = plan.offset;
-      for (let dst = 0; dst < os.length; dst += plan.run) {
-        os.set(xs.subarray(src, src + plan.run), dst);
-        // Odometer over the outer axes.
-        for (let d = idx.length - 1; d >= 0; d--) {
-          src += plan.strides[d]!;
-          if (++idx[d]! < plan.outer[d]!) break;
-          src -= plan.strides[d]! * plan.outer[d]!;
-          idx[d] = 0;
-        }
+  overrideWasmKernel("Slice", (args, orig) => {
+    const x = (args.inputs as unknown as { x: Info }).x;
+    const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
+    if (x.dtype === "string" || x.shape.length < 2) return orig(args);
+    const [b, sz] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
+    const plan = sliceRuns(x.shape, b, sz);
+    // Merged runs under 64 elements gain little; those, and one contiguous block, stay with the original.
+    if (plan.outer.length === 0 || plan.run < 64) return orig(args);
+    const be = args.backend as unknown as { makeOutput(shape: number[], dtype: tf.DataType): Info; typedArrayFromHeap(t: Info): Float32Array | Int32Array | Uint8Array };
+    // Views of the heap, taken after the output's allocation (which may grow it).
+    const out = be.makeOutput(sz, x.dtype);
+    const xs = be.typedArrayFromHeap(x);
+    const os = be.typedArrayFromHeap(out);
+    const idx = new Array<number>(plan.outer.length).fill(0);
+    let src = plan.offset;
+    for (let dst = 0; dst < os.length; dst += plan.run) {
+      os.set(xs.subarray(src, src + plan.run), dst);
+      // Odometer over the outer axes.
+      for (let d = idx.length - 1; d >= 0; d--) {
+        src += plan.strides[d]!;
+        if (++idx[d]! < plan.outer[d]!) break;
+        src -= plan.strides[d]! * plan.outer[d]!;
+        idx[d] = 0;
       }
-      return out;
-    },
+    }
+    return out;
   });
 }
 
@@ -357,34 +348,44 @@ function overrideSlice(): void {
  * operand); every other case stays with the original kernel.
  */
 function overrideConv2DBackpropInput(): void {
-  const orig = tf.getKernel("Conv2DBackpropInput", "wasm");
+  overrideWasmKernel("Conv2DBackpropInput", (args, orig) => {
+    const { dy, filter } = args.inputs as unknown as { dy: Info; filter: Info };
+    const a = args.attrs as unknown as tf.Conv2DBackpropInputAttrs;
+    const strides = typeof a.strides === "number" ? [a.strides, a.strides] : a.strides;
+    const inShape = a.inputShape as number[];
+    const pointwise =
+      filter.shape[0] === 1 &&
+      filter.shape[1] === 1 &&
+      strides[0] === 1 &&
+      strides[1] === 1 &&
+      (a.dataFormat === undefined || a.dataFormat === "NHWC") &&
+      dy.shape[1] === inShape[1] &&
+      dy.shape[2] === inShape[2];
+    if (!pointwise) return orig(args);
+    return tf.tidy(() => {
+      const [, , ci, co] = filter.shape as number[];
+      const d = tf.reshape(asTensor(dy), [-1, co!]);
+      const wT = tf.transpose(tf.reshape(asTensor(filter), [ci!, co!]));
+      return tf.reshape(tf.matMul(d, wT), inShape);
+    }) as unknown as Info;
+  });
+}
+
+type KernelArgs = Parameters<tf.KernelFunc>[0];
+
+/**
+ * Replace the `wasm` backend's kernel `name` by `fn`, which gets the original kernel
+ * function to fall back on; the original's setup and dispose hooks are kept.
+ */
+function overrideWasmKernel(name: string, fn: (args: KernelArgs, orig: tf.KernelFunc) => Info | Info[]): void {
+  const orig = tf.getKernel(name, "wasm");
   if (!orig) return;
-  tf.unregisterKernel("Conv2DBackpropInput", "wasm");
+  tf.unregisterKernel(name, "wasm");
   tf.registerKernel({
-    kernelName: "Conv2DBackpropInput",
+    kernelName: name,
     backendName: "wasm",
     setupFunc: orig.setupFunc,
     disposeFunc: orig.disposeFunc,
-    kernelFunc: (args) => {
-      const { dy, filter } = args.inputs as unknown as { dy: Info; filter: Info };
-      const a = args.attrs as unknown as tf.Conv2DBackpropInputAttrs;
-      const strides = typeof a.strides === "number" ? [a.strides, a.strides] : a.strides;
-      const inShape = a.inputShape as number[];
-      const pointwise =
-        filter.shape[0] === 1 &&
-        filter.shape[1] === 1 &&
-        strides[0] === 1 &&
-        strides[1] === 1 &&
-        (a.dataFormat === undefined || a.dataFormat === "NHWC") &&
-        dy.shape[1] === inShape[1] &&
-        dy.shape[2] === inShape[2];
-      if (!pointwise) return orig.kernelFunc(args);
-      return tf.tidy(() => {
-        const [, , ci, co] = filter.shape as number[];
-        const d = tf.reshape(asTensor(dy), [-1, co!]);
-        const wT = tf.transpose(tf.reshape(asTensor(filter), [ci!, co!]));
-        return tf.reshape(tf.matMul(d, wT), inShape);
-      }) as unknown as Info;
-    },
+    kernelFunc: (args) => fn(args, orig.kernelFunc),
   });
 }

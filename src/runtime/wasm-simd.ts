@@ -26,7 +26,7 @@
  * elsewhere. Tested against `tf.matMul`, `tf.sum` and a float64 loop.
  */
 import * as tf from "@tensorflow/tfjs";
-import { F32, I32, V128, WebAssemblyApi, assemble, f32x4Add, f32x4Ge, f32x4Le, v128And, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, compiledKernel, tensorAddress, type FuncDef, type WasmBackendLike } from "./wasm-asm";
+import { F32, I32, V128, WebAssemblyApi, assemble, countedLoop, countedLoops, f32x4Add, f32x4Ge, f32x4Le, v128And, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, compiledKernel, tensorAddress, type FuncDef, type WasmBackendLike } from "./wasm-asm";
 
 /** Register tile of the generated GEMM: rows of C and four-float vectors of columns. */
 export interface GemmTile {
@@ -169,37 +169,29 @@ export function depthwise3x3FilterGradFunc(c4: number): FuncDef {
   const body: number[] = [];
   const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
   /** for j in 0..c4: `inner()` with the byte offset 16 j in local `acc`-relative addressing. */
-  const channelLoop = (inner: () => void) => {
-    emit(op.i32(0), op.set(j), op.block, op.loop);
-    inner();
-    emit(op.get(j), op.i32(16), op.add, op.tee(j), op.i32(rowBytes), op.ltS, op.brIf(0), op.end, op.end);
-  };
+  const channelLoop = (inner: () => void) => countedLoop(emit, j, op.i32(rowBytes), inner, 16);
   emit(op.get(DY), op.set(dyp));
-  emit(op.i32(0), op.set(b), op.block, op.loop);
-  emit(op.i32(0), op.set(h), op.block, op.loop);
-  emit(op.i32(0), op.set(w), op.block, op.loop);
-  // bias: db += dy[pixel]
-  channelLoop(() => emit(op.get(DB), op.get(j), op.add, op.tee(acc), op.get(acc), v128Load(), op.get(dyp), op.get(j), op.add, v128Load(), f32x4Add(), v128Store()));
-  for (let kh = 0; kh < 3; kh++) {
-    // hh = h + kh - 1 in [0, H): one unsigned compare (-1 wraps to 2^32 - 1)
-    emit(op.get(h), op.i32(kh - 1), op.add, op.tee(hh), op.get(H), op.ltU, op.if);
-    for (let kw = 0; kw < 3; kw++) {
-      emit(op.get(w), op.i32(kw - 1), op.add, op.tee(ww), op.get(W), op.ltU, op.if);
-      // xp = X + ((b H + hh) W + ww) rowBytes
-      emit(op.get(X), op.get(b), op.get(H), op.mul, op.get(hh), op.add, op.get(W), op.mul, op.get(ww), op.add, op.i32(rowBytes), op.mul, op.add, op.set(xp));
-      const tapOff = (kh * 3 + kw) * rowBytes;
-      channelLoop(() => {
-        emit(op.get(DW), op.get(j), op.add, op.tee(acc), op.get(acc), v128Load(tapOff));
-        emit(op.get(xp), op.get(j), op.add, v128Load(), op.get(dyp), op.get(j), op.add, v128Load(), f32x4Mul(), f32x4Add(), v128Store(tapOff));
-      });
+  countedLoops(emit, [[b, op.get(NB)], [h, op.get(H)], [w, op.get(W)]], () => {
+    // bias: db += dy[pixel]
+    channelLoop(() => emit(op.get(DB), op.get(j), op.add, op.tee(acc), op.get(acc), v128Load(), op.get(dyp), op.get(j), op.add, v128Load(), f32x4Add(), v128Store()));
+    for (let kh = 0; kh < 3; kh++) {
+      // hh = h + kh - 1 in [0, H): one unsigned compare (-1 wraps to 2^32 - 1)
+      emit(op.get(h), op.i32(kh - 1), op.add, op.tee(hh), op.get(H), op.ltU, op.if);
+      for (let kw = 0; kw < 3; kw++) {
+        emit(op.get(w), op.i32(kw - 1), op.add, op.tee(ww), op.get(W), op.ltU, op.if);
+        // xp = X + ((b H + hh) W + ww) rowBytes
+        emit(op.get(X), op.get(b), op.get(H), op.mul, op.get(hh), op.add, op.get(W), op.mul, op.get(ww), op.add, op.i32(rowBytes), op.mul, op.add, op.set(xp));
+        const tapOff = (kh * 3 + kw) * rowBytes;
+        channelLoop(() => {
+          emit(op.get(DW), op.get(j), op.add, op.tee(acc), op.get(acc), v128Load(tapOff));
+          emit(op.get(xp), op.get(j), op.add, v128Load(), op.get(dyp), op.get(j), op.add, v128Load(), f32x4Mul(), f32x4Add(), v128Store(tapOff));
+        });
+        emit(op.end);
+      }
       emit(op.end);
     }
-    emit(op.end);
-  }
-  emit(op.get(dyp), op.i32(rowBytes), op.add, op.set(dyp));
-  emit(op.get(w), op.i32(1), op.add, op.tee(w), op.get(W), op.ltS, op.brIf(0), op.end, op.end);
-  emit(op.get(h), op.i32(1), op.add, op.tee(h), op.get(H), op.ltS, op.brIf(0), op.end, op.end);
-  emit(op.get(b), op.i32(1), op.add, op.tee(b), op.get(NB), op.ltS, op.brIf(0), op.end, op.end);
+    emit(op.get(dyp), op.i32(rowBytes), op.add, op.set(dyp));
+  });
   return { params: [I32, I32, I32, I32, I32, I32, I32], locals: new Array(9).fill(I32), body };
 }
 
@@ -230,28 +222,24 @@ export function depthwiseInputGradFunc(g: DepthwiseGeometry): FuncDef {
   const body: number[] = [];
   const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
   emit(op.get(DY), op.set(dyp));
-  emit(op.i32(0), op.set(b), op.block, op.loop);
-  emit(op.i32(0), op.set(oh), op.block, op.loop);
-  emit(op.i32(0), op.set(ow), op.block, op.loop);
-  for (let kh = 0; kh < g.kh; kh++) {
-    // ih = oh sh + kh dh - top in [0, H): one unsigned compare (negatives wrap)
-    emit(op.get(oh), op.i32(g.sh), op.mul, op.i32(kh * g.dh - g.top), op.add, op.tee(ih), op.get(H), op.ltU, op.if);
-    for (let kw = 0; kw < g.kw; kw++) {
-      emit(op.get(ow), op.i32(g.sw), op.mul, op.i32(kw * g.dw - g.left), op.add, op.tee(iw), op.get(W), op.ltU, op.if);
-      emit(op.get(DX), op.get(b), op.get(H), op.mul, op.get(ih), op.add, op.get(W), op.mul, op.get(iw), op.add, op.i32(rowBytes), op.mul, op.add, op.set(dxp));
-      const tapOff = (kh * g.kw + kw) * rowBytes;
-      emit(op.i32(0), op.set(j), op.block, op.loop);
-      emit(op.get(dxp), op.get(j), op.add, op.tee(acc), op.get(acc), v128Load());
-      emit(op.get(dyp), op.get(j), op.add, v128Load(), op.get(F), op.get(j), op.add, v128Load(tapOff), f32x4Mul(), f32x4Add(), v128Store());
-      emit(op.get(j), op.i32(16), op.add, op.tee(j), op.i32(rowBytes), op.ltS, op.brIf(0), op.end, op.end);
+  countedLoops(emit, [[b, op.get(NB)], [oh, op.get(OH)], [ow, op.get(OW)]], () => {
+    for (let kh = 0; kh < g.kh; kh++) {
+      // ih = oh sh + kh dh - top in [0, H): one unsigned compare (negatives wrap)
+      emit(op.get(oh), op.i32(g.sh), op.mul, op.i32(kh * g.dh - g.top), op.add, op.tee(ih), op.get(H), op.ltU, op.if);
+      for (let kw = 0; kw < g.kw; kw++) {
+        emit(op.get(ow), op.i32(g.sw), op.mul, op.i32(kw * g.dw - g.left), op.add, op.tee(iw), op.get(W), op.ltU, op.if);
+        emit(op.get(DX), op.get(b), op.get(H), op.mul, op.get(ih), op.add, op.get(W), op.mul, op.get(iw), op.add, op.i32(rowBytes), op.mul, op.add, op.set(dxp));
+        const tapOff = (kh * g.kw + kw) * rowBytes;
+        countedLoop(emit, j, op.i32(rowBytes), () => {
+          emit(op.get(dxp), op.get(j), op.add, op.tee(acc), op.get(acc), v128Load());
+          emit(op.get(dyp), op.get(j), op.add, v128Load(), op.get(F), op.get(j), op.add, v128Load(tapOff), f32x4Mul(), f32x4Add(), v128Store());
+        }, 16);
+        emit(op.end);
+      }
       emit(op.end);
     }
-    emit(op.end);
-  }
-  emit(op.get(dyp), op.i32(rowBytes), op.add, op.set(dyp));
-  emit(op.get(ow), op.i32(1), op.add, op.tee(ow), op.get(OW), op.ltS, op.brIf(0), op.end, op.end);
-  emit(op.get(oh), op.i32(1), op.add, op.tee(oh), op.get(OH), op.ltS, op.brIf(0), op.end, op.end);
-  emit(op.get(b), op.i32(1), op.add, op.tee(b), op.get(NB), op.ltS, op.brIf(0), op.end, op.end);
+    emit(op.get(dyp), op.i32(rowBytes), op.add, op.set(dyp));
+  });
   return { params: new Array(8).fill(I32), locals: new Array(9).fill(I32), body };
 }
 
@@ -266,10 +254,11 @@ export function clipGradFunc(): FuncDef {
   const body: number[] = [];
   const emit = (...xs: number[][]) => xs.forEach((z) => body.push(...z));
   emit(op.get(LO), f32x4Splat(), op.set(lo), op.get(HI), f32x4Splat(), op.set(hi));
-  emit(op.i32(0), op.set(i), op.block, op.loop); // n4 >= 1 (checked by the caller)
-  emit(op.get(DX), op.get(X), v128Load(), op.tee(x), op.get(lo), f32x4Ge(), op.get(x), op.get(hi), f32x4Le(), v128And(), op.get(DY), v128Load(), v128And(), v128Store());
-  for (const p of [X, DY, DX]) emit(op.get(p), op.i32(16), op.add, op.set(p));
-  emit(op.get(i), op.i32(1), op.add, op.tee(i), op.get(N4), op.ltS, op.brIf(0), op.end, op.end);
+  // n4 >= 1 (checked by the caller)
+  countedLoop(emit, i, op.get(N4), () => {
+    emit(op.get(DX), op.get(X), v128Load(), op.tee(x), op.get(lo), f32x4Ge(), op.get(x), op.get(hi), f32x4Le(), v128And(), op.get(DY), v128Load(), v128And(), v128Store());
+    for (const p of [X, DY, DX]) emit(op.get(p), op.i32(16), op.add, op.set(p));
+  });
   return { params: [I32, I32, I32, I32, F32, F32], locals: [I32, V128, V128, V128], body };
 }
 
