@@ -8,7 +8,9 @@
  * PBIP's matching losses pull ClassNet's maps towards this view of the tissue, so
  * when it is worse than what ClassNet learns from the labels alone, L_FGS/L_BGS can
  * lower the pseudo-masks' quality (measured on pbip's synthetic data with the
- * bundled stand-in encoder: see the README).
+ * bundled stand-in encoder: see the README). The converse does not hold there: with
+ * the ground truth as the dense map ({@link oracleDense}, `bench/oracle-features.ts`)
+ * L_FGS alone gains a little and L_BGS still costs quality.
  */
 import * as tf from "@tensorflow/tfjs";
 import type { ImageEncoder } from "../encoders/types";
@@ -85,4 +87,54 @@ export async function prototypeSegmentation(
   }
   const fg = spec.classes.map((_, i) => i);
   return { miou: meanIoU(cm, fg), iou: iouPerClass(cm), patches, denseGrid: grid };
+}
+
+/**
+ * The ground truth as a "dense feature map", for the oracle diagnostic
+ * (`bench/oracle-features.ts`): the one-hot of class-id masks [B, H, W] over ids
+ * 0..ids-1, area-averaged to a grid x grid map (0 keeps H x W), so each cell holds
+ * the class composition of the pixels it covers (a pixel cut by a cell border counts
+ * by the fraction inside, as in an exact area resize). Computed on the host; a mask
+ * value outside [0, ids) is an error.
+ */
+export function oracleDense(masks: tf.Tensor3D, ids: number, grid: number): tf.Tensor4D {
+  const [b, h, w] = masks.shape;
+  const m = masks.dataSync();
+  for (let i = 0; i < m.length; i++) if (!(m[i]! >= 0 && m[i]! < ids)) throw new Error(`oracleDense: mask value ${m[i]} outside [0, ${ids})`);
+  if (grid <= 0) {
+    const oh = new Float32Array(b * h * w * ids);
+    for (let i = 0; i < m.length; i++) oh[i * ids + m[i]!] = 1;
+    return tf.tensor4d(oh, [b, h, w, ids]);
+  }
+  const [gh, gw] = [grid, grid];
+  // overlap[i][y]: the share of cell i's extent covered by pixel y (rows sum to 1).
+  const overlap = (n: number, g: number) =>
+    Array.from({ length: g }, (_, i) => {
+      const [a, z] = [(i * n) / g, ((i + 1) * n) / g];
+      return Float64Array.from({ length: n }, (_, y) => Math.max(0, Math.min(z, y + 1) - Math.max(a, y)) / (z - a));
+    });
+  const oy = overlap(h, gh);
+  const ox = overlap(w, gw);
+  const out = new Float32Array(b * gh * gw * ids);
+  for (let n = 0; n < b; n++)
+    for (let i = 0; i < gh; i++)
+      for (let y = 0; y < h; y++) {
+        const wy = oy[i]![y]!;
+        if (wy === 0) continue;
+        for (let j = 0; j < gw; j++)
+          for (let x = 0; x < w; x++) {
+            const wx = ox[j]![x]!;
+            if (wx !== 0) out[((n * gh + i) * gw + j) * ids + m[(n * h + y) * w + x]!]! += wy * wx;
+          }
+      }
+  return tf.tensor4d(out, [b, gh, gw, ids]);
+}
+
+/** Oracle prototypes [sum(k), ids]: every subclass of class c is the one-hot e_c (class-major order, as a bank's). */
+export function oraclePrototypes(k: readonly number[], ids: number): tf.Tensor2D {
+  const rows: number[] = [];
+  k.forEach((kc, c) => {
+    for (let j = 0; j < kc; j++) for (let i = 0; i < ids; i++) rows.push(i === c ? 1 : 0);
+  });
+  return tf.tensor2d(rows, [rows.length / ids, ids]);
 }

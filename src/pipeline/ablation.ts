@@ -125,7 +125,8 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
   return records;
 }
 
-function mergeOverrides(...list: (ConfigOverride | undefined)[]): ConfigOverride {
+/** Merge config overrides section by section; a later one wins key by key. */
+export function mergeOverrides(...list: (ConfigOverride | undefined)[]): ConfigOverride {
   const out: Record<string, Record<string, unknown>> = {};
   for (const o of list) {
     if (!o) continue;

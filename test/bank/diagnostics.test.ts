@@ -5,7 +5,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend } from "../helpers";
-import { prototypeSegmentation } from "../../src/bank/diagnostics";
+import { prototypeSegmentation, oracleDense, oraclePrototypes } from "../../src/bank/diagnostics";
 import type { ImageBank } from "../../src/bank";
 import type { ImageEncoder, EncoderOutput } from "../../src/encoders/types";
 import type { DatasetSpec, Split } from "../../src/data/types";
@@ -60,4 +60,34 @@ test("prototype segmentation by hand: nearest prototype per dense cell, gated by
   // Gating: with the label R + B only, green cells cannot be G.
   const gated = await prototypeSegmentation(colourEncoder, bank, { ...split, samples: [{ ...split.samples[0]!, label: [1, 0, 1] }] }, { inputSize: 16, whiteGrey: 200 });
   assert.equal(gated.iou[1], 0, `G is never predicted: ${gated.iou}`);
+});
+
+test("oracle dense map: one-hot of the mask, area-averaged per cell, worked by hand", async () => {
+  await onBackend("cpu", () => undefined);
+  // One 4x4 mask over ids {0, 1, 2}; cells of 2x2 at grid 2.
+  const mask = tf.tensor3d([0, 0, 1, 1, 0, 2, 1, 1, 2, 2, 0, 1, 2, 2, 2, 2], [1, 4, 4], "int32");
+  const full = oracleDense(mask, 3, 0);
+  assert.deepEqual(full.shape, [1, 4, 4, 3]);
+  assert.deepEqual(Array.from(full.dataSync().slice(0, 6)), [1, 0, 0, 1, 0, 0]);
+  assert.deepEqual(Array.from(full.dataSync().slice(5 * 3, 6 * 3)), [0, 0, 1]);
+  const cells = oracleDense(mask, 3, 2);
+  assert.deepEqual(cells.shape, [1, 2, 2, 3]);
+  // top-left {0,0,0,2}, top-right {1,1,1,1}, bottom-left {2,2,2,2}, bottom-right {0,1,2,2}
+  assert.deepEqual(Array.from(cells.dataSync()), [0.75, 0, 0.25, 0, 1, 0, 0, 0, 1, 0.25, 0.25, 0.5]);
+  assert.throws(() => oracleDense(mask, 2, 0), /mask value 2 outside \[0, 2\)/);
+  // A 3x3 grid on 4 pixels: cell borders at 4/3 and 8/3 cut pixels 1 and 2; the middle
+  // cell of row 0 covers a third of pixel 1... (4/3 - 1 = 1/3 of it) etc.: weights per axis
+  // [3/4, 1/4, 0, 0], [0, 1/2, 1/2, 0], [0, 0, 1/4, 3/4]. Middle cell (1, 1) covers pixels
+  // (1,1), (1,2), (2,1), (2,2) with weight 1/4 each: ids 2, 1, 2, 0.
+  const third = oracleDense(mask, 3, 3);
+  assert.deepEqual(third.shape, [1, 3, 3, 3]);
+  const t = third.dataSync();
+  [0.25, 0.25, 0.5].forEach((v, i) => assert.ok(Math.abs(t[(1 * 3 + 1) * 3 + i]! - v) < 1e-6, `cell (1,1) id ${i}: ${t[(1 * 3 + 1) * 3 + i]}`));
+  // Cell (0, 0): pixels (0,0) 9/16, (0,1) 3/16, (1,0) 3/16, (1,1) 1/16 -> ids 0, 0, 0, 2.
+  [15 / 16, 0, 1 / 16].forEach((v, i) => assert.ok(Math.abs(t[i]! - v) < 1e-6, `cell (0,0) id ${i}: ${t[i]}`));
+  // Every cell is a composition: its shares sum to 1.
+  for (let c = 0; c < 9; c++) assert.ok(Math.abs(t[c * 3]! + t[c * 3 + 1]! + t[c * 3 + 2]! - 1) < 1e-6);
+  const protos = oraclePrototypes([2, 1], 3);
+  assert.deepEqual(protos.arraySync(), [[1, 0, 0], [1, 0, 0], [0, 1, 0]]);
+  tf.dispose([mask, full, cells, third, protos]);
 });
