@@ -27,15 +27,14 @@ import { parseArgs } from "node:util";
 import { openRun } from "../src/pipeline/run";
 import { initBackend, formatBackendReport } from "../src/runtime/backend";
 import { createEncoderFor, createClassNet, stage1Loaders } from "../src/pipeline/core";
-import { ensureBank, loadStage1, ensurePseudoMasks } from "../src/pipeline/stages";
-import { resultRow } from "../src/pipeline/results";
-import { ablationTable, formatAblationTable, mergeOverrides, type AblationRecord } from "../src/pipeline/ablation";
+import { ensureBank } from "../src/pipeline/stages";
+import { ablationTable, formatAblationTable, mergeOverrides, scoreStage1Run, type AblationRecord } from "../src/pipeline/ablation";
 import { parseSetOverrides, NOTEBOOK } from "../src/config/profiles";
 import { createLoader } from "../src/data";
 import { PbipTask, writeRunConfig } from "../src/train/trainer";
 import { runTraining } from "../src/train/loop";
 import { oracleDense, oraclePrototypes } from "../src/bank/diagnostics";
-import { writeJsonAtomic, readJson } from "../src/util/fs";
+import { readJson } from "../src/util/fs";
 import type { Batch } from "../src/data/types";
 
 /** The notebook profile's PBIP task with the encoder's dense map replaced by the ground truth's. */
@@ -106,20 +105,9 @@ async function main(): Promise<void> {
           protos.dispose();
           net.dispose();
         }
-        const loaded = await loadStage1(run, variant, bank);
-        const pm = await ensurePseudoMasks(run, variant, "test", loaded.net, loaded.config, loaded.file);
-        loaded.net.dispose();
-        const row = resultRow(run, variant, pm.outDir);
-        const rec: AblationRecord = {
-          variant,
-          seed,
-          valMiou,
-          test: { miou: row.miou, fwiou: row.fwiou, mbiou: row.mbiou, mdice: row.mdice },
-          perImage: Object.fromEntries(row.report.perImage.map((p) => [p.id, p.miou])),
-        };
-        writeJsonAtomic(recFile, rec);
+        const rec = await scoreStage1Run(run, variant, bank, { variant, seed, valMiou }, recFile);
         records.push(rec);
-        console.error(`${variant} seed ${seed}: val ${valMiou !== undefined ? (100 * valMiou).toFixed(2) : "?"}%, test ${(100 * row.miou).toFixed(2)}% (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+        console.error(`${variant} seed ${seed}: val ${valMiou !== undefined ? (100 * valMiou).toFixed(2) : "?"}%, test ${(100 * rec.test.miou).toFixed(2)}% (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
       } finally {
         encoder.dispose();
       }

@@ -8,7 +8,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ConfigOverride } from "../config/profiles";
-import { openRun, type OpenRunOptions } from "./run";
+import { openRun, type OpenRunOptions, type PbipRun } from "./run";
+import type { ImageBank } from "../bank";
 import { createEncoderFor } from "./core";
 import { ensureBank, stage1, loadStage1, ensurePseudoMasks } from "./stages";
 import { resultRow } from "./results";
@@ -103,26 +104,38 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
           if (ev.type === "validation") valMiou = ev.score.miou;
           if (ev.type === "done") valMiou = valMiou ?? ev.bestMiou;
         }
-        const { net, config, file } = await loadStage1(run, "model", bank);
-        const pm = await ensurePseudoMasks(run, "model", "test", net, config, file);
-        net.dispose();
-        const row = resultRow(run, variant, pm.outDir);
-        const rec: AblationRecord = {
-          variant,
-          seed,
-          valMiou,
-          test: { miou: row.miou, fwiou: row.fwiou, mbiou: row.mbiou, mdice: row.mdice },
-          perImage: Object.fromEntries(row.report.perImage.map((p) => [p.id, p.miou])),
-        };
-        writeJsonAtomic(recFile, rec);
+        const rec = await scoreStage1Run(run, "model", bank, { variant, seed, valMiou }, recFile);
         records.push(rec);
-        log(`${variant} seed ${seed}: test mIoU ${(100 * row.miou).toFixed(2)}%${valMiou !== undefined ? `, val ${(100 * valMiou).toFixed(2)}%` : ""}`);
+        log(`${variant} seed ${seed}: test mIoU ${(100 * rec.test.miou).toFixed(2)}%${valMiou !== undefined ? `, val ${(100 * valMiou).toFixed(2)}%` : ""}`);
       } finally {
         encoder.dispose();
       }
     }
   }
   return records;
+}
+
+/**
+ * Score a finished stage-1 run for a study: its best checkpoint's test pseudo-masks
+ * (written once, reused), evaluated against the test masks; the record (with the
+ * per-image mIoU the t-tests pair on) is written atomically to `file`.
+ */
+export async function scoreStage1Run(run: PbipRun, stage1Variant: string, bank: ImageBank, id: Pick<AblationRecord, "variant" | "seed" | "valMiou">, file: string): Promise<AblationRecord> {
+  const { net, config, file: ckpt } = await loadStage1(run, stage1Variant, bank);
+  let maskDir: string;
+  try {
+    maskDir = (await ensurePseudoMasks(run, stage1Variant, "test", net, config, ckpt)).outDir;
+  } finally {
+    net.dispose();
+  }
+  const row = resultRow(run, id.variant, maskDir);
+  const rec: AblationRecord = {
+    ...id,
+    test: { miou: row.miou, fwiou: row.fwiou, mbiou: row.mbiou, mdice: row.mdice },
+    perImage: Object.fromEntries(row.report.perImage.map((p) => [p.id, p.miou])),
+  };
+  writeJsonAtomic(file, rec);
+  return rec;
 }
 
 /** Merge config overrides section by section; a later one wins key by key. */

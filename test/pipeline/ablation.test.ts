@@ -1,6 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ablationTable, formatAblationTable, ABLATIONS, type AblationRecord } from "../../src/pipeline/ablation";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { ablationTable, formatAblationTable, runAblation, ABLATIONS, type AblationRecord } from "../../src/pipeline/ablation";
+import { openRun } from "../../src/pipeline/run";
+import { onBackend } from "../helpers";
 import { resolveConfig, parseSetOverrides, PROFILES } from "../../src/config/profiles";
 
 function rec(variant: string, seed: number, miou: number, perImage: number[]): AblationRecord {
@@ -52,4 +57,34 @@ test("--set accepts the optional keys a profile leaves out, and names an unknown
   assert.throws(() => parseSetOverrides(["encoder.featureLayr=block_4_add"], PROFILES["notebook"]), /unknown config key "encoder.featureLayr"/);
   // An optional key is optional only where it belongs.
   assert.throws(() => parseSetOverrides(["model.featureLayer=x"], PROFILES["notebook"]), /unknown config key "model.featureLayer"/);
+});
+
+test("runAblation end to end on the quick embedded set: a scored record per run, per-image test mIoU, a rerun reuses them", { timeout: 900_000 }, async () => {
+  await onBackend("wasm", () => undefined);
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-ablate-"));
+  try {
+    const lines: string[] = [];
+    const o = { out, variants: ["pbip", "cls-only"], seeds: [0], quick: true, log: (l: string) => lines.push(l) };
+    const records = await runAblation(o);
+    assert.deepEqual(records.map((r) => r.variant), ["pbip", "cls-only"]);
+    const run = await openRun({ root: path.join(out, "pbip", "seed0"), quick: true, verbose: false });
+    const testIds = run.dataset.split("test").samples.map((s) => s.id).sort();
+    for (const r of records) {
+      const dir = path.join(out, r.variant, "seed0");
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, "ablation-record.json"), "utf8")), r, "the record on disk is the one returned");
+      assert.deepEqual(Object.keys(r.perImage).sort(), testIds, "one score per test patch");
+      assert.ok(r.test.miou > 0 && r.test.miou <= 1, `test mIoU ${r.test.miou}`);
+      assert.ok(r.valMiou !== undefined && r.valMiou > 0);
+      // The variant's switch reached the run that was scored.
+      const cfg = JSON.parse(fs.readFileSync(path.join(dir, "stage1", "model", "config.json"), "utf8")).config;
+      assert.equal(cfg.loss.useFg, r.variant === "pbip");
+    }
+    // The two variants trained differently, so their pseudo-masks differ somewhere.
+    assert.notDeepEqual(records[0]!.perImage, records[1]!.perImage);
+    lines.length = 0;
+    assert.deepEqual(await runAblation(o), records);
+    assert.deepEqual(lines, ["pbip seed 0: done earlier", "cls-only seed 0: done earlier"]);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
 });
