@@ -155,8 +155,14 @@ run.saveResult("encoderPrototypeSegmentation", { valMiou: protoSeg.miou, denseGr
 // `block_4_add` (32 channels, stride 8) is the best. The cell builds that layer's bank in memory
 // and scores its prototypes on the validation split as above: they come close to what L_CLS alone
 // reaches. Over three seeds (README), PBIP with this encoder ties L_CLS on validation and stays
-// below it on test: better prototypes close most of the gap, and the losses' gain needs an
-// encoder whose view of the tissue is better than what the labels teach.
+// below it on test: better prototypes close most of the gap.
+//
+// Is a better encoder all it takes? `npx tsx bench/oracle-features.ts` (a diagnostic, not run
+// here: it reads the training split's masks, which real weakly supervised data does not have)
+// replaces the encoder's dense map by the ground truth itself, so every region feature is its
+// true class composition. Over three seeds (README) even this perfect view leaves PBIP below
+// L_CLS only on validation; L_FGS alone with it gains a little, L_BGS alone loses. On this data
+// and budget, the release's background loss costs quality whatever the encoder.
 
 // %%
 if (/^mobilenetv2/.test(run.config.encoder.name)) {
