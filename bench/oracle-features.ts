@@ -32,11 +32,11 @@ import { createEncoderFor, createClassNet, stage1Loaders } from "../src/pipeline
 import { ensureBank } from "../src/pipeline/stages";
 import { ablationTable, formatAblationTable, mergeOverrides, scoreStage1Run, type AblationRecord } from "../src/pipeline/ablation";
 import { parseSetOverrides, NOTEBOOK } from "../src/config/profiles";
-import { createLoader } from "../src/data";
 import { PbipTask, writeRunConfig } from "../src/train/trainer";
 import { runTraining } from "../src/train/loop";
 import { oracleDense, oraclePrototypes } from "../src/bank/diagnostics";
 import { readJson } from "../src/util/fs";
+import { meanStd } from "../src/eval/stats";
 import type { Batch } from "../src/data/types";
 
 /** The notebook profile's PBIP task with the encoder's dense map replaced by the ground truth's. */
@@ -87,8 +87,8 @@ async function main(): Promise<void> {
       try {
         const { bank } = await ensureBank(run, encoder);
         const net = await createClassNet(cfg, bank, spec);
-        const { val } = stage1Loaders(run.dataset, cfg);
-        const train = createLoader(run.dataset.split("train"), { batchSize: cfg.train.batchSize, shuffle: true, seed: cfg.train.seed, augment: cfg.data.augment, inputSize: cfg.data.inputSize, dropLast: true, withMasks: true });
+        // The pbip variant's loaders (same batches and augmentations), with the train masks.
+        const { train, val } = stage1Loaders(run.dataset, cfg, { trainMasks: true });
         const ids = spec.classes.length + 1;
         const protos = oraclePrototypes(bank.meta.k, ids);
         const dir = run.paths.stage1(variant);
@@ -127,9 +127,8 @@ async function main(): Promise<void> {
   const text = formatAblationTable(ablationTable(all, reference), reference);
   const vals = [...new Set(all.map((r) => r.variant))].map((v) => {
     const xs = all.filter((r) => r.variant === v && r.valMiou !== undefined).map((r) => 100 * r.valMiou!);
-    const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
-    const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length - 1));
-    return `${v}: val ${mean.toFixed(2)} ± ${sd.toFixed(2)} (${xs.map((x) => x.toFixed(2)).join(", ")})`;
+    const { mean, std } = meanStd(xs);
+    return `${v}: val ${mean.toFixed(2)} ± ${std.toFixed(2)} (${xs.map((x) => x.toFixed(2)).join(", ")})`;
   });
   const out = `${text}\n\nvalidation pseudo-mask mIoU by seed:\n${vals.join("\n")}\n`;
   fs.mkdirSync(values.out!, { recursive: true });

@@ -76,7 +76,7 @@ export function configuredK(cfg: PbipConfig, spec: DatasetSpec): number[] {
 }
 
 /** Stage-1 loaders: the train split (shuffled, augmented, no masks) and the val split (masks). */
-export function stage1Loaders(ds: Dataset, cfg: PbipConfig, opts: { trainLimit?: number; valSplit?: SplitName } = {}): { train: Loader; val?: Loader } {
+export function stage1Loaders(ds: Dataset, cfg: PbipConfig, opts: { trainLimit?: number; valSplit?: SplitName; trainMasks?: boolean } = {}): { train: Loader; val?: Loader } {
   let trainSplit = ds.split("train");
   if (opts.trainLimit && opts.trainLimit < trainSplit.samples.length) trainSplit = { ...trainSplit, samples: trainSplit.samples.slice(0, opts.trainLimit) };
   const train = createLoader(trainSplit, {
@@ -86,7 +86,8 @@ export function stage1Loaders(ds: Dataset, cfg: PbipConfig, opts: { trainLimit?:
     augment: cfg.data.augment,
     inputSize: cfg.data.inputSize,
     dropLast: true,
-    withMasks: false,
+    // Training batches carry no masks (real weakly supervised data has none); diagnostics that read the synthetic set's train masks ask for them.
+    withMasks: opts.trainMasks ?? false,
   });
   const valName = opts.valSplit ?? "val";
   const val = ds.splits.includes(valName)
