@@ -21,8 +21,8 @@
 // CAMs, and the gap measured with the bundled stand-in is the stand-in's view.
 // A grid of 3 is the stand-in's own dense map at 112 px (3x3 cells, output stride 32;
 // cells cut pixels, counted by area): the oracle at the stand-in's resolution.
-// What it measured (three seeds each, and the temperature runs): README, "With a
-// perfect encoder view the gain is still not there".
+// What it measured (three seeds each, and the temperature runs): docs/results.md,
+// "With a perfect encoder view the gain is still not there".
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";

@@ -123,7 +123,7 @@ const rows = [pbip, clsOnly].map((r) => ({ model: r.variant === "pbip" ? "PBIP (
 await show(table(rows, { caption: `validation pseudo-mask mIoU (${run.config.train.valLimit || "all"} val patches, ground-truth background counted)` }));
 await show(barChart(["val pseudo-mask mIoU"], rows.map((r) => ({ name: r.model, values: [r["val mIoU (%)"]] })), { title: "PBIP vs classification only", yLabel: "mIoU (%)", showValues: true, digits: 1 }));
 const gain = (pbip.valMiou ?? NaN) - (clsOnly.valMiou ?? NaN);
-console.log(`PBIP - L_CLS only: ${(100 * gain).toFixed(2)} mIoU points on this run (one seed; the README reports three seeds).`);
+console.log(`PBIP - L_CLS only: ${(100 * gain).toFixed(2)} mIoU points on this run (one seed; the README reports three seeds, docs/results.md every variant).`);
 run.saveResult("stage1", { pbip: { valMiou: pbip.valMiou, steps: pbip.steps, secondsPerStep: pbip.secondsPerStep }, clsOnly: { valMiou: clsOnly.valMiou, steps: clsOnly.steps, secondsPerStep: clsOnly.secondsPerStep } });
 
 // %% [markdown]
@@ -154,17 +154,17 @@ run.saveResult("encoderPrototypeSegmentation", { valMiou: protoSeg.miou, denseGr
 // masks, `npx tsx bench/encoder-view.ts`, ten layers tried at 112 px, validation untouched),
 // `block_4_add` (32 channels, stride 8) is the best. The cell builds that layer's bank in memory
 // and scores its prototypes on the validation split as above: they come close to what L_CLS alone
-// reaches. Over three seeds (README), PBIP with this encoder ties L_CLS on validation and stays
+// reaches. Over three seeds (docs/results.md), PBIP with this encoder ties L_CLS on validation and stays
 // below it on test: better prototypes close most of the gap.
 //
 // Is a better encoder all it takes? `npx tsx bench/oracle-features.ts` (a diagnostic, not run
 // here: it reads the training split's masks, which real weakly supervised data does not have)
 // replaces the encoder's dense map by the ground truth itself, so every region feature is its
-// true class composition. Over three seeds (README) even this perfect view leaves PBIP below
+// true class composition. Over three seeds (docs/results.md) even this perfect view leaves PBIP below
 // L_CLS only on validation; L_FGS alone with it gains a little, L_BGS alone loses. On this data
 // and budget, the release's background loss costs quality whatever the encoder, through its
 // temperature (0.07): at the paper's t = 1 the cost goes and PBIP ties L_CLS only, with the
-// stand-in and with the ground truth alike (README).
+// stand-in and with the ground truth alike (docs/results.md).
 
 // %%
 if (/^mobilenetv2/.test(run.config.encoder.name)) {

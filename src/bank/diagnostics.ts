@@ -8,7 +8,7 @@
  * PBIP's matching losses pull ClassNet's maps towards this view of the tissue, so
  * when it is worse than what ClassNet learns from the labels alone, L_FGS/L_BGS can
  * lower the pseudo-masks' quality (measured on pbip's synthetic data with the
- * bundled stand-in encoder: see the README). The converse does not hold there: with
+ * bundled stand-in encoder: docs/results.md). The converse does not hold there: with
  * the ground truth as the dense map ({@link oracleDense}, `bench/oracle-features.ts`)
  * L_FGS alone gains a little and L_BGS, at the release's temperature 0.07, still
  * costs quality.

@@ -27,7 +27,7 @@ export const MOBILENETV2_PREPROCESSING: Preprocessing = {
  * `featureLayer` stops the network at an earlier Keras layer instead (e.g. `block_4_add`,
  * 32 channels at stride 8): less specific to the task the weights were fine-tuned on.
  * On the synthetic set its prototypes segment the training patches far better than
- * `out_relu`'s (`npx tsx bench/encoder-view.ts`); the README reports what that does to PBIP.
+ * `out_relu`'s (`npx tsx bench/encoder-view.ts`); docs/results.md reports what that does to PBIP.
  */
 export class MobileNetV2Encoder implements ImageEncoder {
   readonly isStandIn = true;

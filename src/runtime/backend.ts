@@ -323,7 +323,7 @@ async function tryTensorflow(): Promise<Partial<BackendReport>> {
     }
   }
   if (!loaded) {
-    throw new BackendUnavailable(`no native TensorFlow binding is installed (optional; see README "Native TensorFlow"): ${errors.join("; ")}`);
+    throw new BackendUnavailable(`no native TensorFlow binding is installed (optional; see README "Compute backends"): ${errors.join("; ")}`);
   }
   if (!(await tf.setBackend("tensorflow"))) throw new BackendUnavailable(`${loaded} loaded but the backend did not initialise`);
   return { device: `native TensorFlow via ${loaded}`, threads: 0, versions: { [loaded]: packageVersion(loaded) ?? "?" } };
