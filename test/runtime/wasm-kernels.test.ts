@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr, finiteDiff } from "../helpers";
-import { sliceRuns } from "../../src/runtime/wasm-kernels";
+import { sliceRuns, transposePlan } from "../../src/runtime/wasm-kernels";
 
 interface ConvCase {
   name: string;
@@ -180,6 +180,39 @@ test("Slice on WASM (pbip's run copies) gives the CPU backend's values for float
       const want = await onBackend("cpu", run);
       const got = await onBackend("wasm", run);
       assert.deepEqual(got, want, `${dtype} [${shape}] begin [${begin}] size [${size}]`);
+    }
+  }
+});
+
+test("transposePlan drops size-1 axes and merges axes that stay neighbours (hand-worked plans)", () => {
+  // MiT's stride-phase split: nothing merges; strides of the output axes in the input.
+  assert.deepEqual(transposePlan([10, 29, 2, 29, 2, 64], [0, 2, 4, 1, 3, 5]), { shape: [10, 29, 2, 29, 2, 64], perm: [0, 2, 4, 1, 3, 5], strides: [215296, 3712, 64, 7424, 128, 1] });
+  // [b, n, heads, hd] -> [b, heads, n, hd] with b = 1: the size-1 axis goes, a 3-D transpose remains.
+  assert.deepEqual(transposePlan([1, 196, 8, 64], [0, 2, 1, 3]), { shape: [196, 8, 64], perm: [1, 0, 2], strides: [64, 512, 1] });
+  // Axes 1,2 stay neighbours in the output: merged into one of 15.
+  assert.deepEqual(transposePlan([8, 3, 5, 7, 9], [4, 0, 3, 1, 2]), { shape: [8, 15, 7, 9], perm: [3, 0, 2, 1], strides: [1, 945, 9, 63] });
+  // The identity collapses to one axis.
+  assert.deepEqual(transposePlan([2, 3, 4], [0, 1, 2]), { shape: [24], perm: [0], strides: [1] });
+});
+
+test("Transpose on WASM (pbip's run copies above rank 4) gives the CPU backend's values for float32, int32 and bool", async () => {
+  const cases: [number[], number[]][] = [
+    [[3, 5, 2, 5, 2, 16], [0, 2, 4, 1, 3, 5]], // runs of 16: typed-array copies
+    [[2, 2, 2, 7, 7, 20], [0, 3, 1, 4, 2, 5]],
+    [[2, 6, 4, 6, 4, 3], [0, 2, 4, 1, 3, 5]], // runs of 3: element loop
+    [[3, 5, 2, 5, 2, 16], [0, 5, 2, 4, 1, 3]], // the last axis moves: strided reads
+    [[2, 3, 1, 4, 5, 6], [5, 3, 2, 0, 4, 1]], // a size-1 axis, rank 5 after dropping it
+    [[2, 3, 4, 5, 6, 7, 2], [6, 1, 0, 3, 2, 5, 4]],
+    [[8, 3, 5, 7, 9], [4, 0, 3, 1, 2]], // merges to rank 4: the original kernel
+  ];
+  for (const dtype of ["float32", "int32", "bool"] as const) {
+    for (const [shape, perm] of cases) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const vals = Array.from(randomArray(n, n + perm[0]!), (v) => (dtype === "float32" ? v : dtype === "int32" ? Math.round(v * 1000) : v > 0 ? 1 : 0));
+      const run = () => tf.tidy(() => Array.from(tf.transpose(tf.tensor(vals, shape, dtype), perm).dataSync()));
+      const want = await onBackend("cpu", run);
+      const got = await onBackend("wasm", run);
+      assert.deepEqual(got, want, `${dtype} [${shape}] perm [${perm}]`);
     }
   }
 });
