@@ -10,6 +10,10 @@
  *   Swin's window partition with cyclic shift and zero padding, and its inverse,
  *   are such permutations.
  * - `geluWasm(x)`, `geluGradWasm(x, dy)`: exact-erf GELU and dy * GELU'(x) in one pass.
+ * - `layerNormWasm`, `layerNormGradWasm`: LayerNorm forward (saving xhat, rstd) and its
+ *   input gradient, each in one pass.
+ *
+ * The MiT backbone (`src/model/backbones/mit.ts`) uses the GELU and LayerNorm kernels too.
  *
  * The modules are assembled byte by byte (`src/runtime/wasm-asm.ts`, no toolchain), import the WASM
  * backend's own memory, and reads and writes tensors in place. Kernels are
@@ -145,9 +149,10 @@ function layerNormFunc(): FuncDef {
 
 /**
  * LayerNorm input gradient plus a residual: out = res + rstd (d - mean(d) - xhat mean(d xhat)),
- * d = dy g. Params (dy, xhat, rstd, g, res, out, rows, c4, invC: f32).
+ * d = dy g. Params (dy, xhat, rstd, g, res, out, rows, c4, invC: f32). Without `withRes`
+ * the residual is not read (res is ignored): out = rstd (...).
  */
-function layerNormGradFunc(): FuncDef {
+function layerNormGradFunc(withRes = true): FuncDef {
   const [DY, XH, RS, G, RES, OUT, ROWS, C4, INVC] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
   const [r, j, off, s1, s2, d, m1, m2, rs] = [9, 10, 11, 12, 13, 14, 15, 16, 17];
   const b: number[] = [];
@@ -167,9 +172,12 @@ function layerNormGradFunc(): FuncDef {
   emit(hsum(s1), op.get(INVC), op.f32Mul, f32x4Splat(), op.set(m1), hsum(s2), op.get(INVC), op.f32Mul, f32x4Splat(), op.set(m2));
   emit(op.get(RS), op.f32Load(), f32x4Splat(), op.set(rs));
   rowLoop(() => {
-    emit(at(OUT), at(RES), v128Load());
+    emit(at(OUT));
+    if (withRes) emit(at(RES), v128Load());
     emit(at(DY), v128Load(), op.get(G), op.get(j), op.i32(16), op.mul, op.add, v128Load(), f32x4Mul(), op.get(m1), f32x4Sub());
-    emit(at(XH), v128Load(), op.get(m2), f32x4Mul(), f32x4Sub(), op.get(rs), f32x4Mul(), f32x4Add(), v128Store());
+    emit(at(XH), v128Load(), op.get(m2), f32x4Mul(), f32x4Sub(), op.get(rs), f32x4Mul());
+    if (withRes) emit(f32x4Add());
+    emit(v128Store());
   });
   for (const p of [DY, XH, RES, OUT]) emit(op.get(p), op.get(C4), op.i32(16), op.mul, op.add, op.set(p));
   emit(op.get(RS), op.i32(4), op.add, op.set(RS));
@@ -191,7 +199,7 @@ function register(): boolean {
   registered = false;
   try {
     if (!tf.findBackend("wasm")) return false;
-    if (!WebAssemblyApi.validate(assemble([gatherFunc(), geluFunc(false), geluFunc(true), layerNormFunc(), layerNormGradFunc()]))) return false;
+    if (!WebAssemblyApi.validate(assemble([gatherFunc(), geluFunc(false), geluFunc(true), layerNormFunc(), layerNormGradFunc(), layerNormGradFunc(false)]))) return false;
     // Another copy of this module (e.g. src and dist in one process) may have registered
     // the kernels already; they are self-contained, so use those.
     if (tf.getKernel(GATHER, "wasm") && tf.getKernel(LN_GRAD, "wasm")) {
@@ -259,13 +267,13 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend }) => {
         const be = backend as unknown as WasmBackendLike;
-        const lnGradFn = compiledKernel(be, "swin.layerNormGrad", layerNormGradFunc);
-        const { dy, xhat, rstd, g, res } = inputs as Record<"dy" | "xhat" | "rstd" | "g" | "res", tf.TensorInfo>;
-        const [rows, cols] = dy.shape as [number, number];
+        const { dy, xhat, rstd, g, res } = inputs as Record<"dy" | "xhat" | "rstd" | "g" | "res", tf.TensorInfo | undefined>;
+        const lnGradFn = res ? compiledKernel(be, "swin.layerNormGrad", layerNormGradFunc) : compiledKernel(be, "swin.layerNormGrad0", () => layerNormGradFunc(false));
+        const [rows, cols] = dy!.shape as [number, number];
         const out = be.makeOutput([rows, cols], "float32");
         const m = be.dataIdMap;
         const o = (t: tf.TensorInfo) => m.get(t.dataId).memoryOffset;
-        lnGradFn(o(dy), o(xhat), o(rstd), o(g), o(res), o(out), rows, cols / 4, 1 / cols);
+        lnGradFn(o(dy!), o(xhat!), o(rstd!), o(g!), res ? o(res) : 0, o(out), rows, cols / 4, 1 / cols);
         return out;
       },
     });
@@ -330,7 +338,10 @@ export function layerNormWasm(x: tf.Tensor2D, g: tf.Tensor1D, b: tf.Tensor1D, ep
   return { y: y!, xhat: xhat!, rstd: rstd! };
 }
 
-/** res + the LayerNorm input gradient rstd (dy g - mean(dy g) - xhat mean(dy g xhat)), in one WASM kernel. */
-export function layerNormGradWasm(dy: tf.Tensor2D, xhat: tf.Tensor2D, rstd: tf.Tensor2D, g: tf.Tensor1D, res: tf.Tensor2D): tf.Tensor2D {
-  return tf.engine().runKernel(LN_GRAD, { dy, xhat, rstd, g, res }, {}) as tf.Tensor2D;
+/**
+ * The LayerNorm input gradient rstd (dy g - mean(dy g) - xhat mean(dy g xhat)), plus
+ * `res` when given (a residual branch's gradient, added in the same pass), in one WASM kernel.
+ */
+export function layerNormGradWasm(dy: tf.Tensor2D, xhat: tf.Tensor2D, rstd: tf.Tensor2D, g: tf.Tensor1D, res?: tf.Tensor2D): tf.Tensor2D {
+  return tf.engine().runKernel(LN_GRAD, res ? { dy, xhat, rstd, g, res } : { dy, xhat, rstd, g }, {}) as tf.Tensor2D;
 }

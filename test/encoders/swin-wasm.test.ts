@@ -117,7 +117,7 @@ test("WASM GELU and its gradient match exact erf GELU in float64 (error < 5e-7)"
   });
 });
 
-test("WASM LayerNorm (forward with saved xhat, rstd; input gradient plus residual) matches the op-by-op computation on CPU", async () => {
+test("WASM LayerNorm (forward with saved xhat, rstd; input gradient with and without a residual) matches the op-by-op computation on CPU", async () => {
   const N = 37;
   const C = 24;
   const xs = randomArray(N * C, 1).map((v) => 3 * v + 2);
@@ -135,7 +135,7 @@ test("WASM LayerNorm (forward with saved xhat, rstd; input gradient plus residua
         return tf.add(tf.mul(tf.mul(tf.sub(xx, mean), tf.rsqrt(tf.add(variance, 1e-5))), g), b);
       };
       const dx = tf.grad(f)(x, tf.tensor2d(dys, [N, C]));
-      return { y: f(x).dataSync(), dx: tf.add(dx, tf.tensor2d(res, [N, C])).dataSync() };
+      return { y: f(x).dataSync(), dx: tf.add(dx, tf.tensor2d(res, [N, C])).dataSync(), dxOnly: dx.dataSync() };
     }),
   );
   await onBackend("wasm", () => {
@@ -144,10 +144,12 @@ test("WASM LayerNorm (forward with saved xhat, rstd; input gradient plus residua
       const r = layerNormWasm(tf.tensor2d(xs, [N, C]), tf.tensor1d(gs), tf.tensor1d(bs), 1e-5);
       assert.deepEqual(r.rstd.shape, [N, 1]);
       const dx = layerNormGradWasm(tf.tensor2d(dys, [N, C]), r.xhat, r.rstd, tf.tensor1d(gs), tf.tensor2d(res, [N, C]));
-      return { y: r.y.dataSync(), dx: dx.dataSync() };
+      const dxOnly = layerNormGradWasm(tf.tensor2d(dys, [N, C]), r.xhat, r.rstd, tf.tensor1d(gs));
+      return { y: r.y.dataSync(), dx: dx.dataSync(), dxOnly: dxOnly.dataSync() };
     });
     assert.equal(tf.memory().numTensors, before);
     assert.ok(maxRelErr(got.y, reference.y) < 1e-6, `y: ${maxRelErr(got.y, reference.y)}`);
     assert.ok(maxRelErr(got.dx, reference.dx) < 1e-5, `dx: ${maxRelErr(got.dx, reference.dx)}`);
+    assert.ok(maxRelErr(got.dxOnly, reference.dxOnly) < 1e-5, `dx without residual: ${maxRelErr(got.dxOnly, reference.dxOnly)}`);
   });
 });

@@ -24,20 +24,21 @@ const TINY: Partial<MiTConfig> = {
 const io = readSafetensors(path.join(FIX, "io.safetensors"));
 const input = io.get("input")!;
 
-test("layerNorm and geluErf gradients match finite differences (CPU and WASM)", async () => {
-  const x0 = Float32Array.from(randomArray(5 * 6, 1), (v) => 2 * v);
-  const g0 = Float32Array.from(randomArray(6, 2), (v) => 1 + 0.5 * v);
-  const b0 = randomArray(6, 3);
-  const r = randomArray(5 * 6, 4);
+// 6 columns: TF.js kernels on every backend; 8: on WASM, the fused LayerNorm and GELU kernels.
+for (const C of [6, 8]) test(`layerNorm and geluErf gradients match finite differences (CPU and WASM, ${C} channels)`, async () => {
+  const x0 = Float32Array.from(randomArray(5 * C, 1), (v) => 2 * v);
+  const g0 = Float32Array.from(randomArray(C, 2), (v) => 1 + 0.5 * v);
+  const b0 = randomArray(C, 3);
+  const r = randomArray(5 * C, 4);
   for (const backend of ["cpu", "wasm"] as const) {
     await onBackend(backend, () => {
       const ln = (x: Float32Array, g: Float32Array, b: Float32Array) =>
-        tf.tidy(() => tf.sum(tf.mul(layerNorm(tf.tensor2d(x, [5, 6]), tf.tensor1d(g), tf.tensor1d(b), 1e-5), tf.tensor2d(r, [5, 6]))).dataSync()[0]!);
+        tf.tidy(() => tf.sum(tf.mul(layerNorm(tf.tensor2d(x, [5, C]), tf.tensor1d(g), tf.tensor1d(b), 1e-5), tf.tensor2d(r, [5, C]))).dataSync()[0]!);
       const before = tf.memory().numTensors;
       const [dx, dg, db] = tf.tidy(() => {
         const grads = tf.grads((x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) =>
-          tf.sum(tf.mul(layerNorm(x as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-5), tf.tensor2d(r, [5, 6]))),
-        )([tf.tensor2d(x0, [5, 6]), tf.tensor1d(g0), tf.tensor1d(b0)]);
+          tf.sum(tf.mul(layerNorm(x as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-5), tf.tensor2d(r, [5, C]))),
+        )([tf.tensor2d(x0, [5, C]), tf.tensor1d(g0), tf.tensor1d(b0)]);
         return grads.map((t) => t.dataSync().slice());
       });
       assert.equal(tf.memory().numTensors, before, "no leak");
@@ -58,6 +59,25 @@ test("layerNorm and geluErf gradients match finite differences (CPU and WASM)", 
       [-0.00404969, -0.15865525, 0, 0.34573123, 1.95449974].forEach((v, i) => assert.ok(Math.abs(y[i]! - v) < 1e-6, `GELU(${i})`));
     });
   }
+});
+
+test("on WASM, MiT's LayerNorm and GELU (one fused kernel per pass there) give the CPU backend's values and gradients", async () => {
+  const N = 37;
+  const C = 64;
+  const run = () =>
+    tf.tidy(() => {
+      const x = tf.tensor2d(Float32Array.from(randomArray(N * C, 11), (v) => 3 * v + 0.5), [N, C]);
+      const g = tf.tensor1d(Float32Array.from(randomArray(C, 12), (v) => 1 + 0.5 * v));
+      const b = tf.tensor1d(randomArray(C, 13));
+      const r = tf.tensor2d(randomArray(N * C, 14), [N, C]);
+      const f = (xx: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => geluErf(layerNorm(xx as tf.Tensor2D, gg, bb, 1e-6));
+      const y = f(x, g, b);
+      const grads = tf.grads((xx: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(f(xx, gg, bb), r)))([x, g, b]);
+      return [y, ...grads].map((t) => t.dataSync().slice() as Float32Array);
+    });
+  const want = await onBackend("cpu", run);
+  const got = await onBackend("wasm", run);
+  ["y", "dx", "dgamma", "dbeta"].forEach((name, i) => assert.ok(maxRelErr(got[i]!, want[i]!) < 2e-5, `${name}: ${maxRelErr(got[i]!, want[i]!)}`));
 });
 
 /** Value and gradients of sum(op(...inputs) * r) for random inputs, as plain arrays. */
