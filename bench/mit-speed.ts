@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     console.log(`\nprofile of one forward+backward at batch ${batch}: ${(total / 1000).toFixed(2)} s of kernel time`);
     for (const [c, ms] of [...by].sort((a, b) => b[1] - a[1])) console.log(`  ${c.padEnd(48)} ${(ms / 1000).toFixed(3)} s  ${((100 * ms) / total).toFixed(1)}%`);
     console.log("  top kernels:");
-    for (const [k, ms] of [...byKernel].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`    ${k.padEnd(40)} ${(ms / 1000).toFixed(3)} s`);
+    for (const [k, ms] of [...byKernel].sort((a, b) => b[1] - a[1]).slice(0, 24)) console.log(`    ${k.padEnd(40)} ${(ms / 1000).toFixed(3)} s`);
     if (flag("shapes")) {
       // Per kernel and input shapes: calls, time, and for matMuls the rate reached.
       const byShape = new Map<string, { ms: number; calls: number; flops: number }>();
