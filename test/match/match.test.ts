@@ -141,6 +141,9 @@ test("adaptiveThreshold gives the bits of a broadcasting greaterEqual (values at
       const g = await tf.grad((t: tf.Tensor) => tf.sum(tf.mul(adaptiveThreshold(t as tf.Tensor4D, 0.5, "image"), t)))(m).data();
       // d/dm of sum(b * m) with b constant is b itself.
       assert.deepEqual(Array.from(g), Array.from(await adaptiveThreshold(m, 0.5, "image").data()));
+      // The zero gradient through the max is declared, not computed: no broadcasting Equal mask.
+      const prof = await tf.profile(() => tf.grad((t: tf.Tensor) => tf.sum(tf.mul(adaptiveThreshold(t as tf.Tensor4D, 0.5, "image"), t)))(m));
+      assert.ok(!prof.kernels.some((k) => k.name === "Equal"), `kernels: ${prof.kernels.map((k) => k.name).join(", ")}`);
     });
   }
 });
