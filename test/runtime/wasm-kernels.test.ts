@@ -216,3 +216,29 @@ test("Transpose on WASM (pbip's run copies above rank 4) gives the CPU backend's
     }
   }
 });
+
+test("GatherV2 on WASM (pbip's slice copies) gives the CPU backend's values for float32, int32 and bool, on every axis, and rejects an index out of range", async () => {
+  const cases: [number[], number[], number[], number][] = [
+    [[10, 6, 6, 3], [3, 0, 9, 3, 7], [5], 0], // whole images
+    [[12, 40], [11, 0, 4, 4], [2, 2], 0], // rows of 40, a 2-D index
+    [[3, 7, 5, 8], [6, 1, 1], [3], 1], // slices of 40 after an outer axis of 3
+    [[4, 9, 3], [8, 2], [2], 1], // slices of 3: the original kernel
+    [[2, 3, 4, 20], [0, 3, 3], [3], 2],
+  ];
+  for (const dtype of ["float32", "int32", "bool"] as const) {
+    for (const [shape, index, ishape, axis] of cases) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const vals = Array.from(randomArray(n, n + axis), (v) => (dtype === "float32" ? v : dtype === "int32" ? Math.round(v * 1000) : v > 0 ? 1 : 0));
+      const run = () => tf.tidy(() => {
+        const y = tf.gather(tf.tensor(vals, shape, dtype), tf.tensor(index, ishape, "int32"), axis);
+        return { shape: y.shape, values: Array.from(y.dataSync()) };
+      });
+      const want = await onBackend("cpu", run);
+      const got = await onBackend("wasm", run);
+      assert.deepEqual(got, want, `${dtype} [${shape}] index [${index}] axis ${axis}`);
+    }
+  }
+  await onBackend("wasm", () => {
+    assert.throws(() => tf.tidy(() => tf.gather(tf.zeros([4, 20]), tf.tensor1d([1, 4], "int32"))), /the index value 4 is not in \[0, 3\]/);
+  });
+});
