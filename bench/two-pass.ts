@@ -41,7 +41,7 @@ async function main(): Promise<void> {
         for await (const ev of runTraining(task, { config: { ...cfg, train: { ...cfg.train, epochs: 1, maxSteps: 0, valEvery: 1e9, checkpointEvery: 1e9 } }, train: source, outDir, resume: false, stopAfter: 1 })) {
           if (ev.type !== "step") continue;
           const heap = (tf.backend() as unknown as { wasm?: { HEAPU8: Uint8Array } }).wasm?.HEAPU8.length;
-          const line = `${ev.seconds.step.toFixed(1)} s (kept ${ev.counts.encoderKept}, host ${ev.counts.encoderOffloaded ?? 0}, again ${ev.counts.encoderRecomputed}${heap ? `, heap ${(heap / 2 ** 30).toFixed(2)} GiB` : ""})`;
+          const line = `${ev.seconds.step.toFixed(1)} s (kept ${ev.counts.encoderKept}, again ${ev.counts.encoderRecomputed}${heap ? `, heap ${(heap / 2 ** 30).toFixed(2)} GiB` : ""})`;
           console.log(`${i === 0 ? "warm-up" : v}: ${line}`);
           if (i > 0) (rows[v] ??= []).push(line);
         }

@@ -86,9 +86,7 @@ export interface PbipConfig {
      * image for Swin-T with `memory: "lean"`). `auto`: as many as fit the WASM heap;
      * 0 (the rule on other backends, whose free memory is unknown) recomputes all.
      * Worth it for encoders with hand-written backward passes (the Swin-T); see the
-     * notebook profile for one where it is not. On WASM, an encoder that can
-     * (`applyOffloaded`: the Swin-T) holds the other chunks' activations in host memory
-     * instead of recomputing them: the same values again, a copy instead of a forward pass.
+     * notebook profile for one where it is not.
      */
     encoderKeep: number | "auto";
   };

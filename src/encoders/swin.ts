@@ -430,11 +430,9 @@ interface BlockSaved {
  * What a block keeps for its backward pass. `fast` keeps everything; `lean` recomputes
  * the attention probabilities and the MLP pre-activation in the backward pass (one
  * more fc1 product and softmax per block, roughly 10 % more time, and about half the
- * memory). `host` keeps what `lean` keeps, copied out of the backend's memory into
- * JavaScript arrays until the backward pass copies it back: for a backend whose
- * memory is full (the 4 GiB WASM heap), a copy instead of a second forward pass.
+ * memory).
  */
-export type SwinMemoryMode = "fast" | "lean" | "host";
+export type SwinMemoryMode = "fast" | "lean";
 
 /** [M, C] -> [M / T, heads, T, hd]. */
 function splitHeads(x: tf.Tensor2D, T: number, heads: number): tf.Tensor4D {
@@ -541,27 +539,10 @@ function blockBackward(dy: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Te
 
 /** A block as one differentiable op (input gradient only; the saved tensors are freed as soon as the backward has used them). */
 function blockOp(x: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Tensor4D, memory: SwinMemoryMode): tf.Tensor4D {
-  const order: (keyof BlockSaved)[] = memory === "fast" ? ["xhat1", "rstd1", "q", "k", "v", "p", "xhat2", "rstd2", "a"] : ["xhat1", "rstd1", "q", "k", "v", "xhat2", "rstd2"];
+  const order: (keyof BlockSaved)[] = memory === "lean" ? ["xhat1", "rstd1", "q", "k", "v", "xhat2", "rstd2"] : ["xhat1", "rstd1", "q", "k", "v", "p", "xhat2", "rstd2", "a"];
   return customOp(x, (xx, save) => {
     const saved: Partial<BlockSaved> = {};
     const y = blockForward(xx as tf.Tensor4D, blk, g, biasMask, saved, new Set(order));
-    if (memory === "host") {
-      // The same values, held outside the backend until the backward pass needs them.
-      const host = order.map((k) => ({ shape: saved[k]!.shape, values: saved[k]!.dataSync() as Float32Array }));
-      tf.dispose(order.map((k) => saved[k]!));
-      save([]);
-      return {
-        value: y,
-        gradFunc: (dy) => {
-          const kept = host.map((h) => tf.tensor(h.values, h.shape, "float32"));
-          host.length = 0;
-          const s = Object.fromEntries(order.map((k, i) => [k, kept[i]])) as unknown as BlockSaved;
-          const dx = tf.tidy(() => blockBackward(dy, blk, g, biasMask, s));
-          tf.dispose(kept);
-          return dx;
-        },
-      };
-    }
     save(order.map((k) => saved[k]!));
     return {
       value: y,
@@ -802,10 +783,10 @@ export class SwinEncoder implements ImageEncoder {
     return createSwinEncoder(options);
   }
 
-  private run(images: tf.Tensor4D, dense: boolean, differentiable: boolean, memory: SwinMemoryMode = this.memory): EncoderOutput {
+  private run(images: tf.Tensor4D, dense: boolean, differentiable: boolean): EncoderOutput {
     return tf.tidy(() => {
       const x = preprocessForEncoder(images, this.identity.preprocessing);
-      const out = this.model.forward(x, { tokens: dense, differentiable, memory });
+      const out = this.model.forward(x, { tokens: dense, differentiable, memory: this.memory });
       const pooled = this.model.project(out.pooled, differentiable);
       if (!dense) return { pooled };
       return { pooled, dense: this.model.project(out.tokens!, differentiable) };
@@ -815,11 +796,6 @@ export class SwinEncoder implements ImageEncoder {
   /** Differentiable forward pass (RGB [0, 1] NHWC in, any size; resized and normalised here). */
   apply(images: tf.Tensor4D, options: { dense?: boolean } = {}): EncoderOutput {
     return this.run(images, options.dense ?? false, true);
-  }
-
-  /** {@link apply} with its blocks' saved activations held in host memory until the backward pass (`host` memory mode). */
-  applyOffloaded(images: tf.Tensor4D, options: { dense?: boolean } = {}): EncoderOutput {
-    return this.run(images, options.dense ?? false, true, "host");
   }
 
   /** Encode without gradients, in chunks of `batchSize` images. The caller disposes the outputs. */

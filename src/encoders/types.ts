@@ -49,12 +49,5 @@ export interface ImageEncoder {
   encode(images: tf.Tensor4D, options?: { dense?: boolean }): Promise<EncoderOutput>;
   /** Differentiable forward pass, synchronous, for use inside `tf.grad`/`variableGrads`. */
   apply?(images: tf.Tensor4D, options?: { dense?: boolean }): EncoderOutput;
-  /**
-   * Optional: {@link apply} whose saved activations wait for the backward pass in host
-   * (JavaScript) memory instead of the backend's: what the two-pass image mode uses, when
-   * the backend's memory is full, instead of running a region chunk's forward pass again.
-   * Same values and gradients as `apply`.
-   */
-  applyOffloaded?(images: tf.Tensor4D, options?: { dense?: boolean }): EncoderOutput;
   dispose(): void;
 }

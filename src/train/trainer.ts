@@ -46,7 +46,7 @@ interface PbipCtx {
    * respect to X_FG and X_BG (computed in chunks through the encoder before the
    * tape), and the loss values.
    */
-  regionGrad?: { fg: tf.Tensor4D; bg: tf.Tensor4D; fgLoss: number; bgLoss: number; keptImages: number; offloadedImages: number; recomputedImages: number };
+  regionGrad?: { fg: tf.Tensor4D; bg: tf.Tensor4D; fgLoss: number; bgLoss: number; keptImages: number; recomputedImages: number };
 }
 
 /**
@@ -128,16 +128,12 @@ const WASM_KEEP_FRACTION = 0.85;
  * for the backward pass) fit in 85 % of the 4 GiB heap; the first chunk is always
  * kept (back-propagating a checkpointed one needs the same memory later). On other
  * backends the free device memory is not known, so `auto` checkpoints every chunk.
- * `offload` (WASM only, either setting): the chunks that are not kept hold their
- * activations in host memory instead of running forward again, when the encoder can
- * (`applyOffloaded`): there a copy out of the heap and back costs far less than a
- * forward pass (reading a GPU's memory back may not).
  */
-export function encoderKeepPlan(setting: PbipConfig["match"]["encoderKeep"], backend: string): { keep(keptImages: number, chunkImages: number, perChunkBytes: number): boolean; offload: boolean } {
-  if (typeof setting === "number") return { keep: (k, n) => k + n <= setting, offload: backend === "wasm" };
-  if (backend !== "wasm") return { keep: () => false, offload: false };
+export function encoderKeepPlan(setting: PbipConfig["match"]["encoderKeep"], backend: string): { keep(keptImages: number, chunkImages: number, perChunkBytes: number): boolean } {
+  if (typeof setting === "number") return { keep: (k, n) => k + n <= setting };
+  if (backend !== "wasm") return { keep: () => false };
   const limit = WASM_KEEP_FRACTION * WASM_HEAP_LIMIT_BYTES;
-  return { keep: (k, _n, perChunk) => k === 0 || tf.memory().numBytes + 2 * perChunk + 256 * 2 ** 20 <= limit, offload: true };
+  return { keep: (k, _n, perChunk) => k === 0 || tf.memory().numBytes + 2 * perChunk + 256 * 2 ** 20 <= limit };
 }
 
 /** An identity whose gradient is zero (tfjs has no stopGradient op). */
@@ -216,11 +212,10 @@ export class PbipTask implements TrainTask<PbipCtx> {
   /**
    * Two-pass `image` mode, pass 1: G = d beta*(theta1 L_FGS + theta2 L_BGS) / d(X_FG, X_BG),
    * one gradient over all regions with the encoder run `encoderChunk` regions at a
-   * time. A chunk either keeps its encoder activations for the backward pass, or holds
-   * them in host memory (encoders with `applyOffloaded`, `auto` on WASM), or is
+   * time. A chunk either keeps its encoder activations for the backward pass, or is
    * checkpointed: its forward pass keeps nothing and its gradient is computed
    * afterwards by running it again ({@link checkpointed}). Which chunks keep theirs is
-   * `match.encoderKeep` (see {@link encoderKeepPlan}); the values are the same every
+   * `match.encoderKeep` (see {@link encoderKeepPlan}); the values are the same either
    * way. Pass 2 (in `loss`) rebuilds the regions in the tape and adds
    * sum(X * G) - stop(sum(X * G)), whose gradient is exactly the matching losses'
    * gradient. Encoder memory is bounded by what is kept plus one chunk.
@@ -241,8 +236,6 @@ export class PbipTask implements TrainTask<PbipCtx> {
     const encode = (x: tf.Tensor4D) => encoder.apply!(x).pooled;
     const deferred: (ReturnType<typeof checkpointed> | undefined)[] = [];
     let kept = 0;
-    let offloaded = 0;
-    const offload = plan.offload && encoder.applyOffloaded ? (x: tf.Tensor4D) => encoder.applyOffloaded!(x).pooled : undefined;
     let fgT: tf.Scalar | undefined;
     let bgT: tf.Scalar | undefined;
     const gKept = tf.tidy(() =>
@@ -256,10 +249,6 @@ export class PbipTask implements TrainTask<PbipCtx> {
             perChunk = Math.max(perChunk, tf.memory().numBytes - before);
             kept += n;
             return f;
-          }
-          if (offload) {
-            offloaded += n;
-            return offload(c);
           }
           const d = checkpointed(encode, c);
           deferred[i] = d;
@@ -287,7 +276,7 @@ export class PbipTask implements TrainTask<PbipCtx> {
     const fg = tf.slice(gAll, 0, p) as tf.Tensor4D;
     const bg = tf.slice(gAll, p, p) as tf.Tensor4D;
     gAll.dispose();
-    return { fg, bg, fgLoss, bgLoss, keptImages: kept, offloadedImages: offloaded, recomputedImages: 2 * p - kept - offloaded };
+    return { fg, bg, fgLoss, bgLoss, keptImages: kept, recomputedImages: 2 * p - kept };
   }
 
   release(ctx: PbipCtx): void {
@@ -313,7 +302,6 @@ export class PbipTask implements TrainTask<PbipCtx> {
         if (g) {
           // Pass 2 of the two-pass image mode: values from pass 1, gradient through sum(X * G).
           counts.encoderKept = g.keptImages;
-          counts.encoderOffloaded = g.offloadedImages;
           counts.encoderRecomputed = g.recomputedImages;
           const lin = regionSurrogate(batch.images, m, b, sel, cfg.match, g.fg, g.bg, cfg.match.encoderChunk);
           surrogate = tf.sub(lin, stopGradient(lin)) as tf.Scalar;

@@ -107,9 +107,8 @@ export interface StepTiming {
   regions?: number;
   cpu: number;
   pairs: number;
-  /** Two-pass image mode: region images whose encoder activations pass 1 kept, held in host memory, and ran again (checkpointed). */
+  /** Two-pass image mode: region images whose encoder activations pass 1 kept, and those it ran again (checkpointed). */
   encoderKept?: number;
-  encoderOffloaded?: number;
   encoderRecomputed?: number;
 }
 
@@ -247,7 +246,6 @@ function medianTiming(steps: StepTiming[]): StepTiming {
   if (steps.some((s) => s.regions !== undefined)) out.regions = pick("regions");
   if (steps.some((s) => s.encoderKept !== undefined)) {
     out.encoderKept = pick("encoderKept");
-    out.encoderOffloaded = pick("encoderOffloaded");
     out.encoderRecomputed = pick("encoderRecomputed");
   }
   return out;
@@ -425,11 +423,10 @@ async function timeSteps(
       if (ev.seconds.regions !== undefined) timing.regions = ev.seconds.regions;
       if (ev.counts.encoderKept !== undefined) {
         timing.encoderKept = ev.counts.encoderKept;
-        timing.encoderOffloaded = ev.counts.encoderOffloaded ?? 0;
         timing.encoderRecomputed = ev.counts.encoderRecomputed ?? 0;
       }
       const phase = n < warmup ? "warm-up" : profiling ? "profiled" : `rep ${n - warmup + 1}/${reps}`;
-      log(`  ${label}: ${phase} step ${timing.step.toFixed(2)} s (forward+backward ${timing.forwardBackward.toFixed(2)} s, pairs ${timing.pairs}${timing.encoderKept !== undefined ? `, encoder activations kept for ${timing.encoderKept} regions, held in host memory for ${timing.encoderOffloaded}, recomputed for ${timing.encoderRecomputed}` : ""}), rss ${formatBytes(process.memoryUsage().rss)}`);
+      log(`  ${label}: ${phase} step ${timing.step.toFixed(2)} s (forward+backward ${timing.forwardBackward.toFixed(2)} s, pairs ${timing.pairs}${timing.encoderKept !== undefined ? `, encoder activations kept for ${timing.encoderKept} regions, recomputed for ${timing.encoderRecomputed}` : ""}), rss ${formatBytes(process.memoryUsage().rss)}`);
       if (n >= warmup && !profiling) steps.push(timing);
     }
   } finally {
@@ -538,7 +535,7 @@ async function trainCase(name: BenchCase, sz: Sizes, o: BenchOptions, profile: b
     if (regionMode === "image" && (m.cfg.match.encoderChunk ?? 0) > 0) {
       // Two-pass image mode: the chunks whose activations were not kept run forward twice.
       const recomputed = med.encoderRecomputed ?? 0;
-      const share = recomputed / Math.max(1, recomputed + (med.encoderKept ?? 0) + (med.encoderOffloaded ?? 0));
+      const share = recomputed / Math.max(1, recomputed + (med.encoderKept ?? 0));
       const again = (encoderTiming.forward ?? 0) * share;
       breakdown[`encoder forward again (two-pass image mode: the ${recomputed} checkpointed regions)`] = again;
       enc += again;
