@@ -13,6 +13,8 @@
 //   dist-gpu/payload.tar.xz    unpacked by run.sh into a cache folder on first run:
 //       bin/node                              this Node.js (process.execPath), symbols stripped
 //       lib/libvulkan.so.1                    the Vulkan loader from Debian's libvulkan1 (dpkg -x)
+//       lib/fill/*.so.*                       glvnd and X11 client libraries a Vulkan driver loads (Debian 12),
+//                                             put on the library path by run.sh only where the system lacks them
 //       modules/webgpu/                       Dawn's dawn.node for linux-x64 only, with its index.js
 //       modules/@img/sharp-linux-x64/, modules/@img/sharp-libvips-linux-x64/   sharp's prebuilt addon + libvips
 //       modules/nsfwjs/dist/models/mobilenet_v2/   the bundled MobileNetV2 weights (stand-in encoder/backbone)
@@ -107,6 +109,27 @@ function listFiles(dir, base = dir) {
   return out;
 }
 
+/**
+ * Debian packages whose libraries a GPU's Vulkan driver loads (soname per package):
+ * glvnd (the dispatcher, EGL, GLX, GL, OpenGL, GLES) and the X11 client libraries
+ * NVIDIA's libGLX_nvidia.so.0 links against, with their own dependencies.
+ */
+const DRIVER_COMPANIONS = {
+  libglvnd0: ["libGLdispatch.so.0"],
+  libegl1: ["libEGL.so.1"],
+  libglx0: ["libGLX.so.0"],
+  libgl1: ["libGL.so.1"],
+  libopengl0: ["libOpenGL.so.0"],
+  libgles2: ["libGLESv2.so.2"],
+  "libx11-6": ["libX11.so.6"],
+  libxext6: ["libXext.so.6"],
+  libxcb1: ["libxcb.so.1"],
+  libxau6: ["libXau.so.6"],
+  libxdmcp6: ["libXdmcp.so.6"],
+  libbsd0: ["libbsd.so.0"],
+  libmd0: ["libmd.so.0"],
+};
+
 const sha256File = (f) => crypto.createHash("sha256").update(fs.readFileSync(f)).digest("hex");
 const mib = (n) => `${(n / 1024 / 1024).toFixed(1)} MiB`;
 
@@ -198,22 +221,46 @@ async function build() {
     else copy(process.execPath, nodeDst);
     fs.chmodSync(nodeDst, 0o755);
 
-    // The Vulkan loader from Debian's libvulkan1 (downloaded, unpacked with dpkg -x, never installed).
+    // Debian packages: downloaded (or found in apt's caches), unpacked with dpkg -x, never installed.
     const debDirs = [path.join(root, ".cache", "apt", "debs"), "/var/cache/apt/archives"];
-    let deb = debDirs.flatMap((d) => (fs.existsSync(d) ? fs.readdirSync(d).filter((f) => /^libvulkan1_.*_amd64\.deb$/.test(f)).map((f) => path.join(d, f)) : []))[0];
-    if (!deb) {
-      const dl = path.join(stage, "deb");
-      fs.mkdirSync(dl);
-      log("apt-get download libvulkan1 (the Vulkan loader; not installed)");
-      run("apt-get", ["download", "libvulkan1"], { cwd: dl });
-      deb = path.join(dl, fs.readdirSync(dl).find((f) => f.endsWith(".deb")));
+    const dl = path.join(stage, "deb");
+    const debVersions = {};
+    const unpackDeb = (pkg) => {
+      const re = new RegExp(`^${pkg.replace(/[+.]/g, "\\$&")}_[^_]+_amd64\\.deb$`);
+      let deb = debDirs.flatMap((d) => (fs.existsSync(d) ? fs.readdirSync(d).filter((f) => re.test(f)).map((f) => path.join(d, f)) : []))[0];
+      if (!deb) {
+        fs.mkdirSync(dl, { recursive: true });
+        log(`apt-get download ${pkg} (not installed)`);
+        run("apt-get", ["download", `${pkg}:amd64`], { cwd: dl });
+        const f = fs.readdirSync(dl).find((f) => re.test(f));
+        if (!f) fail(`apt-get download ${pkg} wrote no ${pkg}_*_amd64.deb`);
+        deb = path.join(dl, f);
+      }
+      const x = path.join(stage, "x", pkg);
+      fs.mkdirSync(x, { recursive: true });
+      run("dpkg-deb", ["-x", deb, x]);
+      debVersions[pkg] = decodeURIComponent(path.basename(deb).split("_")[1]);
+      return x;
+    };
+    /** The real file behind `soname` in an unpacked package (sonames are symlinks to it). */
+    const sharedObject = (x, soname, pkg) => {
+      const f = listFiles(x).find((f) => path.basename(f) === soname);
+      if (!f) fail(`${pkg} holds no ${soname}`);
+      return fs.realpathSync(path.join(x, f));
+    };
+
+    // The Vulkan loader from Debian's libvulkan1.
+    copy(sharedObject(unpackDeb("libvulkan1"), "libvulkan.so.1", "libvulkan1"), path.join(payloadDir, "lib", "libvulkan.so.1"), 0o755);
+
+    // What a vendor's Vulkan driver loads besides itself and a bare machine may lack.
+    // NVIDIA's ICD (libGLX_nvidia.so.0) needs glvnd's dispatcher and EGL and the X11
+    // client libraries: on an H200 machine with only the driver mounted, the loader
+    // got no vkCreateInstance from it until glvnd's libraries were present. run.sh
+    // puts a copy on the library path only for those the system lacks.
+    for (const [pkg, sonames] of Object.entries(DRIVER_COMPANIONS)) {
+      const x = unpackDeb(pkg);
+      for (const so of sonames) copy(sharedObject(x, so, pkg), path.join(payloadDir, "lib", "fill", so), 0o755);
     }
-    const debX = path.join(stage, "libvulkan1");
-    run("dpkg-deb", ["-x", deb, debX]);
-    const loader = listFiles(debX).find((f) => /libvulkan\.so\.1\.\d+\.\d+$/.test(f));
-    if (!loader) fail(`${deb} holds no libvulkan.so.1.x.y`);
-    copy(path.join(debX, loader), path.join(payloadDir, "lib", "libvulkan.so.1"), 0o755);
-    const vulkanVersion = path.basename(deb).split("_")[1];
 
     // Dawn (the webgpu package): linux-x64 only.
     const wg = pkgDir("webgpu");
@@ -246,7 +293,7 @@ async function build() {
       fs.writeFileSync(path.join(d, "bundled.js"), `throw new Error(${JSON.stringify(`pbip GPU bundle: ${name} is bundled into app/pbip.cjs`)});\n`);
     }
     versions.webgpu = pkgJson("webgpu").version;
-    versions.libvulkan1 = vulkanVersion;
+    for (const [k, v] of Object.entries(debVersions)) versions[`deb:${k}`] = v;
     versions.node = process.version;
     versions["@img/sharp-libvips-linux-x64"] = pkgJson("@img/sharp-libvips-linux-x64").version;
 

@@ -158,8 +158,49 @@ else
   say "  NVIDIA: the driver installs nvidia_icd.json (package libnvidia-gl-* / nvidia-vulkan-icd); in a container,"
   say "  NVIDIA_DRIVER_CAPABILITIES must include 'graphics' (or 'all'); or set VK_ICD_FILENAMES to the JSON"
 fi
+# Libraries a vendor's driver loads besides itself (glvnd's dispatcher and EGL, X11
+# client libraries): NVIDIA's ICD yields no vkCreateInstance without glvnd, which a
+# machine with only the driver mounted may lack. The system's copies win; the
+# bundled ones (Debian 12) fill in only the sonames the system cannot resolve.
+have_lib() { # soname -> found in the linker cache or on LD_LIBRARY_PATH
+  local so="$1" d
+  if [ -n "${LD_LIBRARY_PATH:-}" ]; then
+    IFS=: read -r -a lp <<<"$LD_LIBRARY_PATH"
+    for d in "${lp[@]}"; do [ -n "$d" ] && [ -e "$d/$so" ] && return 0; done
+  fi
+  [ -n "$ldcache" ] && grep -q "^[[:space:]]*$so (.*x86-64" <<<"$ldcache"
+}
+ldconfig_bin="$(command -v ldconfig || true)"
+for c in /sbin/ldconfig /usr/sbin/ldconfig; do [ -z "$ldconfig_bin" ] && [ -x "$c" ] && ldconfig_bin="$c"; done
+ldcache="$([ -n "$ldconfig_bin" ] && "$ldconfig_bin" -p 2>/dev/null || true)"
+[ -n "$ldcache" ] || say "cannot read the linker cache (ldconfig -p): using every bundled driver companion library"
+missing=()
+if [ -d "$dest/lib/fill" ]; then
+  for f in "$dest/lib/fill"/*; do
+    so="$(basename "$f")"
+    have_lib "$so" || missing+=("$so")
+  done
+fi
+fill=""
+if [ ${#missing[@]} -gt 0 ]; then
+  fill="$dest/fill-$(printf '%s\n' "${missing[@]}" | cksum | cut -d' ' -f1)"
+  if [ ! -d "$fill" ]; then
+    # A folder of links to the missing ones, made once per set (beside the unpacked
+    # payload, or in a temporary folder when that is not writable).
+    if tmpfill="$(mktemp -d "$dest/.fill.XXXXXX" 2>/dev/null)"; then
+      for so in "${missing[@]}"; do ln -s "$dest/lib/fill/$so" "$tmpfill/$so"; done
+      mv -T "$tmpfill" "$fill" 2>/dev/null || rm -rf "$tmpfill"
+    else
+      fill="$(mktemp -d)"
+      for so in "${missing[@]}"; do ln -s "$dest/lib/fill/$so" "$fill/$so"; done
+    fi
+  fi
+  say "the system lacks ${missing[*]}: using the bundled copies (Debian 12)"
+fi
 if [ "${PBIP_VULKAN_LOADER:-bundled}" != "system" ]; then
-  export LD_LIBRARY_PATH="$dest/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH="$dest/lib${fill:+:$fill}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+elif [ -n "$fill" ]; then
+  export LD_LIBRARY_PATH="$fill${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 export NODE_PATH="$dest/modules"
 export PBIP_WASM_DIR="$here/app"

@@ -5,7 +5,8 @@
  * benchmark on the WebGPU backend with Mesa lavapipe (the CPU Vulkan driver of
  * `npm run setup`) from a PATH that has no Node.js, reporting the llvmpipe adapter
  * as software and writing the benchmark JSON. It also refuses the software
- * adapter when --allow-software is not given.
+ * adapter when --allow-software is not given, and fills in glvnd's libraries from
+ * the bundle only where the system's linker cache lacks them.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -20,7 +21,7 @@ const ROOT = path.resolve(__dirname, "..", "..");
 const DIST = path.join(ROOT, "dist-gpu");
 const LIMIT = 60 * 1024 * 1024;
 /** What the launcher needs from the system (no node among them). */
-const TOOLS = ["bash", "sh", "sed", "tar", "gzip", "mkdir", "mktemp", "mv", "rm", "touch", "date", "uname", "id", "head", "basename", "dirname", "cat"];
+const TOOLS = ["bash", "sh", "sed", "grep", "tar", "gzip", "mkdir", "mktemp", "mv", "rm", "ln", "touch", "date", "uname", "id", "head", "basename", "dirname", "cat", "cksum", "cut"];
 /**
  * The measured paths the smoke run covers here: the release step in both region
  * modes (MiT + Swin code paths, tiny configurations) and pseudo-mask generation.
@@ -134,6 +135,25 @@ test("GPU bundle: under 60 MiB, no node_modules, smoke benchmark on lavapipe wit
     assert.match(probe.err, /llvmpipe/);
     assert.match(probe.err, /SOFTWARE/);
     assert.ok(fs.existsSync(path.join(env.PBIP_GPU_CACHE!)), "the payload was unpacked into PBIP_GPU_CACHE");
+    assert.doesNotMatch(probe.err, /the system lacks/, "this machine has glvnd and the X11 libraries: no bundled copy is used");
+
+    // A system without glvnd's dispatcher and EGL (an NVIDIA driver mounted alone: its
+    // ICD then yields no vkCreateInstance): the launcher fills in exactly those two.
+    const realLdconfig = ["/sbin/ldconfig", "/usr/sbin/ldconfig"].find((f) => fs.existsSync(f));
+    assert.ok(realLdconfig, "the launcher test needs ldconfig");
+    const hide = path.join(tmp, "hide-glvnd");
+    fs.mkdirSync(hide);
+    fs.writeFileSync(path.join(hide, "ldconfig"), `#!/bin/sh\n${realLdconfig} -p | grep -v -e 'libGLdispatch\\.so\\.0 ' -e 'libEGL\\.so\\.1 '\n`, { mode: 0o755 });
+    const hidden = await runLauncher(["probe"], { ...env, PATH: `${hide}:${bin}` }, 5 * 60_000);
+    assert.equal(hidden.code, 3, `probe without glvnd in the linker cache:\n${hidden.err.slice(-2000)}`);
+    assert.match(hidden.err, /the system lacks (libEGL\.so\.1 libGLdispatch\.so\.0|libGLdispatch\.so\.0 libEGL\.so\.1): using the bundled copies/);
+    const unpacked = fs.readdirSync(env.PBIP_GPU_CACHE!).filter((d) => fs.existsSync(path.join(env.PBIP_GPU_CACHE!, d, ".complete")));
+    assert.equal(unpacked.length, 1);
+    const fills = fs.readdirSync(path.join(env.PBIP_GPU_CACHE!, unpacked[0]!)).filter((d) => d.startsWith("fill-"));
+    assert.equal(fills.length, 1, "one folder of links for the missing set");
+    const links = fs.readdirSync(path.join(env.PBIP_GPU_CACHE!, unpacked[0]!, fills[0]!)).sort();
+    assert.deepEqual(links, ["libEGL.so.1", "libGLdispatch.so.0"]);
+    for (const l of links) assert.ok(fs.statSync(path.join(env.PBIP_GPU_CACHE!, unpacked[0]!, fills[0]!, l)).size > 10_000, `${l} resolves to the bundled library`);
 
     // The smoke benchmark with --allow-software.
     const out = path.join(tmp, "runs");
