@@ -175,6 +175,24 @@ function loadDawn(): GpuLike {
   return (g.navigator as { gpu: GpuLike }).gpu;
 }
 
+/**
+ * Why Dawn may have found no adapter, and what to do, from the Vulkan variables in
+ * `env`: no driver named at all, or named drivers that gave no device (seen on an
+ * NVIDIA H200 whose driver was mounted without glvnd: its ICD loads but returns no
+ * vkCreateInstance).
+ */
+export function noAdapterHint(env: NodeJS.ProcessEnv): string {
+  const named = env.VK_ICD_FILENAMES || env.VK_DRIVER_FILES;
+  const setup = env.PBIP_GPU_BUNDLE ? "" : " On a CPU-only machine, `npm run setup` unpacks Mesa lavapipe; then start the process with `. .cache/vulkan/env.sh` sourced.";
+  if (!named) return `no Vulkan driver is named (VK_ICD_FILENAMES) and the loader's default folders gave none.${setup}`;
+  return (
+    `the Vulkan loader was given ${named} but got no device from it. Run again with VK_LOADER_DEBUG=error to see why the driver was rejected; ` +
+    "an NVIDIA driver also needs glvnd's libGLdispatch.so.0 and libEGL.so.1 (and libX11/libXext) on the library path " +
+    "(Debian/Ubuntu: libglvnd0 libegl1 libx11-6 libxext6; the GPU bundle's run.sh fills in those the system lacks)." +
+    setup
+  );
+}
+
 /** Ask Dawn for an adapter and describe it; throws BackendUnavailable if there is none. */
 export async function probeWebGpuAdapter(): Promise<AdapterInfo> {
   const gpu = loadDawn();
@@ -182,10 +200,7 @@ export async function probeWebGpuAdapter(): Promise<AdapterInfo> {
     | { info?: Record<string, unknown>; isFallbackAdapter?: boolean; requestAdapterInfo?: () => Promise<Record<string, unknown>> }
     | null;
   if (!adapter) {
-    throw new BackendUnavailable(
-      `WebGPU found no adapter through Dawn (${dawnOptions().join(" ") || "default backend"}): no Vulkan driver is visible. ` +
-        "On a CPU-only machine, `npm run setup` unpacks Mesa lavapipe; then start the process with `. .cache/vulkan/env.sh` sourced",
-    );
+    throw new BackendUnavailable(`WebGPU found no adapter through Dawn (${dawnOptions().join(" ") || "default backend"}): ${noAdapterHint(process.env)}`);
   }
   const info = adapter.info ?? (adapter.requestAdapterInfo ? await adapter.requestAdapterInfo() : {});
   const s = (k: string) => String(info[k] ?? "");
