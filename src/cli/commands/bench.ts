@@ -760,10 +760,10 @@ async function runChild(spec: ChildSpec, o: BenchOptions): Promise<BackendResult
 
 const fmtS = (s: number | undefined) => (s === undefined || !Number.isFinite(s) ? "-" : s >= 100 ? s.toFixed(0) : s >= 10 ? s.toFixed(1) : s.toFixed(2));
 
-function ratioText(ours: number, ref: number): string {
+function ratioText(ours: number, ref: number, who = "PyTorch"): string {
   if (!Number.isFinite(ours) || ours <= 0) return "n/a";
   const r = ours / ref;
-  return r >= 1 ? `${r.toFixed(1)}x slower than PyTorch` : `${(1 / r).toFixed(1)}x faster than PyTorch`;
+  return r >= 1 ? `${r.toFixed(1)}x slower than ${who}` : `${(1 / r).toFixed(1)}x faster than ${who}`;
 }
 
 /** The printed table: one row per training case and backend, then the CAM rows. */
@@ -829,17 +829,27 @@ export function summarize(rep: BenchReport): string[] {
       out.push(`${tag}: ${b.sizes} sizes; not comparable with the PyTorch figures (run with --full${b.software ? " on a real GPU" : ""})`);
       continue;
     }
+    // The reference figures are CPU figures: on a GPU, say so wherever they are compared.
+    const gpu = b.backend === "webgpu" && !b.software;
+    const pt = gpu ? "PyTorch on 2 CPU cores" : "PyTorch";
+    const ratio = (ours: number, r: number) => ratioText(ours, r, pt);
     const rel = b.cases.find((c): c is TrainCaseResult => c.kind === "train" && c.name === "release-image");
+    if (gpu) {
+      out.push(
+        `${tag}: a GPU; the PyTorch figures below are the CPU reference (two cores), not PyTorch on this GPU, which is far faster ` +
+          "(`python3 bench/torch-reference.py` there times the step's two big parts; docs/results.md has an H200's figures)",
+      );
+    }
     if (rel) {
-      out.push(`${tag}: release step (image mode) ${fmtS(rel.median.step)} s vs PyTorch ${ref.releaseStepSeconds} s: ${ratioText(rel.median.step, ref.releaseStepSeconds)}`);
+      out.push(`${tag}: release step (image mode) ${fmtS(rel.median.step)} s vs ${pt} ${ref.releaseStepSeconds} s: ${ratio(rel.median.step, ref.releaseStepSeconds)}`);
       if (rel.encoderTiming?.forwardBackward !== undefined) {
         const per = rel.encoderTiming.forwardBackward / rel.encoderTiming.images;
         out.push(
-          `  Swin-T forward+backward on the step's ${rel.encoderTiming.images} region images: ${fmtS(rel.encoderTiming.forwardBackward)} s (${fmtS(per)} s per image) vs PyTorch's ${ref.encoderForwardBackwardSeconds} s ` +
-            `(${ratioText(rel.encoderTiming.forwardBackward, ref.encoderForwardBackwardSeconds)}; PyTorch's region count is not stated, ${rel.median.pairs} pairs here)`,
+          `  Swin-T forward+backward on the step's ${rel.encoderTiming.images} region images: ${fmtS(rel.encoderTiming.forwardBackward)} s (${fmtS(per)} s per image) vs ${pt}: ${ref.encoderForwardBackwardSeconds} s ` +
+            `(${ratio(rel.encoderTiming.forwardBackward, ref.encoderForwardBackwardSeconds)}; PyTorch's region count is not stated, ${rel.median.pairs} pairs here)`,
         );
       }
-      if (rel.classNetAlone) out.push(`  ClassNet alone (classification-loss step) ${fmtS(rel.classNetAlone.step)} s vs PyTorch ${ref.classNetAloneSeconds} s: ${ratioText(rel.classNetAlone.step, ref.classNetAloneSeconds)}`);
+      if (rel.classNetAlone) out.push(`  ClassNet alone (classification-loss step) ${fmtS(rel.classNetAlone.step)} s vs ${pt} ${ref.classNetAloneSeconds} s: ${ratio(rel.classNetAlone.step, ref.classNetAloneSeconds)}`);
       const total = Object.values(rel.breakdown).reduce((a, v) => a + v, 0);
       if (total > 0) {
         out.push(`  where the time goes: ${Object.entries(rel.breakdown).map(([k, v]) => `${k} ${fmtS(v)} s (${((100 * v) / total).toFixed(0)}%)`).join(", ")}`);
@@ -856,12 +866,12 @@ export function summarize(rep: BenchReport): string[] {
       }
     }
     const feat = b.cases.find((c): c is TrainCaseResult => c.kind === "train" && c.name === "release-feature");
-    if (feat) out.push(`  release step in feature mode (this project's variant; the release has only image mode) ${fmtS(feat.median.step)} s, vs PyTorch's image-mode ${ref.releaseStepSeconds} s: ${ratioText(feat.median.step, ref.releaseStepSeconds)}`);
+    if (feat) out.push(`  release step in feature mode (this project's variant; the release has only image mode) ${fmtS(feat.median.step)} s, vs ${pt} in image mode ${ref.releaseStepSeconds} s: ${ratio(feat.median.step, ref.releaseStepSeconds)}`);
     const cam = b.cases.find((c): c is CamCaseResult => c.kind === "cam");
     if (cam) {
       const [lo, hi] = ref.camMsPerPatchNoTta;
       const v = cam.noTta.msPerPatch;
-      const verdict = v <= hi ? (v < lo ? `${(lo / v).toFixed(1)}x faster than PyTorch's ${lo}-${hi} ms` : `within PyTorch's ${lo}-${hi} ms`) : `${(v / hi).toFixed(1)}-${(v / lo).toFixed(1)}x slower than PyTorch's ${lo}-${hi} ms`;
+      const verdict = v <= hi ? (v < lo ? `${(lo / v).toFixed(1)}x faster than ${pt}: ${lo}-${hi} ms` : `within ${pt}: ${lo}-${hi} ms`) : `${(v / hi).toFixed(1)}-${(v / lo).toFixed(1)}x slower than ${pt}: ${lo}-${hi} ms`;
       out.push(`  pseudo-masks without TTA ${v.toFixed(1)} ms/patch: ${verdict}; with TTA ${cam.tta.msPerPatch.toFixed(1)} ms/patch`);
     }
     if (b.backend === "wasm" && (b.threads ?? 1) === 1) {
