@@ -333,28 +333,56 @@ function walkRuns(total: number, run: number, outer: readonly number[], strides:
 }
 
 /**
- * The WASM backend's Slice copies one run of the last axis at a time (a typed-array
- * view and a copy per run): cutting one row and column off [44, 57, 57, 96] (the
- * gradient of MobileNetV2's asymmetric padding) made 138 000 copies of 96 floats and
- * took 0.4 s. This version merges the axes the slice takes whole into the run (2464
- * copies of 5376 floats there). Same bytes; strings keep the original kernel.
+ * The WASM backend's Slice reads its input with `readSync`, which copies the whole
+ * input out of the heap, for every slice: splitting a 14-million-element vector into
+ * 196 parts (the optimiser's flat update) took 42 s. And it copies one run of the
+ * last axis at a time (a typed-array view and a copy per run): cutting one row and
+ * column off [44, 57, 57, 96] (the gradient of MobileNetV2's asymmetric padding) made
+ * 138 000 copies of 96 floats and took 0.4 s. This version reads through a view of
+ * the heap, copies a contiguous slice in one go, and merges the axes the slice takes
+ * whole into the run (2464 copies of 5376 floats there); runs under 16 elements are
+ * copied element by element. Same bytes; strings keep the original kernel.
  */
 function overrideSlice(): void {
-  overrideWasmKernel("Slice", (args, orig) => {
+  const origSlice = tf.getKernel("Slice", "wasm")?.kernelFunc;
+  if (!origSlice) return;
+  const slice = (args: KernelArgs): Info => {
     const x = (args.inputs as unknown as { x: Info }).x;
     const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
-    if (x.dtype === "string" || x.shape.length < 2) return orig(args);
+    if (x.dtype === "string" || x.shape.length < 1) return origSlice(args) as Info;
     const [b, sz] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
     const plan = sliceRuns(x.shape, b, sz);
-    // Merged runs under 64 elements gain little; those, and one contiguous block, stay with the original.
-    if (plan.outer.length === 0 || plan.run < 64) return orig(args);
     const be = args.backend as unknown as HeapBackend;
     // Views of the heap, taken after the output's allocation (which may grow it).
     const out = be.makeOutput(sz, x.dtype);
     const xs = be.typedArrayFromHeap(x);
     const os = be.typedArrayFromHeap(out);
-    walkRuns(os.length, plan.run, plan.outer, plan.strides, plan.offset, (src, dst) => os.set(xs.subarray(src, src + plan.run), dst));
+    const run = plan.run;
+    if (plan.outer.length === 0) os.set(xs.subarray(plan.offset, plan.offset + os.length));
+    else if (run >= 16) walkRuns(os.length, run, plan.outer, plan.strides, plan.offset, (src, dst) => os.set(xs.subarray(src, src + run), dst));
+    else {
+      walkRuns(os.length, run, plan.outer, plan.strides, plan.offset, (src, dst) => {
+        for (let i = 0; i < run; i++) os[dst + i] = xs[src + i]!;
+      });
+    }
     return out;
+  };
+  overrideWasmKernel("Slice", (args) => slice(args));
+  // SplitV calls the backend's own Slice function, not the registered kernel: route it here too.
+  overrideWasmKernel("SplitV", (args, orig) => {
+    const x = (args.inputs as unknown as { x: Info }).x;
+    if (x.dtype === "string") return orig(args);
+    const { numOrSizeSplits, axis } = args.attrs as unknown as { numOrSizeSplits: number | number[]; axis: number | number[] };
+    const ax = tf.util.parseAxisParam(axis, x.shape)[0]!;
+    const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, ax);
+    const begin = new Array<number>(x.shape.length).fill(0);
+    return sizes.map((n) => {
+      const size = [...x.shape];
+      size[ax] = n;
+      const part = slice({ ...args, inputs: { x } as unknown as KernelArgs["inputs"], attrs: { begin: [...begin], size } as unknown as KernelArgs["attrs"] });
+      begin[ax]! += n;
+      return part;
+    });
   });
 }
 

@@ -171,6 +171,10 @@ test("Slice on WASM (pbip's run copies) gives the CPU backend's values for float
     [[2, 5, 5, 3], [0, 1, 1, 0], [2, 3, 3, 3]],
     [[2, 3, 40, 4], [1, 0, 5, 1], [1, 3, 30, 2]],
     [[4, 3, 50, 2], [1, 0, 0, 0], [2, -1, -1, -1]],
+    [[6, 4, 8], [2, 0, 0], [3, 4, 8]], // one contiguous block
+    [[1000], [137], [500]], // rank 1
+    [[7, 5, 3], [1, 1, 1], [5, 3, 2]], // runs of 2: element copies
+    [[3, 4, 5, 6], [0, 1, 0, 2], [3, 2, 5, 3]], // runs of 3
   ];
   for (const dtype of ["float32", "int32", "bool"] as const) {
     for (const [shape, begin, size] of cases) {
@@ -182,6 +186,48 @@ test("Slice on WASM (pbip's run copies) gives the CPU backend's values for float
       assert.deepEqual(got, want, `${dtype} [${shape}] begin [${begin}] size [${size}]`);
     }
   }
+});
+
+test("SplitV on WASM (through pbip's Slice) gives the CPU backend's values on every axis, and no slice reads its whole input back", async () => {
+  const cases: [number[], number[] | number, number][] = [
+    [[14000], [3000, 1, 9000, 1999], 0], // the optimiser's flat update: contiguous parts
+    [[6, 10, 4], [2, 5, 3], 1],
+    [[6, 10, 4], 2, 2], // runs of 2
+    [[5, 3, 70], [10, 60], 2],
+  ];
+  for (const dtype of ["float32", "int32", "bool"] as const) {
+    for (const [shape, split, axis] of cases) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const vals = Array.from(randomArray(n, n + axis), (v) => (dtype === "float32" ? v : dtype === "int32" ? Math.round(v * 1000) : v > 0 ? 1 : 0));
+      const run = () => tf.tidy(() => tf.split(tf.tensor(vals, shape, dtype), split, axis).map((t) => [t.shape, Array.from(t.dataSync())]));
+      const want = await onBackend("cpu", run);
+      const got = await onBackend("wasm", run);
+      assert.deepEqual(got, want, `${dtype} [${shape}] split ${JSON.stringify(split)} axis ${axis}`);
+    }
+  }
+  // TF.js's own WASM Slice reads its input with readSync, a copy of the whole input per
+  // slice (42 s to split a 14-million-element vector into 196 parts): pbip's reads none.
+  await onBackend("wasm", () => {
+    const be = tf.backend() as unknown as { readSync: (...a: unknown[]) => unknown };
+    const orig = be.readSync;
+    let reads = 0;
+    be.readSync = (...a: unknown[]) => {
+      reads++;
+      return orig.apply(be, a);
+    };
+    try {
+      tf.tidy(() => {
+        const x = tf.ones([100, 50, 8]);
+        tf.split(x, [30, 70]);
+        tf.slice(x, [3, 0, 0], [1, 50, 8]);
+        tf.slice(x, [0, 1, 1], [100, 3, 3]);
+        tf.slice(tf.ones([4000]), [5], [10]);
+      });
+    } finally {
+      be.readSync = orig;
+    }
+    assert.equal(reads, 0, "no readSync of a slice's input");
+  });
 });
 
 test("transposePlan drops size-1 axes and merges axes that stay neighbours (hand-worked plans)", () => {
