@@ -62,6 +62,24 @@ export interface AdamWOptions {
    * available from {@link AdamW.gradNorm}. Default: no clipping.
    */
   clipGradNorm?: number;
+  /**
+   * Update the parameters that share the update's constants (learning-rate scale,
+   * weight decay, step count) as one flat vector: the same arithmetic, bit for bit,
+   * in a dozen kernels instead of a dozen per parameter tensor (what GPU backends pay
+   * for, one dispatch each). Default true; false runs one parameter at a time.
+   */
+  fuse?: boolean;
+}
+
+/** The scalars of one update (see the module comment). */
+interface UpdateConstants {
+  /** The learning rate times the group's lrScale. */
+  lrP: number;
+  weightDecay: number;
+  /** 1 - beta1^t */
+  bc1: number;
+  /** sqrt(1 - beta2^t) */
+  bc2Sqrt: number;
 }
 
 /** Settings of one parameter after group resolution. */
@@ -156,6 +174,8 @@ export class AdamW {
   private disposed = false;
   /** The last global gradient norm (clipping on), kept on the device until read or replaced. */
   private lastNorm?: tf.Scalar;
+  /** Update parameters that share the update's constants as one flat vector (see {@link AdamWOptions.fuse}). */
+  private readonly fuse: boolean;
 
   constructor(params: Parameters, options: AdamWOptions) {
     this.baseLr = finite("lr", options.lr, 0);
@@ -167,6 +187,7 @@ export class AdamW {
     const wd = finite("weightDecay", options.weightDecay ?? 0.01, 0);
     if (options.clipGradNorm !== undefined && !(options.clipGradNorm > 0)) throw new UsageError(`AdamW: clipGradNorm must be > 0, got ${options.clipGradNorm}`);
     this.clip = options.clipGradNorm;
+    this.fuse = options.fuse ?? true;
     const list = entries(params);
     if (list.length === 0) throw new UsageError("AdamW: no parameters to optimise");
     this.slots = list.map(([name, variable]) => {
@@ -187,6 +208,15 @@ export class AdamW {
       this.byVarName.set(variable.name, slot);
       return slot;
     });
+  }
+
+  /** One AdamW update of (p, m, v) with gradient g, element-wise (see the module comment). */
+  private update(p0: tf.Tensor, m0: tf.Tensor, v0: tf.Tensor, g: tf.Tensor, c: UpdateConstants): { p: tf.Tensor; m: tf.Tensor; v: tf.Tensor } {
+    const p = c.weightDecay !== 0 ? tf.mul(p0, 1 - c.lrP * c.weightDecay) : p0;
+    const m = tf.add(tf.mul(m0, this.beta1), tf.mul(g, 1 - this.beta1));
+    const v = tf.add(tf.mul(v0, this.beta2), tf.mul(tf.square(g), 1 - this.beta2));
+    const denom = tf.add(tf.div(tf.sqrt(v), c.bc2Sqrt), this.eps);
+    return { p: tf.sub(p, tf.mul(tf.div(m, denom), c.lrP / c.bc1)), m, v };
   }
 
   /** Optimiser steps taken so far: the `step` to pass to the schedule for the next update. */
@@ -236,20 +266,57 @@ export class AdamW {
         // as torch.nn.utils.clip_grad_norm_: multiply by min(1, maxNorm / (norm + 1e-6)), always
         coef = tf.minimum(tf.div(this.clip, tf.add(norm, 1e-6)), 1) as tf.Scalar;
       }
-      for (const [s, g0] of pairs) {
+      // Parameters that share every constant of the update (learning-rate scale, weight
+      // decay, step count) are updated as one flat vector: the same element-wise
+      // arithmetic in the same order (same bits), a dozen kernels instead of a dozen
+      // per parameter tensor. On WebGPU each kernel costs a dispatch from JavaScript,
+      // which made the per-tensor loop 0.6 s of a 2.3 s step on an H200.
+      const groups = new Map<string, [Slot, tf.Tensor][]>();
+      for (const pair of pairs) {
+        const s = pair[0];
         s.t += 1;
-        const g = coef ? tf.mul(g0, coef) : g0;
-        const lrP = lr * s.lrScale;
-        const bc1 = 1 - Math.pow(this.beta1, s.t);
-        const bc2Sqrt = Math.sqrt(1 - Math.pow(this.beta2, s.t));
-        const p = s.weightDecay !== 0 ? tf.mul(s.variable, 1 - lrP * s.weightDecay) : s.variable;
-        const m = tf.add(tf.mul(s.m, this.beta1), tf.mul(g, 1 - this.beta1));
-        const v = tf.add(tf.mul(s.v, this.beta2), tf.mul(tf.square(g), 1 - this.beta2));
-        const denom = tf.add(tf.div(tf.sqrt(v), bc2Sqrt), this.eps);
-        const next = tf.sub(p, tf.mul(tf.div(m, denom), lrP / bc1));
-        s.m.assign(m);
-        s.v.assign(v);
-        s.variable.assign(next);
+        const key = `${s.lrScale}/${s.weightDecay}/${s.t}`;
+        const members = groups.get(key);
+        if (members) members.push(pair);
+        else groups.set(key, [pair]);
+      }
+      for (const members of groups.values()) {
+        const s0 = members[0]![0];
+        const c: UpdateConstants = {
+          lrP: lr * s0.lrScale,
+          weightDecay: s0.weightDecay,
+          bc1: 1 - Math.pow(this.beta1, s0.t),
+          bc2Sqrt: Math.sqrt(1 - Math.pow(this.beta2, s0.t)),
+        };
+        if (!this.fuse || members.length === 1) {
+          for (const [s, g0] of members) {
+            const g = coef ? tf.mul(g0, coef) : g0;
+            const u = this.update(s.variable, s.m, s.v, g, c);
+            s.m.assign(u.m);
+            s.v.assign(u.v);
+            s.variable.assign(u.p);
+          }
+          continue;
+        }
+        tf.tidy(() => {
+          const flat = (xs: tf.Tensor[]) => tf.concat(xs.map((x) => tf.reshape(x, [-1])));
+          const g0 = flat(members.map(([, g]) => g));
+          const g = coef ? tf.mul(g0, coef) : g0;
+          const u = this.update(
+            flat(members.map(([s]) => s.variable)),
+            flat(members.map(([s]) => s.m)),
+            flat(members.map(([s]) => s.v)),
+            g,
+            c,
+          );
+          const sizes = members.map(([s]) => s.variable.size);
+          const [ps, ms, vs] = [tf.split(u.p, sizes), tf.split(u.m, sizes), tf.split(u.v, sizes)];
+          members.forEach(([s], i) => {
+            s.m.assign(tf.reshape(ms[i]!, s.variable.shape));
+            s.v.assign(tf.reshape(vs[i]!, s.variable.shape));
+            s.variable.assign(tf.reshape(ps[i]!, s.variable.shape));
+          });
+        });
       }
       return norm;
     });

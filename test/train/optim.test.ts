@@ -211,3 +211,66 @@ test("AdamW groups, missing gradients and misuse", async () => {
   assert.throws(() => opt.step({ "head.w": g }), /after dispose/);
   tf.dispose([w, bias, scale, g, g4]);
 });
+
+for (const backend of ["cpu", "wasm"] as const) {
+  test(`[${backend}] AdamW fused (flat) update equals one parameter at a time, bit for bit, in far fewer kernels`, async () => {
+    await onBackend(backend, () => undefined);
+    const start = tf.memory().numTensors;
+    // 12 parameters of assorted ranks; three groups (decay, no decay for vectors, a x10 head);
+    // clipping on; parameter "p3" gets no gradient in step 2, so its step count falls behind
+    // and it is updated apart from its group from then on.
+    const shapes: number[][] = [[3, 4], [4], [2, 3, 5], [5], [7, 2], [2], [1], [6, 6], [6], [3, 3, 2, 4], [4], [8]];
+    const make = (tag: string) =>
+      new Map<string, tf.Variable>(shapes.map((sh, i) => [`${i === 11 ? "head" : "body"}.p${i}`, tf.tidy(() => tf.variable(tf.randomNormal(sh, 0, 1, "float32", 100 + i), true, `${tag}-${i}`))]));
+    const opts = (fuse: boolean) => ({ lr: 0.02, weightDecay: 0.05, clipGradNorm: 3, groups: [{ name: "head", match: /^head\./, lrScale: 10 }, noDecayForVectors()], fuse });
+    const gradsFor = (p: Map<string, tf.Variable>, step: number) =>
+      new Map([...p].filter(([k]) => !(step === 1 && k === "body.p3")).map(([k, v], i) => [k, tf.randomNormal(v.shape, 0, 2, "float32", 1000 * step + i + 1)]));
+    const run = (fuse: boolean) => {
+      const p = make(`${backend}-${fuse ? "fused" : "single"}`);
+      const opt = new AdamW(p, opts(fuse));
+      const kernels: number[] = [];
+      for (let step = 0; step < 4; step++) {
+        const g = gradsFor(p, step);
+        const before = tf.memory().numTensors;
+        let n = 0;
+        tf.engine().startScope();
+        const origRun = tf.engine().runKernel.bind(tf.engine());
+        (tf.engine() as unknown as { runKernel: typeof origRun }).runKernel = ((name: string, ...rest: unknown[]) => {
+          n++;
+          return (origRun as (...a: unknown[]) => unknown)(name, ...rest);
+        }) as typeof origRun;
+        try {
+          opt.step(g, 0.02);
+        } finally {
+          (tf.engine() as unknown as { runKernel: typeof origRun }).runKernel = origRun;
+          tf.engine().endScope();
+        }
+        kernels.push(n);
+        tf.dispose([...g.values()]);
+        assert.equal(tf.memory().numTensors, before - shapes.length + (step === 1 ? 1 : 0), "the step leaks nothing (the gradients were disposed)");
+      }
+      const values = new Map([...p].map(([k, v]) => [k, Float32Array.from(v.dataSync() as Float32Array)]));
+      return { p, opt, values, kernels };
+    };
+    const a = run(false);
+    const b = run(true);
+    for (const [k, v] of a.values) {
+      const w = b.values.get(k)!;
+      const worst = v.reduce((m, x, i) => Math.max(m, Math.abs(x - w[i]!)), 0);
+      assert.deepEqual(w, v, `${k}: fused equals one-at-a-time, bit for bit (largest difference ${worst})`);
+    }
+    const sa = await a.opt.getState();
+    const sb = await b.opt.getState();
+    assert.deepEqual(sb.paramSteps, sa.paramSteps);
+    assert.equal(sb.paramSteps["body.p3"], 3);
+    for (const [k, h] of sa.tensors) assert.deepEqual(sb.tensors.get(k)!.data, h.data, `${k}: same moments`);
+    // Per-parameter kernels: ~14 for each of 12 tensors; fused: ~14 per group plus concat/split/reshape.
+    console.log(`[${backend}] kernels per step, one at a time: ${a.kernels.join(", ")}; fused: ${b.kernels.join(", ")}`);
+    for (let i = 0; i < 4; i++) assert.ok(b.kernels[i]! < a.kernels[i]!, `step ${i}: fused runs fewer kernels (${b.kernels[i]} vs ${a.kernels[i]})`);
+    for (const r of [a, b]) {
+      r.opt.dispose();
+      for (const v of r.p.values()) v.dispose();
+    }
+    assert.equal(tf.memory().numTensors, start, "no tensors leak");
+  });
+}
