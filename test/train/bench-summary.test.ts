@@ -39,6 +39,14 @@ test("bench summary on CPU backends and software adapters: plain PyTorch wording
   assert.ok(!lines.some((l) => /a GPU;|CPU cores/.test(l)), lines.join("\n"));
   assert.match(lines.join("\n"), /vs PyTorch 25 s: \d+\.\dx faster than PyTorch/);
 
+  // The optimiser measured by itself (reports from before it was measured have none).
+  assert.ok(!lines.some((l) => /AdamW update alone/.test(l)));
+  const withOpt = load();
+  const c = withOpt.backends[0]!.cases.find((x) => x.name === "release-image")!;
+  assert.ok(c.kind === "train");
+  c.optimizerTiming = { tensors: 196, values: 13.94e6, fused: 0.123, perTensor: 0.456 };
+  assert.ok(summarize(withOpt).some((l) => l === "  AdamW update alone (196 parameter tensors, 13.9 M values): 0.12 s as flat groups (the default), 0.46 s one tensor at a time"));
+
   const soft = load();
   soft.backends[0]!.software = true;
   const sl = summarize(soft);

@@ -49,6 +49,7 @@ import { MobileNetV2Encoder } from "../../encoders/mobilenetv2";
 import type { ImageEncoder } from "../../encoders/types";
 import { PbipTask } from "../../train/trainer";
 import { runTraining, type TrainEvent } from "../../train/loop";
+import { AdamW } from "../../train/optim";
 import type { BatchSource } from "../../train/validate";
 import type { Batch } from "../../data/types";
 import { computeCams, camsToMasks } from "../../cam";
@@ -131,6 +132,11 @@ export interface TrainCaseResult {
   classNetAlone?: StepTiming;
   /** The encoder on the step's region images (image mode) or on the batch (feature mode, dense map, no gradient). */
   encoderTiming?: { images: number; size: number; forward: number; forwardBackward?: number };
+  /**
+   * The AdamW update by itself on ClassNet's parameters (random gradients): flat
+   * groups (the trainer's default) and one parameter tensor at a time, seconds.
+   */
+  optimizerTiming?: { tensors: number; values: number; fused: number; perTensor: number };
   /** Where one step's time goes (seconds, estimated from the parts). */
   breakdown: Record<string, number>;
   peakRssBytes: number;
@@ -525,6 +531,34 @@ async function trainCase(name: BenchCase, sz: Sizes, o: BenchOptions, profile: b
         x.dispose();
       }
     }
+    // The optimiser by itself, fused and one tensor at a time (the parameters move; the
+    // case is over, and the network is disposed after).
+    const params = m.net.trainableVariables();
+    const grads = [...params].map(([k, v], i) => [k, tf.randomNormal(v.shape, 0, 1e-3, "float32", i + 1)] as const);
+    const gradMap = new Map(grads);
+    const last = [...params.values()].at(-1)!;
+    const optTime = async (fuse: boolean): Promise<number> => {
+      const opt = new AdamW(params, { lr: 1e-4, weightDecay: 1e-3, fuse });
+      try {
+        return median(
+          await timeIt(sz.warmup, sz.reps, async () => {
+            opt.step(gradMap, 1e-4);
+            await last.data();
+          }),
+        );
+      } finally {
+        opt.dispose();
+      }
+    };
+    let optimizerTiming: TrainCaseResult["optimizerTiming"];
+    try {
+      const fused = await optTime(true);
+      const perTensor = await optTime(false);
+      optimizerTiming = { tensors: params.size, values: [...params.values()].reduce((a, v) => a + v.size, 0), fused, perTensor };
+      log(`  ${name}: AdamW update alone ${fused.toFixed(3)} s as flat groups, ${perTensor.toFixed(3)} s one tensor at a time (${params.size} tensors)`);
+    } finally {
+      tf.dispose(grads.map(([, g]) => g));
+    }
     // Where the time goes: ClassNet (from the classification-only step), the encoder
     // (measured by itself), the optimiser, and the rest of the step (matching maps,
     // thresholds, regions, losses, the extra forward pass for pair selection).
@@ -556,6 +590,7 @@ async function trainCase(name: BenchCase, sz: Sizes, o: BenchOptions, profile: b
       median: med,
       classNetAlone,
       encoderTiming,
+      optimizerTiming,
       breakdown,
       peakRssBytes: maxRss(),
       peakTensorBytes: main.peakTensorBytes,
@@ -853,6 +888,13 @@ export function summarize(rep: BenchReport): string[] {
       const total = Object.values(rel.breakdown).reduce((a, v) => a + v, 0);
       if (total > 0) {
         out.push(`  where the time goes: ${Object.entries(rel.breakdown).map(([k, v]) => `${k} ${fmtS(v)} s (${((100 * v) / total).toFixed(0)}%)`).join(", ")}`);
+      }
+      const ot = rel.optimizerTiming;
+      if (ot) {
+        out.push(
+          `  AdamW update alone (${ot.tensors} parameter tensors, ${(ot.values / 1e6).toFixed(1)} M values): ${fmtS(ot.fused)} s as flat groups (the default), ` +
+            `${fmtS(ot.perTensor)} s one tensor at a time`,
+        );
       }
       if (rel.kernels?.length) {
         out.push(`  top kernels of one step: ${rel.kernels.slice(0, 6).map((k) => `${k.name} ${(k.ms / 1000).toFixed(2)} s`).join(", ")}`);
