@@ -1,10 +1,11 @@
-// Speed of WASM Transpose and GatherV2 on the shapes a release training step runs (not a test).
+// Speed of WASM Transpose, GatherV2, Slice and SplitV on the shapes a release training step runs (not a test).
 //
 //   npx tsx bench/copy-kernels.ts [--backend wasm]
 //
 // pbip replaces TF.js's WASM Transpose for ranks above 4 and its GatherV2 for slices of
-// 16 elements or more (src/runtime/wasm-kernels.ts); the other shapes below run TF.js's
-// own kernels and are there for comparison. Each line: mean of 3 calls after a warm-up.
+// 16 elements or more, and its Slice and SplitV for every non-string slice
+// (src/runtime/wasm-kernels.ts); the other shapes below run TF.js's own kernels and are
+// there for comparison. Each line: mean of 3 calls after a warm-up.
 import * as tf from "@tensorflow/tfjs";
 import { initBackend, formatBackendReport, type BackendChoice } from "../src/runtime/backend";
 
@@ -45,6 +46,19 @@ async function main(): Promise<void> {
     console.log(`GatherV2 [${shape}] by ${n} indices (${what}): ${time(() => tf.gather(x, idx)).toFixed(2)} ms`);
     tf.dispose([x, idx]);
   }
+  // The fused AdamW update splits MiT-b1's parameters, one flat vector, back into its
+  // 196 tensors (sizes here: 196 parts of 1 000 to 141 000 values, 13.9 M in all).
+  const sizes = Array.from({ length: 196 }, (_, i) => 1000 + ((i * 7919) % 140000));
+  const flat = tf.randomNormal([sizes.reduce((a, b) => a + b, 0)]);
+  const splitMs = time(() => {
+    const parts = tf.split(flat, sizes);
+    tf.dispose(parts.slice(1));
+    return parts[0]!;
+  });
+  console.log(`SplitV [${flat.size}] into ${sizes.length} parts (the fused AdamW update): ${splitMs.toFixed(2)} ms`);
+  const x = tf.randomNormal([10, 224, 224, 3]);
+  console.log(`Slice [10,224,224,3] -> one image (a contiguous block): ${time(() => tf.slice(x, [3, 0, 0, 0], [1, 224, 224, 3])).toFixed(2)} ms`);
+  tf.dispose([flat, x]);
 }
 
 main().catch((e) => {
