@@ -25,7 +25,7 @@
  * resolution, and every block is one `tf.customGrad` op whose hand-written backward
  * computes input gradients only, with 2-D matrix products in the layout the WASM
  * backend runs on XNNPACK (no transposed operands). On the WASM backend three
- * generated SIMD kernels (./swin-wasm.ts) replace what the backend does slowly:
+ * generated SIMD kernels (src/runtime/wasm-transformer.ts) replace what the backend does slowly:
  * the per-window attention products (14x faster than its batched matMul), the
  * window partition with cyclic shift and padding as one row gather (instead of
  * pad, roll by slice/concat and 6-D transposes), and exact-erf GELU with its
@@ -42,7 +42,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import { preprocessForEncoder } from "./preprocess";
 import { readEncoderSidecar, sidecarPathFor, sidecarPreprocessing } from "./onnx";
-import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, swinWasmKernelsAvailable, windowMatMul } from "./swin-wasm";
+import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, transformerKernelsAvailable, windowMatMul } from "../runtime/wasm-transformer";
 import {
   PROJECTION_KEY,
   SWIN_T_CONFIG,
@@ -238,7 +238,7 @@ interface LnOut {
 }
 
 function lnForward(x: tf.Tensor2D, n: Norm): LnOut {
-  if (x.shape[1] % 4 === 0 && swinWasmKernelsAvailable()) return layerNormWasm(x, n.g, n.b, n.eps);
+  if (x.shape[1] % 4 === 0 && transformerKernelsAvailable()) return layerNormWasm(x, n.g, n.b, n.eps);
   const mean = tf.mean(x, -1, true);
   const xc = tf.sub(x, mean);
   const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), n.eps)) as tf.Tensor2D;
@@ -583,7 +583,7 @@ export class SwinModel {
 
   /** Attach the WASM row permutation of a geometry (cached per map size, shared by all batch sizes). */
   private withPermutation(g: Geometry): Geometry {
-    if (!swinWasmKernelsAvailable() || g.C % 4 !== 0) return g;
+    if (!transformerKernelsAvailable() || g.C % 4 !== 0) return g;
     const key = `perm.${g.H}x${g.W}.${g.ws}.${g.shift}`;
     let toWin = this.masks.get(key + ".to") as tf.Tensor1D | undefined;
     let fromWin = this.masks.get(key + ".from") as tf.Tensor1D | undefined;

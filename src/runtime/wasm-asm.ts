@@ -2,7 +2,7 @@
  * A tiny WebAssembly assembler: enough of core WASM and the SIMD proposal to write
  * pbip's kernels for the TensorFlow.js WASM backend by hand, byte by byte, with no
  * toolchain. Modules import the backend's memory as `env.memory` and export their
- * functions as f0, f1, ... Used by `src/encoders/swin-wasm.ts` (Swin kernels) and
+ * functions as f0, f1, ... Used by `src/runtime/wasm-transformer.ts` (Swin and MiT kernels) and
  * `src/runtime/wasm-simd.ts` (matrix products and reductions).
  */
 import type * as tf from "@tensorflow/tfjs";

@@ -45,7 +45,7 @@ import * as tf from "@tensorflow/tfjs";
 import { Rng } from "../../util/rng";
 import { columnSums, depthwise3x3FilterGrad, gemm, wasmSimdKernelsAvailable } from "../../runtime/wasm-simd";
 import { recomputeGrads } from "../../runtime/gradients";
-import { geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, swinWasmKernelsAvailable } from "../../encoders/swin-wasm";
+import { geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, transformerKernelsAvailable } from "../../runtime/wasm-transformer";
 import type { NamedTensors, WeightLoadReport } from "../../io/tensors";
 import type { Backbone } from "./types";
 import { expectedPyTorchShapes, loadMiTWeights, toPyTorchLayout, type MiTWeightsOptions } from "./mit-weights";
@@ -111,11 +111,11 @@ export function depthwise3x3Op(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.Ten
  * gradient (fewer ops and saved tensors than autodiff through mean/variance):
  * `dx = rstd * (g*dy - mean(g*dy) - xhat * mean(g*dy * xhat))`. On the WASM backend
  * with SIMD (C a multiple of 4), the forward pass and the input gradient are one
- * kernel each (those of the Swin encoder, `src/encoders/swin-wasm.ts`) instead of eight
+ * kernel each (`src/runtime/wasm-transformer.ts`, shared with the Swin encoder) instead of eight
  * TF.js kernels: the same formulas, summed in another order.
  */
 export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor2D {
-  if (x.shape[1] % 4 === 0 && gamma.rank === 1 && swinWasmKernelsAvailable()) return layerNormFused(x, gamma as tf.Tensor1D, beta as tf.Tensor1D, eps);
+  if (x.shape[1] % 4 === 0 && gamma.rank === 1 && transformerKernelsAvailable()) return layerNormFused(x, gamma as tf.Tensor1D, beta as tf.Tensor1D, eps);
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xi, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
     const mean = tf.mean(xi, -1, true);
@@ -164,7 +164,7 @@ const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
  * one kernel (the Swin encoder's, erf within 1.5e-7) instead of five and seven TF.js kernels.
  */
 export function geluErf(x: tf.Tensor): tf.Tensor {
-  if (x.size % 4 === 0 && swinWasmKernelsAvailable()) {
+  if (x.size % 4 === 0 && transformerKernelsAvailable()) {
     const fused = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
       const [xi, save] = args as [tf.Tensor, tf.GradSaveFunc];
       save([xi]);

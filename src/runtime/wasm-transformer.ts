@@ -1,8 +1,8 @@
 /**
- * WebAssembly SIMD kernels that make Swin fast on the TensorFlow.js WASM backend,
- * which runs batched products of small matrices (a 49x32 by 32x49 product per
- * window and head) on a scalar fallback loop, gathers rows slowly, and computes
- * erf and exp with scalar library calls:
+ * WebAssembly SIMD kernels for transformer blocks (the Swin-T encoder and the MiT
+ * backbone) on the TensorFlow.js WASM backend, which runs batched products of small
+ * matrices (a 49x32 by 32x49 product per window and head) on a scalar fallback loop,
+ * gathers rows slowly, and computes erf and exp with scalar library calls:
  *
  * - `windowMatMul(a, b, transposeA)`: C[i] = A[i] @ B[i] (or A[i]^T @ B[i]) for a batch
  *   of small row-major matrices, on pbip's generated GEMM (`src/runtime/wasm-simd.ts`).
@@ -13,17 +13,18 @@
  * - `layerNormWasm`, `layerNormGradWasm`: LayerNorm forward (saving xhat, rstd) and its
  *   input gradient, each in one pass.
  *
- * The MiT backbone (`src/model/backbones/mit.ts`) uses the GELU and LayerNorm kernels too.
+ * The Swin encoder (`src/encoders/swin.ts`) uses them all, the MiT backbone
+ * (`src/model/backbones/mit.ts`) the GELU and LayerNorm kernels.
  *
  * The modules are assembled byte by byte (`src/runtime/wasm-asm.ts`, no toolchain), import the WASM
  * backend's own memory, and reads and writes tensors in place. Kernels are
- * registered for the `wasm` backend only; callers use {@link swinWasmKernelsAvailable}
+ * registered for the `wasm` backend only; callers use {@link transformerKernelsAvailable}
  * and fall back to ordinary TensorFlow.js ops elsewhere. They are tested against
  * `tf.matMul`, index arithmetic and a float64 erf.
  */
 import * as tf from "@tensorflow/tfjs";
-import { gemm } from "../runtime/wasm-simd";
-import { F32, I32, V128, WebAssemblyApi, assemble, bitselect, f32x4Abs, f32x4Add, f32x4Const, f32x4Div, f32x4Extract, f32x4Ge, f32x4Max, f32x4Mul, f32x4Nearest, f32x4Splat, f32x4Sub, i32x4Add, i32x4Const, i32x4Shl, i32x4TruncSat, op, v128Load, v128Store, v128Zero, compiledKernel, type FuncDef, type WasmBackendLike } from "../runtime/wasm-asm";
+import { gemm } from "./wasm-simd";
+import { F32, I32, V128, WebAssemblyApi, assemble, bitselect, f32x4Abs, f32x4Add, f32x4Const, f32x4Div, f32x4Extract, f32x4Ge, f32x4Max, f32x4Mul, f32x4Nearest, f32x4Splat, f32x4Sub, i32x4Add, i32x4Const, i32x4Shl, i32x4TruncSat, op, v128Load, v128Store, v128Zero, compiledKernel, type FuncDef, type WasmBackendLike } from "./wasm-asm";
 
 // ------------------------------------------------------------------ kernels
 
@@ -285,7 +286,7 @@ function register(): boolean {
 }
 
 /** True when the active backend is `wasm` with SIMD and the kernels are registered. */
-export function swinWasmKernelsAvailable(): boolean {
+export function transformerKernelsAvailable(): boolean {
   return tf.getBackend() === "wasm" && register();
 }
 
@@ -293,11 +294,11 @@ export function swinWasmKernelsAvailable(): boolean {
  * Batched product of small matrices on the WASM backend: a [n, M, K] (or, with
  * `transposeA`, [n, K, M], multiplied as its transpose) times b [n, K, N] -> [n, M, N].
  * Leading dimensions of rank-4 inputs are kept. Not differentiable by itself (used
- * inside custom-gradient ops). Requires {@link swinWasmKernelsAvailable}. Runs on
+ * inside custom-gradient ops). Requires {@link transformerKernelsAvailable}. Runs on
  * pbip's generated GEMM ({@link gemm}).
  */
 export function windowMatMul(a: tf.Tensor, b: tf.Tensor, transposeA = false): tf.Tensor {
-  if (!swinWasmKernelsAvailable()) throw new Error("windowMatMul: needs the wasm backend with SIMD (check swinWasmKernelsAvailable() first)");
+  if (!transformerKernelsAvailable()) throw new Error("windowMatMul: needs the wasm backend with SIMD (check transformerKernelsAvailable() first)");
   return gemm(a, b, { transposeA });
 }
 

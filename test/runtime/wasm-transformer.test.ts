@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr } from "../helpers";
-import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, swinWasmKernelsAvailable, windowMatMul } from "../../src/encoders/swin-wasm";
+import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, transformerKernelsAvailable, windowMatMul } from "../../src/runtime/wasm-transformer";
 
 // Shapes of Swin-T's window attention (T = 49 tokens, head dim 32) and of odd sizes that
 // exercise every column remainder (N % 4 = 0..3) and more than 12 vectors per row.
@@ -24,7 +24,7 @@ test("windowMatMul (generated WASM SIMD kernel) matches tf.matMul on the CPU bac
     const b = randomArray(n * K * N, N * 7 + 1);
     const cpu = await onBackend("cpu", () => tf.tidy(() => tf.matMul(tf.tensor(a, aShape), tf.tensor(b, [n, K, N]), tA, false).dataSync()));
     await onBackend("wasm", () => {
-      assert.ok(swinWasmKernelsAvailable(), "SIMD kernels register on the WASM backend");
+      assert.ok(transformerKernelsAvailable(), "SIMD kernels register on the WASM backend");
       const before = tf.memory().numTensors;
       const out = tf.tidy(() => {
         const c = windowMatMul(tf.tensor(a, aShape), tf.tensor(b, [n, K, N]), tA);
@@ -68,7 +68,7 @@ test("gatherRows copies rows by index and writes zeros for negative indices", as
     tf.dispose([idx2, out2]);
     tf.dispose([x, idx, out]);
   });
-  await onBackend("cpu", () => assert.equal(swinWasmKernelsAvailable(), false, "not on other backends"));
+  await onBackend("cpu", () => assert.equal(transformerKernelsAvailable(), false, "not on other backends"));
 });
 
 /** erf in float64: Taylor series below 3, continued fraction for erfc above (|error| < 1e-15). */
