@@ -1,6 +1,7 @@
 // AdamW update time, one parameter tensor at a time against fused (flat) groups, on
 // ClassNet's parameters (MiT-b1 + heads, the release profile; or the notebook
-// profile's MobileNetV2), with random gradients. Alternates the two, prints medians.
+// profile's MobileNetV2), with random gradients. Alternates the two, prints medians, and
+// each one's memory peak (tf.profile) and kernel count for one more update.
 //
 //   npx tsx bench/optim-speed.ts [--backend wasm|webgpu|cpu] [--profile release|notebook] [--reps 5]
 import * as tf from "@tensorflow/tfjs";
@@ -37,7 +38,11 @@ async function main(): Promise<void> {
   }
   for (const [name, ts] of Object.entries(times)) {
     const s = [...ts].sort((a, b) => a - b);
-    console.log(`${name}: median ${s[Math.floor(s.length / 2)]!.toFixed(1)} ms (min ${s[0]!.toFixed(1)}, max ${s.at(-1)!.toFixed(1)}, ${s.length} reps)`);
+    // Memory: the engine's peak during one more update, above the tensors alive before it.
+    const live = tf.memory().numBytes;
+    const prof = await tf.profile(() => void opts[name as keyof typeof opts].step(grads, 1e-4));
+    const peak = ((prof.peakBytes - live) / 2 ** 20).toFixed(0);
+    console.log(`${name}: median ${s[Math.floor(s.length / 2)]!.toFixed(1)} ms (min ${s[0]!.toFixed(1)}, max ${s.at(-1)!.toFixed(1)}, ${s.length} reps); peak ${peak} MiB above the live tensors, ${prof.kernels.length} kernels`);
   }
   for (const o of Object.values(opts)) o.dispose();
   tf.dispose([...grads.values()]);
