@@ -5,6 +5,7 @@
 //
 //   dist-gpu/run.sh            launcher (scripts/gpu-bundle/run.sh)
 //   dist-gpu/README.txt        how to run it
+//   dist-gpu/torch-reference.py   PyTorch's timing of the step's two networks on the same GPU (bench/)
 //   dist-gpu/manifest.json     versions, sizes, payload hash (the cache key)
 //   dist-gpu/app/pbip.cjs      the pbip CLI and its JavaScript dependencies (esbuild)
 //   dist-gpu/app/worker.js     the synthetic-data worker thread (esbuild)
@@ -336,6 +337,8 @@ async function build() {
     // -------------------------------------------------------------- launcher, readme, manifest
     copy(path.join(root, "scripts", "gpu-bundle", "run.sh"), path.join(tmpOut, "run.sh"), 0o755);
     copy(path.join(root, "scripts", "gpu-bundle", "README.txt"), path.join(tmpOut, "README.txt"));
+    // PyTorch on the same GPU, for scale (needs torch, timm and transformers there; not pbip).
+    copy(path.join(root, "bench", "torch-reference.py"), path.join(tmpOut, "torch-reference.py"), 0o755);
     const payloadSha = sha256File(path.join(tmpOut, `payload.${ext}`));
     const manifest = {
       name: "pbip-gpu-bundle",

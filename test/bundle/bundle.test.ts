@@ -40,7 +40,7 @@ function newestInput(): number {
     if (st.isDirectory()) for (const e of fs.readdirSync(p)) walk(path.join(p, e));
     else newest = Math.max(newest, st.mtimeMs);
   };
-  for (const p of ["src", "data-manifests", "scripts/bundle-gpu.mjs", "scripts/gpu-bundle", "package-lock.json"]) walk(path.join(ROOT, p));
+  for (const p of ["src", "data-manifests", "scripts/bundle-gpu.mjs", "scripts/gpu-bundle", "bench/torch-reference.py", "package-lock.json"]) walk(path.join(ROOT, p));
   return newest;
 }
 
@@ -107,7 +107,7 @@ test("GPU bundle: under 60 MiB, no node_modules, smoke benchmark on lavapipe wit
   console.log(`du dist-gpu: ${(bytes / 1024 / 1024).toFixed(1)} MiB`);
   assert.ok(bytes < LIMIT, `dist-gpu is ${(bytes / 1024 / 1024).toFixed(1)} MiB, over 60 MiB`);
   assert.deepEqual(findAll(DIST, "node_modules"), [], "the bundle holds no node_modules folder");
-  for (const f of ["run.sh", "app/pbip.cjs", "app/tfjs-backend-wasm-simd.wasm", "README.txt"]) assert.ok(fs.existsSync(path.join(DIST, f)), `dist-gpu/${f} exists`);
+  for (const f of ["run.sh", "app/pbip.cjs", "app/tfjs-backend-wasm-simd.wasm", "README.txt", "torch-reference.py"]) assert.ok(fs.existsSync(path.join(DIST, f)), `dist-gpu/${f} exists`);
 
   // 3. A PATH without Node, a fresh unpack folder, a fresh HOME; the lavapipe driver.
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-bundle-test-"));

@@ -872,7 +872,7 @@ export function summarize(rep: BenchReport): string[] {
     if (gpu) {
       out.push(
         `${tag}: a GPU; the PyTorch figures below are the CPU reference (two cores), not PyTorch on this GPU, which is far faster ` +
-          "(`python3 bench/torch-reference.py` there times the step's two big parts; docs/results.md has an H200's figures)",
+          "(`python3 bench/torch-reference.py`, in the GPU bundle `python3 torch-reference.py`, times the step's two networks there; docs/results.md has an H200's figures)",
       );
     }
     if (rel) {
