@@ -222,9 +222,11 @@ async function build() {
     else copy(process.execPath, nodeDst);
     fs.chmodSync(nodeDst, 0o755);
 
-    // Debian packages: downloaded (or found in apt's caches), unpacked with dpkg -x, never installed.
-    const debDirs = [path.join(root, ".cache", "apt", "debs"), "/var/cache/apt/archives"];
-    const dl = path.join(stage, "deb");
+    // Debian packages: found in the project's .deb cache (which `npm run setup` fills
+    // for lavapipe) or apt's, else downloaded into the project's cache so a rebuild
+    // reuses them; unpacked with dpkg -x, never installed.
+    const dl = path.join(root, ".cache", "apt", "debs");
+    const debDirs = [dl, "/var/cache/apt/archives"];
     const debVersions = {};
     const unpackDeb = (pkg) => {
       const re = new RegExp(`^${pkg.replace(/[+.]/g, "\\$&")}_[^_]+_amd64\\.deb$`);
