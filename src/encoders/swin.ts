@@ -42,7 +42,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import { preprocessForEncoder } from "./preprocess";
 import { readEncoderSidecar, sidecarPathFor, sidecarPreprocessing } from "./onnx";
-import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, transformerKernelsAvailable, windowMatMul } from "../runtime/wasm-transformer";
+import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, linearMatMul, transformerKernelsAvailable, windowMatMul } from "../runtime/wasm-transformer";
 import {
   PROJECTION_KEY,
   SWIN_T_CONFIG,
@@ -259,8 +259,13 @@ function lnBackward(dy: tf.Tensor2D, xhat: tf.Tensor2D, rstd: tf.Tensor2D, g: tf
   return tf.mul(tf.sub(tf.sub(d, m1), tf.mul(xhat, m2)), rstd) as tf.Tensor2D;
 }
 
+/** x @ w for [M, K] by [K, N]: pbip's threaded GEMM on WASM, else TF.js's. */
+function product(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  return transformerKernelsAvailable() ? linearMatMul(x, w) : tf.matMul(x, w);
+}
+
 function linearForward(x: tf.Tensor2D, l: Linear): tf.Tensor2D {
-  const y = tf.matMul(x, l.wT);
+  const y = product(x, l.wT);
   return (l.b ? tf.add(y, l.b) : y) as tf.Tensor2D;
 }
 
@@ -283,7 +288,7 @@ function layerNormOp(x: tf.Tensor2D, n: Norm): tf.Tensor2D {
 
 /** x @ W^T + b on [N, in] as one differentiable op; the input gradient dy @ W uses the stored [out, in] layout. */
 function linearOp(x: tf.Tensor2D, l: Linear): tf.Tensor2D {
-  return customOp(x, (xx) => ({ value: linearForward(xx as tf.Tensor2D, l), gradFunc: (dy) => tf.matMul(dy, l.w) }));
+  return customOp(x, (xx) => ({ value: linearForward(xx as tf.Tensor2D, l), gradFunc: (dy) => product(dy, l.w) }));
 }
 
 /** Cyclic shift of a [B, H, W, C] map by (s, s): out[i, j] = in[(i - s) mod H, (j - s) mod W] (torch.roll). */
@@ -509,26 +514,26 @@ function blockBackward(dy: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Te
   const fast = g.perm !== undefined;
   // MLP branch.
   const a = s.a ?? tf.tidy(() => linearForward(tf.add(tf.mul(s.xhat2, blk.ln2.g), blk.ln2.b) as tf.Tensor2D, blk.fc1));
-  const dg = tf.matMul(dy2, blk.fc2.w);
+  const dg = product(dy2, blk.fc2.w);
   const da = tf.tidy(() => (fast ? geluGradWasm(a, dg) : tf.mul(dg, geluGrad(a))) as tf.Tensor2D);
   dg.dispose();
   if (a !== s.a) a.dispose();
-  const dh2 = tf.matMul(da, blk.fc1.w) as tf.Tensor2D;
+  const dh2 = product(da, blk.fc1.w);
   da.dispose();
   const dx1 = tf.tidy(() => (fast ? layerNormGradWasm(dh2, s.xhat2, s.rstd2, blk.ln2.g, dy2) : (tf.add(dy2, lnBackward(dh2, s.xhat2, s.rstd2, blk.ln2.g)) as tf.Tensor2D)));
   dh2.dispose();
   // Attention branch.
-  const dctx = tf.tidy(() => splitHeads(tf.matMul(toWindows(tf.reshape(dx1, [B, H, W, C]) as tf.Tensor4D, g), blk.o.w), T, blk.heads));
+  const dctx = tf.tidy(() => splitHeads(product(toWindows(tf.reshape(dx1, [B, H, W, C]) as tf.Tensor4D, g), blk.o.w), T, blk.heads));
   const bmm = (a: tf.Tensor, b: tf.Tensor, ta = false) => (fast ? windowMatMul(a, b, ta) : tf.matMul(a, b, ta, false)) as tf.Tensor4D;
   const p = s.p ?? tf.tidy(() => attentionProbs(s.q, s.k, biasMask, fast));
   const dp = tf.tidy(() => bmm(dctx, tf.transpose(s.v, [0, 1, 3, 2])));
-  const dvW = tf.tidy(() => tf.matMul(mergeHeads(bmm(tf.transpose(p, [0, 1, 3, 2]), dctx)), blk.v.w));
+  const dvW = tf.tidy(() => product(mergeHeads(bmm(tf.transpose(p, [0, 1, 3, 2]), dctx)), blk.v.w));
   dctx.dispose();
   const ds = tf.tidy(() => tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), -1, true))) as tf.Tensor4D);
   dp.dispose();
   if (p !== s.p) p.dispose();
-  const dqW = tf.tidy(() => tf.matMul(mergeHeads(bmm(ds, s.k)), blk.q.w));
-  const dkW = tf.tidy(() => tf.matMul(mergeHeads(bmm(tf.transpose(ds, [0, 1, 3, 2]), s.q)), blk.k.w));
+  const dqW = tf.tidy(() => product(mergeHeads(bmm(ds, s.k)), blk.q.w));
+  const dkW = tf.tidy(() => product(mergeHeads(bmm(tf.transpose(ds, [0, 1, 3, 2]), s.q)), blk.k.w));
   ds.dispose();
   const dh = tf.tidy(() => tf.reshape(fromWindows(tf.addN([dqW, dkW, dvW]) as tf.Tensor2D, g), [N, C]) as tf.Tensor2D);
   tf.dispose([dqW, dkW, dvW]);

@@ -19,6 +19,7 @@ import { registerWebGpuKernels } from "./webgpu-kernels";
 import { initWasmThreaded } from "./wasm-threads";
 import { backendMemory, type WasmBackendLike } from "./wasm-asm";
 import { guardWasmHeap } from "./wasm-heap";
+import { enableRelaxedSimd } from "./wasm-simd";
 
 export type BackendName = "webgpu" | "tensorflow" | "wasm" | "cpu";
 export type BackendChoice = BackendName | "auto";
@@ -378,8 +379,9 @@ async function tryWasm(threads: number): Promise<Partial<BackendReport>> {
   guardWasmHeap(tf.backend());
   const got = backendMemory(tf.backend() as unknown as WasmBackendLike).shared && typeof wasm.getThreadsCount === "function" ? wasm.getThreadsCount() : 1;
   const simd = Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT"));
+  const relaxed = simd && enableRelaxedSimd();
   const note = threadNote ? ` (${threads} requested: ${threadNote})` : "";
-  return { device: `WebAssembly${simd ? " SIMD" : ""} on the CPU, ${got} thread${got === 1 ? "" : "s"}${note}`, threads: got };
+  return { device: `WebAssembly${simd ? " SIMD" : ""}${relaxed ? " (relaxed SIMD for pbip's products)" : ""} on the CPU, ${got} thread${got === 1 ? "" : "s"}${note}`, threads: got };
 }
 
 async function tryCpu(): Promise<Partial<BackendReport>> {

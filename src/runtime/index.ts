@@ -5,5 +5,6 @@ export { resizeBilinear } from "./resize";
 export * from "./gradients";
 export * from "./ops";
 export * from "./webgpu-kernels";
-export { gemm, columnSums, depthwise3x3FilterGrad, wasmSimdKernelsAvailable, type GemmTile } from "./wasm-simd";
+export { gemm, columnSums, depthwise3x3FilterGrad, wasmSimdKernelsAvailable, relaxedSimdAvailable, type GemmTile } from "./wasm-simd";
+export { setKernelThreads, poolStats } from "./wasm-pool";
 export { guardWasmHeap, WasmHeapFullError, WASM_HEAP_LIMIT_BYTES } from "./wasm-heap";

@@ -6,6 +6,7 @@
  * `src/runtime/wasm-simd.ts` (matrix products and reductions).
  */
 import type * as tf from "@tensorflow/tfjs";
+import { kernelThreads, partition, runParts } from "./wasm-pool";
 
 /** A WebAssembly memory (the WASM backend's). */
 export interface WasmMemory {
@@ -179,6 +180,7 @@ export interface WasmBackendLike {
   wasm: { asm: { memory?: WasmMemory }; wasmMemory?: WasmMemory };
   dataIdMap: { get(id: object): { memoryOffset: number } };
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  disposeData(dataId: object): boolean;
 }
 
 /** The backend's memory, and whether it is shared (multi-threaded build). Throws when neither build's memory is found. */
@@ -191,26 +193,56 @@ export function backendMemory(be: WasmBackendLike): { memory: WasmMemory; shared
 /** A compiled kernel: numbers (byte addresses, counts) in, nothing out. */
 export type KernelFn = (...args: number[]) => void;
 
+/** A compiled kernel with its module (for pool workers) and a process-wide id. */
+export interface CompiledKernel {
+  fn: KernelFn;
+  module: object;
+  id: number;
+}
+
 let boundMemory: WasmMemory | undefined;
-const kernelCache = new Map<string, KernelFn>();
+const kernelCache = new Map<string, CompiledKernel>();
+let nextId = 0;
 
 /**
  * The kernel `key`, assembled by `make` on first use and cached, bound to the backend's
  * current memory (a new backend instance has a new memory, which empties the cache).
  */
-export function compiledKernel(be: WasmBackendLike, key: string, make: () => FuncDef): KernelFn {
+export function compiledKernelInfo(be: WasmBackendLike, key: string, make: () => FuncDef): CompiledKernel {
   const { memory, shared } = backendMemory(be);
   if (boundMemory !== memory) {
     boundMemory = memory;
     kernelCache.clear();
   }
-  let fn = kernelCache.get(key);
-  if (!fn) {
-    const inst = new WebAssemblyApi.Instance(new WebAssemblyApi.Module(assemble([make()], shared)), { env: { memory } });
-    fn = inst.exports.f0 as KernelFn;
-    kernelCache.set(key, fn);
+  let k = kernelCache.get(key);
+  if (!k) {
+    const module = new WebAssemblyApi.Module(assemble([make()], shared));
+    const inst = new WebAssemblyApi.Instance(module, { env: { memory } });
+    k = { fn: inst.exports.f0 as KernelFn, module, id: nextId++ };
+    kernelCache.set(key, k);
   }
-  return fn;
+  return k;
+}
+
+/** {@link compiledKernelInfo}'s function alone. */
+export function compiledKernel(be: WasmBackendLike, key: string, make: () => FuncDef): KernelFn {
+  return compiledKernelInfo(be, key, make).fn;
+}
+
+/**
+ * Run a kernel over `total` units (rows, images, vectors) split into contiguous parts,
+ * one per thread of pbip's kernel pool (`./wasm-pool`), when there are at least
+ * `minUnits` units per part; `part(start, count)` gives the kernel and arguments of the
+ * units [start, start + count). Part sizes are multiples of `align` (the last excepted).
+ * Parts must write disjoint outputs; the result is the same bits as one call over all.
+ */
+export function runSplit(be: WasmBackendLike, total: number, minUnits: number, part: (start: number, count: number) => { kernel: CompiledKernel; args: number[] }, align = 1): void {
+  const { memory } = backendMemory(be);
+  const parts = partition(total, kernelThreads(memory), minUnits, align).map(([s, c]) => {
+    const { kernel, args } = part(s, c);
+    return { id: kernel.id, module: kernel.module, fn: kernel.fn, args };
+  });
+  runParts(memory, parts);
 }
 
 /** Byte address of a tensor's data in the backend's memory. */

@@ -26,12 +26,21 @@
  * elsewhere. Tested against `tf.matMul`, `tf.sum` and a float64 loop.
  */
 import * as tf from "@tensorflow/tfjs";
-import { F32, I32, V128, WebAssemblyApi, assemble, countedLoop, countedLoops, f32x4Add, f32x4Ge, f32x4Le, v128And, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, compiledKernel, tensorAddress, type FuncDef, type WasmBackendLike } from "./wasm-asm";
+import { F32, I32, V128, WebAssemblyApi, assemble, countedLoop, countedLoops, f32x4Add, f32x4Ge, f32x4Le, v128And, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, compiledKernel, compiledKernelInfo, runSplit, tensorAddress, type FuncDef, type WasmBackendLike } from "./wasm-asm";
 
 /** Register tile of the generated GEMM: rows of C and four-float vectors of columns. */
 export interface GemmTile {
   mr: number;
   nv: number;
+  /** Multiply-add with WebAssembly's relaxed SIMD `f32x4.relaxed_madd` (fused where the CPU has FMA). */
+  fma?: boolean;
+  /**
+   * B is packed in panels of `4 nv` columns ({@link packPanelsFunc}): panel j holds columns
+   * [4 nv j, 4 nv (j + 1)) as K contiguous rows, the last panel padded with zeros. A
+   * tile then walks B contiguously instead of one row of B (N floats apart) per step,
+   * which keeps a large B's cache and TLB misses off the inner loop.
+   */
+  packedB?: boolean;
 }
 
 /** The tile used unless one is given: 4 rows x 8 columns (8 accumulators, 2 of B, 1 broadcast). */
@@ -61,14 +70,18 @@ export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, a
     for (let v = 0; v < nvFull; v++) emit(op.get(bp), v128Load(off + 16 * v), op.set(BV(v)));
     if (rem) {
       const o = off + 16 * nvFull;
-      if (rem === 1) emit(op.get(bp), load32Zero(o));
+      if (tile.packedB) emit(op.get(bp), v128Load(o)); // the panel is padded: read the whole vector
+      else if (rem === 1) emit(op.get(bp), load32Zero(o));
       else if (rem === 2) emit(op.get(bp), load64Zero(o));
       else emit(op.get(bp), load64Zero(o), op.get(bp), op.f32Load(o + 8), f32x4Replace(2));
       emit(op.set(BV(nvFull)));
     }
   };
   const fma = (r: number, nv: number) => {
-    for (let v = 0; v < nv; v++) emit(op.get(ACC(r, v)), op.get(S), op.get(BV(v)), f32x4Mul(), f32x4Add(), op.set(ACC(r, v)));
+    for (let v = 0; v < nv; v++) {
+      if (tile.fma) emit(op.get(S), op.get(BV(v)), op.get(ACC(r, v)), op.simd(0x105), op.set(ACC(r, v)));
+      else emit(op.get(ACC(r, v)), op.get(S), op.get(BV(v)), f32x4Mul(), f32x4Add(), op.set(ACC(r, v)));
+    }
   };
   const kLoop = (iterations: number, step: () => void) => {
     if (iterations <= 0) return;
@@ -89,7 +102,7 @@ export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, a
         fma(r, nv);
       }
       addTo(ap, 4 * asK);
-      addTo(bp, 4 * N);
+      addTo(bp, tile.packedB ? 16 * NV : 4 * N);
     });
     for (let r = 0; r < mr; r++) {
       for (let v = 0; v < nvFull; v++) emit(op.get(ccol), op.get(ACC(r, v)), v128Store(4 * r * N + 16 * v));
@@ -105,7 +118,7 @@ export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, a
     if (fullCols > 0) {
       emit(op.i32(0), op.set(cnt), op.block, op.loop);
       tileCode(mr, NV, 0);
-      addTo(bcol, 16 * NV);
+      addTo(bcol, tile.packedB ? 16 * NV * K : 16 * NV);
       addTo(ccol, 16 * NV);
       emit(op.get(cnt), op.i32(1), op.add, op.tee(cnt), op.i32(fullCols), op.ltS, op.brIf(0), op.end, op.end);
     }
@@ -129,6 +142,40 @@ export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, a
   addTo(C, 4 * M * N);
   emit(op.get(bi), op.i32(1), op.add, op.tee(bi), op.get(BATCH), op.ltS, op.brIf(0), op.end, op.end);
   return { params: [I32, I32, I32, I32], locals: [...new Array(10).fill(I32), ...new Array(1 + NV + MR * NV).fill(V128)], body };
+}
+
+/**
+ * Pack B [K, N] (row-major) into panels of `4 nv` columns for a `packedB` GEMM: panel j
+ * is [K, 4 nv] row-major, columns past N zero. Params (b, out, K); out holds
+ * ceil(N / (4 nv)) K 4 nv floats.
+ */
+export function packPanelsFunc(N: number, nv: number): FuncDef {
+  const [B, OUT, KK] = [0, 1, 2];
+  const [k, src, dst, pnl] = [3, 4, 5, 6];
+  const W = 4 * nv;
+  const full = Math.floor(N / W);
+  const rem = N - full * W;
+  const body: number[] = [];
+  const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
+  emit(op.get(OUT), op.set(dst));
+  if (full > 0) {
+    countedLoop(emit, pnl, op.i32(full), () => {
+      emit(op.get(B), op.get(pnl), op.i32(4 * W), op.mul, op.add, op.set(src));
+      countedLoop(emit, k, op.get(KK), () => {
+        for (let v = 0; v < nv; v++) emit(op.get(dst), op.get(src), v128Load(16 * v), v128Store(16 * v));
+        emit(op.get(src), op.i32(4 * N), op.add, op.set(src), op.get(dst), op.i32(4 * W), op.add, op.set(dst));
+      });
+    });
+  }
+  if (rem > 0) {
+    emit(op.get(B), op.i32(4 * W * full), op.add, op.set(src));
+    countedLoop(emit, k, op.get(KK), () => {
+      for (let v = 0; v < nv; v++) emit(op.get(dst), v128Zero(), v128Store(16 * v));
+      for (let c = 0; c < rem; c++) emit(op.get(dst), op.get(src), op.f32Load(4 * c), op.f32Store(4 * c));
+      emit(op.get(src), op.i32(4 * N), op.add, op.set(src), op.get(dst), op.i32(4 * W), op.add, op.set(dst));
+    });
+  }
+  return { params: [I32, I32, I32], locals: [I32, I32, I32, I32], body };
 }
 
 /**
@@ -273,6 +320,11 @@ const DW_INPUT_GRAD = "PbipDepthwiseInputGrad";
 type GemmFn = (a: number, b: number, c: number, batch: number) => void;
 let registered: boolean | undefined;
 const compiled = compiledKernel;
+const compiledInfo = compiledKernelInfo;
+/** Work below which a part is not worth waking a second thread for (about 0.1 ms of one thread). */
+const MIN_PART_FLOPS = 4e6;
+/** The same for an element-wise pass, in four-float vectors. */
+const MIN_PART_VECTORS = 1 << 15;
 const addr = tensorAddress;
 
 type KernelBody = (be: WasmBackendLike, inputs: Record<string, tf.TensorInfo>, attrs: Record<string, unknown>) => tf.TensorInfo | tf.TensorInfo[];
@@ -305,10 +357,29 @@ function register(): boolean {
       return true;
     }
     wasmKernel(GEMM, (be, { a, b }, attrs) => {
-      const { M, K, N, batch, transposeA, aStep, bStep, mr, nv } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number };
-      const fn = compiled(be, `gemm.${M}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}`, () => gemmFunc(M, K, N, transposeA, aStep, bStep, { mr, nv })) as GemmFn;
+      const { M, K, N, batch, transposeA, aStep, bStep, mr, nv, fma } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number; fma: boolean };
+      const kernel = (m: number) => compiledInfo(be, `gemm.${m}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}.${fma}`, () => gemmFunc(m, K, N, transposeA, aStep, bStep, { mr, nv, fma }));
       const out = be.makeOutput([batch, M, N], "float32");
-      fn(addr(be, a!), addr(be, b!), addr(be, out), batch);
+      const [pa, pb, pc] = [addr(be, a!), addr(be, b!), addr(be, out)];
+      const flops = 2 * M * K * N;
+      if (batch > 1) {
+        // Whole products per thread.
+        runSplit(be, batch, Math.ceil(MIN_PART_FLOPS / flops), (s, n) => ({ kernel: kernel(M), args: [pa + 4 * s * aStep, pb + 4 * s * bStep, pc + 4 * s * M * N, n] }));
+      } else if (!transposeA) {
+        // One product (a linear layer): B packed into panels, then blocks of rows of A and C
+        // per thread (a row's dot products are the same whatever the block).
+        const panels = Math.ceil(N / (4 * nv));
+        const packed = be.makeOutput([panels * K * 4 * nv], "float32");
+        compiled(be, `packPanels.${N}.${nv}`, () => packPanelsFunc(N, nv))(pb, addr(be, packed), K);
+        const packedKernel = (m: number) => compiledInfo(be, `gemmPacked.${m}.${K}.${N}.${mr}.${nv}.${fma}`, () => gemmFunc(m, K, N, false, 0, 0, { mr, nv, fma, packedB: true }));
+        try {
+          runSplit(be, M, Math.max(mr, Math.ceil(MIN_PART_FLOPS / (2 * K * N))), (s, m) => ({ kernel: packedKernel(m), args: [pa + 4 * s * K, addr(be, packed), pc + 4 * s * N, 1] }), mr);
+        } finally {
+          be.disposeData(packed.dataId);
+        }
+      } else {
+        kernel(M).fn(pa, pb, pc, 1);
+      }
       return out;
     });
     wasmKernel(COLSUM, (be, { x }) => {
@@ -338,16 +409,21 @@ function register(): boolean {
     wasmKernel(DW_INPUT_GRAD, (be, { dy, filter }, attrs) => {
       const { geometry: g, inputShape } = attrs as unknown as { geometry: DepthwiseGeometry; inputShape: [number, number, number, number] };
       const [nb, oh, ow] = dy!.shape as [number, number, number, number];
-      const fn = compiled(be, `dwInputGrad.${g.c4}.${g.kh}.${g.kw}.${g.sh}.${g.sw}.${g.dh}.${g.dw}.${g.top}.${g.left}`, () => depthwiseInputGradFunc(g));
+      const kernel = compiledInfo(be, `dwInputGrad.${g.c4}.${g.kh}.${g.kw}.${g.sh}.${g.sw}.${g.dh}.${g.dw}.${g.top}.${g.left}`, () => depthwiseInputGradFunc(g));
       const dx = zeroedOutput(be, inputShape);
-      if (nb > 0 && oh > 0 && ow > 0) fn(addr(be, dy!), addr(be, filter!), addr(be, dx), nb, oh, ow, inputShape[1], inputShape[2]);
+      const [h, w] = [inputShape[1], inputShape[2]];
+      const [pdy, pf, pdx] = [addr(be, dy!), addr(be, filter!), addr(be, dx)];
+      // Whole images per thread: each writes only its own image's dx.
+      const perImage = 2 * oh * ow * g.kh * g.kw * 4 * g.c4;
+      if (nb > 0 && oh > 0 && ow > 0) runSplit(be, nb, Math.ceil(MIN_PART_FLOPS / perImage), (s, n) => ({ kernel, args: [pdy + 4 * s * oh * ow * 4 * g.c4, pf, pdx + 4 * s * h * w * 4 * g.c4, n, oh, ow, h, w] }));
       return dx;
     });
     wasmKernel(CLIP_GRAD, (be, { x, dy }, attrs) => {
       const { lo, hi } = attrs as unknown as { lo: number; hi: number };
-      const fn = compiled(be, "clipGrad", clipGradFunc);
+      const kernel = compiledInfo(be, "clipGrad", clipGradFunc);
       const dx = be.makeOutput(x!.shape, "float32");
-      fn(addr(be, x!), addr(be, dy!), addr(be, dx), tf.util.sizeFromShape(x!.shape) / 4, lo, hi);
+      const [px, pdy, pdx] = [addr(be, x!), addr(be, dy!), addr(be, dx)];
+      runSplit(be, tf.util.sizeFromShape(x!.shape) / 4, MIN_PART_VECTORS, (s, n) => ({ kernel, args: [px + 16 * s, pdy + 16 * s, pdx + 16 * s, n, lo, hi] }));
       return dx;
     });
     registered = true;
@@ -355,6 +431,38 @@ function register(): boolean {
     registered = false;
   }
   return registered;
+}
+
+let relaxed: boolean | undefined;
+
+/**
+ * Turn on WebAssembly relaxed SIMD for pbip's kernels where Node has it behind a flag
+ * (Node 20: V8's `--experimental-wasm-relaxed-simd`; Node 22 ships it), so the GEMM can
+ * use `f32x4.relaxed_madd`, one fused multiply-add where the CPU has FMA. Set
+ * `PBIP_WASM_RELAXED_SIMD=0` to keep plain SIMD. Returns {@link relaxedSimdAvailable}.
+ * Results differ from plain SIMD in the last bits (one rounding instead of two), the
+ * same on every run of one machine.
+ */
+export function enableRelaxedSimd(): boolean {
+  if (process.env.PBIP_WASM_RELAXED_SIMD === "0") {
+    relaxed = false;
+    return false;
+  }
+  if (!relaxedSimdAvailable()) {
+    try {
+      (require("node:v8") as typeof import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
+    } catch {
+      // not Node, or the flag is gone (relaxed SIMD shipped): validation below decides
+    }
+    relaxed = undefined;
+  }
+  return relaxedSimdAvailable();
+}
+
+/** True when this engine compiles relaxed SIMD (and `PBIP_WASM_RELAXED_SIMD` is not 0). */
+export function relaxedSimdAvailable(): boolean {
+  if (relaxed === undefined) relaxed = process.env.PBIP_WASM_RELAXED_SIMD !== "0" && WebAssemblyApi.validate(assemble([gemmFunc(4, 2, 8, false, 0, 0, { mr: 4, nv: 2, fma: true })]));
+  return relaxed;
 }
 
 /** True when the active backend is `wasm` with SIMD and these kernels are registered. */
@@ -390,7 +498,7 @@ export function gemm(a: tf.Tensor, b: tf.Tensor, opts: { transposeA?: boolean; t
   const batch = Math.max(na, nb);
   const lead = (na >= nb ? a : b).shape.slice(0, -2);
   if (batch === 0 || M === 0 || N === 0 || K === 0) return tf.zeros([...lead, M, N]);
-  const attrs = { M, K, N, batch, transposeA, aStep: na === 1 ? 0 : M * K, bStep: nb === 1 ? 0 : K * N, mr: tile.mr, nv: tile.nv };
+  const attrs = { M, K, N, batch, transposeA, aStep: na === 1 ? 0 : M * K, bStep: nb === 1 ? 0 : K * N, mr: tile.mr, nv: tile.nv, fma: tile.fma ?? false };
   const out = tf.engine().runKernel(GEMM, { a, b }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
   return reshapeOwned(out, [...lead, M, N]);
 }

@@ -23,8 +23,11 @@
  * `tf.matMul`, index arithmetic and a float64 erf.
  */
 import * as tf from "@tensorflow/tfjs";
-import { gemm } from "./wasm-simd";
-import { F32, I32, V128, WebAssemblyApi, assemble, bitselect, f32x4Abs, f32x4Add, f32x4Const, f32x4Div, f32x4Extract, f32x4Ge, f32x4Max, f32x4Mul, f32x4Nearest, f32x4Splat, f32x4Sub, i32x4Add, i32x4Const, i32x4Shl, i32x4TruncSat, op, v128Load, v128Store, v128Zero, compiledKernel, type FuncDef, type WasmBackendLike } from "./wasm-asm";
+import { gemm, relaxedSimdAvailable } from "./wasm-simd";
+import { F32, I32, V128, WebAssemblyApi, assemble, bitselect, f32x4Abs, f32x4Add, f32x4Const, f32x4Div, f32x4Extract, f32x4Ge, f32x4Max, f32x4Mul, f32x4Nearest, f32x4Splat, f32x4Sub, i32x4Add, i32x4Const, i32x4Shl, i32x4TruncSat, op, v128Load, v128Store, v128Zero, compiledKernelInfo, runSplit, tensorAddress as addr, type FuncDef, type WasmBackendLike } from "./wasm-asm";
+
+/** Four-float vectors below which an element-wise pass is not split across threads (about 0.1 ms of one thread). */
+const MIN_PART_VECTORS = 1 << 15;
 
 // ------------------------------------------------------------------ kernels
 
@@ -212,12 +215,15 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend, attrs }) => {
         const be = backend as unknown as WasmBackendLike;
-        const gatherFn = compiledKernel(be, "swin.gather", gatherFunc);
+        const kernel = compiledKernelInfo(be, "swin.gather", gatherFunc);
         const { x, index } = inputs as { x: tf.TensorInfo; index: tf.TensorInfo };
         const { rows, cols, batch } = attrs as unknown as { rows: number; cols: number; batch: number };
         const out = be.makeOutput([rows * batch, cols], "float32");
         const xStep = (x.shape[0]! / batch) * cols * 4;
-        gatherFn(be.dataIdMap.get(x.dataId).memoryOffset, be.dataIdMap.get(index.dataId).memoryOffset, be.dataIdMap.get(out.dataId).memoryOffset, rows, cols / 4, batch, xStep);
+        const [px, pi, po] = [addr(be, x), addr(be, index), addr(be, out)];
+        const rowVectors = cols / 4;
+        if (batch > 1) runSplit(be, batch, Math.ceil(MIN_PART_VECTORS / (rows * rowVectors)), (s, n) => ({ kernel, args: [px + s * xStep, pi, po + 16 * s * rows * rowVectors, rows, rowVectors, n, xStep] }));
+        else runSplit(be, rows, Math.ceil(MIN_PART_VECTORS / rowVectors), (s, n) => ({ kernel, args: [px, pi + 4 * s, po + 16 * s * rowVectors, n, rowVectors, 1, xStep] }));
         return out;
       },
     });
@@ -226,10 +232,11 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend }) => {
         const be = backend as unknown as WasmBackendLike;
-        const geluFn = compiledKernel(be, "swin.gelu", () => geluFunc(false));
+        const kernel = compiledKernelInfo(be, "swin.gelu", () => geluFunc(false));
         const { x } = inputs as { x: tf.TensorInfo };
         const out = be.makeOutput(x.shape, "float32");
-        geluFn(be.dataIdMap.get(x.dataId).memoryOffset, be.dataIdMap.get(out.dataId).memoryOffset, tf.util.sizeFromShape(x.shape) / 4);
+        const [px, po] = [addr(be, x), addr(be, out)];
+        runSplit(be, tf.util.sizeFromShape(x.shape) / 4, MIN_PART_VECTORS / 4, (s, n) => ({ kernel, args: [px + 16 * s, po + 16 * s, n] }));
         return out;
       },
     });
@@ -238,11 +245,11 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend }) => {
         const be = backend as unknown as WasmBackendLike;
-        const geluGradFn = compiledKernel(be, "swin.geluGrad", () => geluFunc(true));
+        const kernel = compiledKernelInfo(be, "swin.geluGrad", () => geluFunc(true));
         const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
         const out = be.makeOutput(x.shape, "float32");
-        const m = be.dataIdMap;
-        geluGradFn(m.get(x.dataId).memoryOffset, m.get(dy.dataId).memoryOffset, m.get(out.dataId).memoryOffset, tf.util.sizeFromShape(x.shape) / 4);
+        const [px, pdy, po] = [addr(be, x), addr(be, dy), addr(be, out)];
+        runSplit(be, tf.util.sizeFromShape(x.shape) / 4, MIN_PART_VECTORS / 4, (s, n) => ({ kernel, args: [px + 16 * s, pdy + 16 * s, po + 16 * s, n] }));
         return out;
       },
     });
@@ -251,7 +258,7 @@ function register(): boolean {
       backendName: "wasm",
       kernelFunc: ({ inputs, backend, attrs }) => {
         const be = backend as unknown as WasmBackendLike;
-        const lnFn = compiledKernel(be, "swin.layerNorm", layerNormFunc);
+        const kernel = compiledKernelInfo(be, "swin.layerNorm", layerNormFunc);
         const { x, g, b } = inputs as { x: tf.TensorInfo; g: tf.TensorInfo; b: tf.TensorInfo };
         const [rows, cols] = x.shape as [number, number];
         const y = be.makeOutput([rows, cols], "float32");
@@ -259,7 +266,9 @@ function register(): boolean {
         const rstd = be.makeOutput([rows, 1], "float32");
         const m = be.dataIdMap;
         const o = (t: tf.TensorInfo) => m.get(t.dataId).memoryOffset;
-        lnFn(o(x), o(g), o(b), o(y), o(xhat), o(rstd), rows, cols / 4, 1 / cols, (attrs as unknown as { eps: number }).eps);
+        const eps = (attrs as unknown as { eps: number }).eps;
+        const rowBytes = 4 * cols;
+        runSplit(be, rows, Math.ceil(MIN_PART_VECTORS / 2 / (cols / 4)), (s, n) => ({ kernel, args: [o(x) + s * rowBytes, o(g), o(b), o(y) + s * rowBytes, o(xhat) + s * rowBytes, o(rstd) + 4 * s, n, cols / 4, 1 / cols, eps] }));
         return [y, xhat, rstd];
       },
     });
@@ -269,12 +278,13 @@ function register(): boolean {
       kernelFunc: ({ inputs, backend }) => {
         const be = backend as unknown as WasmBackendLike;
         const { dy, xhat, rstd, g, res } = inputs as Record<"dy" | "xhat" | "rstd" | "g" | "res", tf.TensorInfo | undefined>;
-        const lnGradFn = res ? compiledKernel(be, "swin.layerNormGrad", layerNormGradFunc) : compiledKernel(be, "swin.layerNormGrad0", () => layerNormGradFunc(false));
+        const kernel = res ? compiledKernelInfo(be, "swin.layerNormGrad", layerNormGradFunc) : compiledKernelInfo(be, "swin.layerNormGrad0", () => layerNormGradFunc(false));
         const [rows, cols] = dy!.shape as [number, number];
         const out = be.makeOutput([rows, cols], "float32");
         const m = be.dataIdMap;
         const o = (t: tf.TensorInfo) => m.get(t.dataId).memoryOffset;
-        lnGradFn(o(dy!), o(xhat!), o(rstd!), o(g!), res ? o(res) : 0, o(out), rows, cols / 4, 1 / cols);
+        const rowBytes = 4 * cols;
+        runSplit(be, rows, Math.ceil(MIN_PART_VECTORS / 2 / (cols / 4)), (s, n) => ({ kernel, args: [o(dy!) + s * rowBytes, o(xhat!) + s * rowBytes, o(rstd!) + 4 * s, o(g!), res ? o(res) + s * rowBytes : 0, o(out) + s * rowBytes, n, cols / 4, 1 / cols] }));
         return out;
       },
     });
@@ -299,7 +309,22 @@ export function transformerKernelsAvailable(): boolean {
  */
 export function windowMatMul(a: tf.Tensor, b: tf.Tensor, transposeA = false): tf.Tensor {
   if (!transformerKernelsAvailable()) throw new Error("windowMatMul: needs the wasm backend with SIMD (check transformerKernelsAvailable() first)");
-  return gemm(a, b, { transposeA });
+  return gemm(a, b, { transposeA, tile: { mr: 4, nv: 2, fma: relaxedSimdAvailable() } });
+}
+
+/**
+ * A linear layer's product x [M, K] @ w [K, N] -> [M, N] on pbip's GEMM: w packed into
+ * column panels, rows of x split across the kernel threads (`./wasm-pool`), and fused
+ * multiply-adds where relaxed SIMD is on ({@link relaxedSimdAvailable}). On two threads
+ * 5-30% faster than XNNPACK's product on Swin-T's layer shapes for a batch of region
+ * images (`npx tsx bench/gemm-speed.ts`); the Swin encoder uses it. (MiT-b1 does not:
+ * routed through it, its batch-10 step did not change and its batch-1 forward got
+ * slower, `npx tsx bench/mit-speed.ts`.) Not differentiable by itself. Requires
+ * {@link transformerKernelsAvailable}.
+ */
+export function linearMatMul(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  if (!transformerKernelsAvailable()) throw new Error("linearMatMul: needs the wasm backend with SIMD (check transformerKernelsAvailable() first)");
+  return gemm(x, w, { tile: { mr: 4, nv: 2, fma: relaxedSimdAvailable() } }) as tf.Tensor2D;
 }
 
 /**
