@@ -317,7 +317,6 @@ const COLSUM = "PbipColumnSums";
 const DW_GRAD = "PbipDepthwise3x3FilterGrad";
 const CLIP_GRAD = "PbipClipByValueGrad";
 const DW_INPUT_GRAD = "PbipDepthwiseInputGrad";
-type GemmFn = (a: number, b: number, c: number, batch: number) => void;
 let registered: boolean | undefined;
 const compiled = compiledKernel;
 const compiledInfo = compiledKernelInfo;
