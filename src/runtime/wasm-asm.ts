@@ -67,6 +67,7 @@ export const op = {
   f32Load: (offset = 0) => [0x2a, 2, ...uleb(offset)],
   f32Store: (offset = 0) => [0x38, 2, ...uleb(offset)],
   i32Load: (offset = 0) => [0x28, 2, ...uleb(offset)],
+  i32Store: (offset = 0) => [0x36, 2, ...uleb(offset)],
   block: [0x02, 0x40],
   loop: [0x03, 0x40],
   if: [0x04, 0x40],

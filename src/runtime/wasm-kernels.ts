@@ -13,7 +13,8 @@
  * inside a kernel are not recorded on the gradient tape.
  */
 import * as tf from "@tensorflow/tfjs";
-import { depthwiseInputGrad, wasmSimdKernelsAvailable } from "./wasm-simd";
+import { depthwiseInputGrad, permuteCopy, wasmSimdKernelsAvailable } from "./wasm-simd";
+import { tensorAddress, type WasmBackendLike } from "./wasm-asm";
 
 type Info = tf.TensorInfo;
 
@@ -285,6 +286,24 @@ export function registerWasmKernels(): void {
   overrideSlice();
   overrideTranspose();
   overrideGather();
+  overrideIdentity();
+}
+
+/**
+ * The WASM backend's Identity copies its input into a new buffer. TF.js calls it for
+ * every `tf.clone` and for each output of a `tf.customGrad` op (Swin-T's blocks and
+ * linear layers, the trainer's stop-gradient): 1548 copies, 0.42 s and as many bytes of
+ * heap in a release training step. Tensors are immutable, so this version shares the
+ * input's buffer and counts a reference, as the CPU backend and the WASM backend's own
+ * Reshape do. Strings keep the original.
+ */
+function overrideIdentity(): void {
+  overrideWasmKernel("Identity", (args, orig) => {
+    const x = (args.inputs as unknown as { x: Info }).x;
+    if (x.dtype === "string") return orig(args);
+    (args.backend as unknown as { incRef(dataId: unknown): void }).incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+  });
 }
 
 /**
@@ -311,6 +330,7 @@ interface HeapBackend {
   makeOutput(shape: number[], dtype: tf.DataType): Info;
   typedArrayFromHeap(t: Info): Float32Array | Int32Array | Uint8Array;
   readSync(dataId: unknown): ArrayLike<number>;
+  disposeData(dataId: unknown): boolean;
 }
 
 /**
@@ -430,9 +450,18 @@ function overrideTranspose(): void {
     if (x.dtype === "string" || x.dtype === "complex64") return orig(args);
     const plan = transposePlan(x.shape, perm);
     const r = plan.perm.length;
-    // Ranks up to 4 have fast loops in the original (faster than this one there).
-    if (r < 5) return orig(args);
     const be = args.backend as unknown as HeapBackend;
+    if (r < 5) {
+      // Ranks up to 4 have fast loops in the original (faster than the runs below there);
+      // large ones of 4-byte elements go to pbip's copy kernel on every thread instead.
+      if (r < 2 || x.dtype === "bool") return orig(args);
+      const out = be.makeOutput(perm.map((a) => x.shape[a]!), x.dtype);
+      const dims = plan.perm.map((a) => plan.shape[a]!);
+      const wb = be as unknown as WasmBackendLike;
+      if (permuteCopy(wb, tensorAddress(wb, x), tensorAddress(wb, out), dims, plan.strides)) return out;
+      be.disposeData(out.dataId);
+      return orig(args);
+    }
     const out = be.makeOutput(perm.map((a) => x.shape[a]!), x.dtype);
     const xs = be.typedArrayFromHeap(x);
     const os = be.typedArrayFromHeap(out);

@@ -27,6 +27,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { F32, I32, V128, WebAssemblyApi, assemble, countedLoop, countedLoops, f32x4Add, f32x4Ge, f32x4Le, v128And, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, compiledKernel, compiledKernelInfo, runSplit, tensorAddress, type FuncDef, type WasmBackendLike } from "./wasm-asm";
+import { kernelThreads } from "./wasm-pool";
 
 /** Register tile of the generated GEMM: rows of C and four-float vectors of columns. */
 export interface GemmTile {
@@ -309,6 +310,47 @@ export function clipGradFunc(): FuncDef {
   return { params: [I32, I32, I32, I32, F32, F32], locals: [I32, V128, V128, V128], body };
 }
 
+/**
+ * A permutation copy of 4-byte elements, written in output order: for output indices
+ * (i0, i1, i2, i3) of [n0, d1, d2, d3], out[...] = x[i0 s0 + i1 s1 + i2 s2 + i3 s3]
+ * (s* in bytes). With `contiguous` (s3 = 4 bytes) the last axis is copied as `nvec`
+ * four-element vectors and `rem` single elements; otherwise element by element, `rem`
+ * = d3 of them. Params (x, out, n0, d1, d2, nvec, rem, s0, s1, s2, s3), counts n0, d1,
+ * d2 >= 1.
+ */
+export function permuteCopyFunc(contiguous: boolean): FuncDef {
+  const [X, OUT, N0, D1, D2, NVEC, REM, S0, S1, S2, S3] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  const [i0, i1, i2, j, p0, p1, p2, q] = [11, 12, 13, 14, 15, 16, 17, 18];
+  const body: number[] = [];
+  const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
+  const guarded = (count: number, inner: () => void) => {
+    // for j in 0..count (count may be 0)
+    emit(op.i32(0), op.get(count), op.ltS, op.if);
+    countedLoop(emit, j, op.get(count), inner);
+    emit(op.end);
+  };
+  emit(op.get(X), op.set(p0));
+  countedLoop(emit, i0, op.get(N0), () => {
+    emit(op.get(p0), op.set(p1));
+    countedLoop(emit, i1, op.get(D1), () => {
+      emit(op.get(p1), op.set(p2));
+      countedLoop(emit, i2, op.get(D2), () => {
+        emit(op.get(p2), op.set(q));
+        if (contiguous) {
+          guarded(NVEC, () => emit(op.get(OUT), op.get(q), v128Load(), v128Store(), op.get(OUT), op.i32(16), op.add, op.set(OUT), op.get(q), op.i32(16), op.add, op.set(q)));
+          guarded(REM, () => emit(op.get(OUT), op.get(q), op.i32Load(), op.i32Store(), op.get(OUT), op.i32(4), op.add, op.set(OUT), op.get(q), op.i32(4), op.add, op.set(q)));
+        } else {
+          guarded(REM, () => emit(op.get(OUT), op.get(q), op.i32Load(), op.i32Store(), op.get(OUT), op.i32(4), op.add, op.set(OUT), op.get(q), op.get(S3), op.add, op.set(q)));
+        }
+        emit(op.get(p2), op.get(S2), op.add, op.set(p2));
+      });
+      emit(op.get(p1), op.get(S1), op.add, op.set(p1));
+    });
+    emit(op.get(p0), op.get(S0), op.add, op.set(p0));
+  });
+  return { params: new Array(11).fill(I32), locals: new Array(8).fill(I32), body };
+}
+
 // ------------------------------------------------------------------ registration
 
 
@@ -462,6 +504,31 @@ export function enableRelaxedSimd(): boolean {
 export function relaxedSimdAvailable(): boolean {
   if (relaxed === undefined) relaxed = process.env.PBIP_WASM_RELAXED_SIMD !== "0" && WebAssemblyApi.validate(assemble([gemmFunc(4, 2, 8, false, 0, 0, { mr: 4, nv: 2, fma: true })]));
   return relaxed;
+}
+
+/**
+ * Copy the 4-byte elements at byte address `x` into `out` in the order of an output of
+ * `dims` (rank 2 to 4), output axis k advancing `strides[k]` input elements (a merged
+ * transpose plan, `transposePlan` in `./wasm-kernels`), on every kernel thread, split
+ * along the first axis. Returns false (copying nothing) when the kernels are not
+ * available, the rank does not fit, or only one thread would run: the caller then uses
+ * TF.js's own kernel.
+ */
+export function permuteCopy(be: WasmBackendLike, x: number, out: number, dims: readonly number[], strides: readonly number[], minElements = 1 << 16): boolean {
+  if (dims.length < 2 || dims.length > 4 || !wasmSimdKernelsAvailable()) return false;
+  const size = dims.reduce((a, b) => a * b, 1);
+  if (size < minElements || kernelThreads(backendMemory(be).memory) < 2 || dims[0]! < 2) return false;
+  // [a0, a1, ...] -> [a0, 1, ..., a1, ...]: keep the first axis first, to split along it.
+  const pad = 4 - dims.length;
+  const d = [dims[0]!, ...new Array(pad).fill(1), ...dims.slice(1)];
+  const st = [strides[0]!, ...new Array(pad).fill(0), ...strides.slice(1)].map((v) => 4 * v);
+  const contiguous = st[3] === 4;
+  const kernel = compiledKernelInfo(be, `permuteCopy.${contiguous}`, () => permuteCopyFunc(contiguous));
+  const nvec = contiguous ? Math.floor(d[3]! / 4) : 0;
+  const rem = contiguous ? d[3]! % 4 : d[3]!;
+  const rowElements = d[1]! * d[2]! * d[3]!;
+  runSplit(be, d[0]!, Math.ceil(MIN_PART_VECTORS / rowElements), (s, n) => ({ kernel, args: [x + s * st[0]!, out + 4 * s * rowElements, n, d[1]!, d[2]!, nvec, rem, st[0]!, st[1]!, st[2]!, st[3]!] }));
+  return true;
 }
 
 /** True when the active backend is `wasm` with SIMD and these kernels are registered. */

@@ -288,3 +288,31 @@ test("GatherV2 on WASM (pbip's slice copies) gives the CPU backend's values for 
     assert.throws(() => tf.tidy(() => tf.gather(tf.zeros([4, 20]), tf.tensor1d([1, 4], "int32"))), /the index value 4 is not in \[0, 3\]/);
   });
 });
+
+test("Identity on WASM (tf.clone, customGrad outputs) shares the buffer instead of copying it, and the clone outlives its source", async () => {
+  await onBackend("wasm", async () => {
+    const x = tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]);
+    const buffers = tf.memory().numDataBuffers;
+    const y = tf.clone(x);
+    assert.equal(tf.memory().numDataBuffers, buffers, "a clone adds no buffer");
+    const be = tf.backend() as unknown as { dataIdMap: { get(id: object): { memoryOffset: number } } };
+    assert.equal(be.dataIdMap.get(y.dataId).memoryOffset, be.dataIdMap.get(x.dataId).memoryOffset, "the same heap buffer");
+    x.dispose();
+    assert.deepEqual(Array.from(y.dataSync()), [1, 2, 3, 4, 5, 6], "the clone keeps its values once the source is gone");
+    // A new tensor does not land on the clone's buffer while the clone lives.
+    const z = tf.fill([2, 3], 7);
+    assert.deepEqual(Array.from(y.dataSync()), [1, 2, 3, 4, 5, 6]);
+    tf.dispose([y, z]);
+    assert.equal(tf.memory().numDataBuffers, buffers - 1, "disposing the clone frees the buffer");
+    // Through a custom gradient (its outputs pass through Identity): values and gradient as on CPU.
+    const f = tf.customGrad(((a: tf.Tensor, save: tf.GradSaveFunc) => {
+      save([a]);
+      return { value: tf.square(a), gradFunc: (dy: tf.Tensor, [s]: tf.Tensor[]) => tf.mul(dy, tf.mul(s!, 2)) };
+    }) as unknown as Parameters<typeof tf.customGrad>[0]);
+    const a = tf.tensor1d([1, -2, 3]);
+    const { value, grad } = tf.valueAndGrad((t: tf.Tensor) => tf.sum(f(t) as tf.Tensor))(a);
+    assert.deepEqual(Array.from(value.dataSync()), [14]);
+    assert.deepEqual(Array.from(grad.dataSync()), [2, -4, 6]);
+    tf.dispose([a, value, grad]);
+  });
+});
