@@ -265,7 +265,8 @@ function product(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
 }
 
 function linearForward(x: tf.Tensor2D, l: Linear): tf.Tensor2D {
-  const y = product(x, l.wT);
+  if (transformerKernelsAvailable()) return linearMatMul(x, l.wT, l.b);
+  const y = tf.matMul(x, l.wT);
   return (l.b ? tf.add(y, l.b) : y) as tf.Tensor2D;
 }
 

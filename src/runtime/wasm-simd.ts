@@ -42,6 +42,8 @@ export interface GemmTile {
    * which keeps a large B's cache and TLB misses off the inner loop.
    */
   packedB?: boolean;
+  /** C starts from a bias row vector (param 5, N floats) added to every row, instead of zero. */
+  bias?: boolean;
 }
 
 /** The tile used unless one is given: 4 rows x 8 columns (8 accumulators, 2 of B, 1 broadcast). */
@@ -51,15 +53,16 @@ export const DEFAULT_GEMM_TILE: GemmTile = { mr: 4, nv: 2 };
  * C[b] = op(A[b]) @ B[b] for `batch` products; op(A) is A [M, K] or, with `transposeA`,
  * the transpose of A stored [K, M]. B is [K, N] and C is [M, N], row-major float32.
  * `aStep`/`bStep` are the element distances between consecutive A and B matrices
- * (0 broadcasts one matrix to every product). Params: (a, b, c, batch) byte addresses.
+ * (0 broadcasts one matrix to every product). Params: (a, b, c, batch, bias) byte
+ * addresses; bias is read only with `tile.bias`.
  */
 export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, aStep: number, bStep: number, tile: GemmTile = DEFAULT_GEMM_TILE): FuncDef {
   const { mr: MR, nv: NV } = tile;
-  const [A, B, C, BATCH] = [0, 1, 2, 3];
-  const [bi, k, ap, bp, arow, crow, bcol, ccol, cnt, rcnt] = [4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
-  const S = 14;
-  const BV = (v: number) => 15 + v;
-  const ACC = (r: number, v: number) => 15 + NV + r * NV + v;
+  const [A, B, C, BATCH, BIAS] = [0, 1, 2, 3, 4];
+  const [bi, k, ap, bp, arow, crow, bcol, ccol, cnt, rcnt, bcp] = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+  const S = 16;
+  const BV = (v: number) => 17 + v;
+  const ACC = (r: number, v: number) => 17 + NV + r * NV + v;
   const asI = transposeA ? 1 : K; // elements between rows of op(A)
   const asK = transposeA ? M : 1; // elements along the shared dimension
   const body: number[] = [];
@@ -94,7 +97,16 @@ export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, a
   /** One tile: `mr` rows, `nvFull` whole vectors and a last vector of `rem` (1-3) columns. */
   const tileCode = (mr: number, nvFull: number, rem: number) => {
     const nv = nvFull + (rem ? 1 : 0);
-    for (let r = 0; r < mr; r++) for (let v = 0; v < nv; v++) emit(v128Zero(), op.set(ACC(r, v)));
+    for (let r = 0; r < mr; r++) {
+      for (let v = 0; v < nv; v++) {
+        if (!tile.bias) emit(v128Zero());
+        else if (v < nvFull) emit(op.get(bcp), v128Load(16 * v));
+        else if (rem === 1) emit(op.get(bcp), load32Zero(16 * v));
+        else if (rem === 2) emit(op.get(bcp), load64Zero(16 * v));
+        else emit(op.get(bcp), load64Zero(16 * v), op.get(bcp), op.f32Load(16 * v + 8), f32x4Replace(2));
+        emit(op.set(ACC(r, v)));
+      }
+    }
     emit(op.get(arow), op.set(ap), op.get(bcol), op.set(bp));
     kLoop(K, () => {
       loadB(nvFull, rem, 0);
@@ -115,12 +127,13 @@ export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, a
   const remCols = N - fullCols * 4 * NV;
   /** All column tiles of `mr` rows starting at arow / crow. */
   const rowBlock = (mr: number) => {
-    emit(op.get(B), op.set(bcol), op.get(crow), op.set(ccol));
+    emit(op.get(B), op.set(bcol), op.get(crow), op.set(ccol), op.get(BIAS), op.set(bcp));
     if (fullCols > 0) {
       emit(op.i32(0), op.set(cnt), op.block, op.loop);
       tileCode(mr, NV, 0);
       addTo(bcol, tile.packedB ? 16 * NV * K : 16 * NV);
       addTo(ccol, 16 * NV);
+      addTo(bcp, 16 * NV);
       emit(op.get(cnt), op.i32(1), op.add, op.tee(cnt), op.i32(fullCols), op.ltS, op.brIf(0), op.end, op.end);
     }
     if (remCols > 0) tileCode(mr, Math.floor(remCols / 4), remCols % 4);
@@ -142,7 +155,7 @@ export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, a
   addTo(B, 4 * bStep);
   addTo(C, 4 * M * N);
   emit(op.get(bi), op.i32(1), op.add, op.tee(bi), op.get(BATCH), op.ltS, op.brIf(0), op.end, op.end);
-  return { params: [I32, I32, I32, I32], locals: [...new Array(10).fill(I32), ...new Array(1 + NV + MR * NV).fill(V128)], body };
+  return { params: [I32, I32, I32, I32, I32], locals: [...new Array(11).fill(I32), ...new Array(1 + NV + MR * NV).fill(V128)], body };
 }
 
 /**
@@ -397,7 +410,7 @@ function register(): boolean {
       registered = true;
       return true;
     }
-    wasmKernel(GEMM, (be, { a, b }, attrs) => {
+    wasmKernel(GEMM, (be, { a, b, bias }, attrs) => {
       const { M, K, N, batch, transposeA, aStep, bStep, mr, nv, fma } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number; fma: boolean };
       const kernel = (m: number) => compiledInfo(be, `gemm.${m}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}.${fma}`, () => gemmFunc(m, K, N, transposeA, aStep, bStep, { mr, nv, fma }));
       const out = be.makeOutput([batch, M, N], "float32");
@@ -412,9 +425,11 @@ function register(): boolean {
         const panels = Math.ceil(N / (4 * nv));
         const packed = be.makeOutput([panels * K * 4 * nv], "float32");
         compiled(be, `packPanels.${N}.${nv}`, () => packPanelsFunc(N, nv))(pb, addr(be, packed), K);
-        const packedKernel = (m: number) => compiledInfo(be, `gemmPacked.${m}.${K}.${N}.${mr}.${nv}.${fma}`, () => gemmFunc(m, K, N, false, 0, 0, { mr, nv, fma, packedB: true }));
+        const withBias = bias !== undefined;
+        const pbias = withBias ? addr(be, bias) : 0;
+        const packedKernel = (m: number) => compiledInfo(be, `gemmPacked.${m}.${K}.${N}.${mr}.${nv}.${fma}.${withBias}`, () => gemmFunc(m, K, N, false, 0, 0, { mr, nv, fma, packedB: true, bias: withBias }));
         try {
-          runSplit(be, M, Math.max(mr, Math.ceil(MIN_PART_FLOPS / (2 * K * N))), (s, m) => ({ kernel: packedKernel(m), args: [pa + 4 * s * K, addr(be, packed), pc + 4 * s * N, 1] }), mr);
+          runSplit(be, M, Math.max(mr, Math.ceil(MIN_PART_FLOPS / (2 * K * N))), (s, m) => ({ kernel: packedKernel(m), args: [pa + 4 * s * K, addr(be, packed), pc + 4 * s * N, 1, pbias] }), mr);
         } finally {
           be.disposeData(packed.dataId);
         }
@@ -544,10 +559,11 @@ function requireKernels(what: string): void {
  * Batched matrix product on the WASM backend: a [..., M, K] (with `transposeA`,
  * [..., K, M], multiplied as its transpose) times b [..., K, N] -> [..., M, N]. The
  * leading dimensions of a and b are flattened and must hold the same number of
- * matrices, or one of them a single matrix that is used for every product. Not
+ * matrices, or one of them a single matrix that is used for every product. With
+ * `bias` ([N], one untransposed product only) every row of C starts from it. Not
  * differentiable by itself (used inside custom-gradient ops).
  */
-export function gemm(a: tf.Tensor, b: tf.Tensor, opts: { transposeA?: boolean; tile?: GemmTile } = {}): tf.Tensor {
+export function gemm(a: tf.Tensor, b: tf.Tensor, opts: { transposeA?: boolean; tile?: GemmTile; bias?: tf.Tensor } = {}): tf.Tensor {
   requireKernels("gemm");
   const transposeA = opts.transposeA ?? false;
   const tile = opts.tile ?? DEFAULT_GEMM_TILE;
@@ -563,9 +579,13 @@ export function gemm(a: tf.Tensor, b: tf.Tensor, opts: { transposeA?: boolean; t
   }
   const batch = Math.max(na, nb);
   const lead = (na >= nb ? a : b).shape.slice(0, -2);
-  if (batch === 0 || M === 0 || N === 0 || K === 0) return tf.zeros([...lead, M, N]);
+  const bias = opts.bias;
+  if (bias && (batch !== 1 || transposeA || bias.size !== N || bias.dtype !== "float32")) {
+    throw new Error(`gemm: a bias needs one untransposed product and ${N} float32 values, got [${bias.shape}] ${bias.dtype} for [${a.shape}]${transposeA ? "^T" : ""} x [${b.shape}]`);
+  }
+  if (batch === 0 || M === 0 || N === 0 || K === 0) return bias ? tf.add(tf.zeros([...lead, M, N]), bias) : tf.zeros([...lead, M, N]);
   const attrs = { M, K, N, batch, transposeA, aStep: na === 1 ? 0 : M * K, bStep: nb === 1 ? 0 : K * N, mr: tile.mr, nv: tile.nv, fma: tile.fma ?? false };
-  const out = tf.engine().runKernel(GEMM, { a, b }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+  const out = tf.engine().runKernel(GEMM, bias ? { a, b, bias } : { a, b }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
   return reshapeOwned(out, [...lead, M, N]);
 }
 

@@ -313,18 +313,18 @@ export function windowMatMul(a: tf.Tensor, b: tf.Tensor, transposeA = false): tf
 }
 
 /**
- * A linear layer's product x [M, K] @ w [K, N] -> [M, N] on pbip's GEMM: w packed into
+ * A linear layer's product x [M, K] @ w [K, N] (+ bias [N], added as the rows' starting
+ * values) -> [M, N] on pbip's GEMM: w packed into
  * column panels, rows of x split across the kernel threads (`./wasm-pool`), and fused
  * multiply-adds where relaxed SIMD is on ({@link relaxedSimdAvailable}). On two threads
- * 5-30% faster than XNNPACK's product on Swin-T's layer shapes for a batch of region
- * images (`npx tsx bench/gemm-speed.ts`); the Swin encoder uses it. (MiT-b1 does not:
- * routed through it, its batch-10 step did not change and its batch-1 forward got
- * slower, `npx tsx bench/mit-speed.ts`.) Not differentiable by itself. Requires
- * {@link transformerKernelsAvailable}.
+ * 5-30% faster than XNNPACK's product on Swin-T's and MiT-b1's layer shapes for a batch
+ * (`npx tsx bench/gemm-speed.ts`); the Swin encoder's and MiT's linear layers use it.
+ * The bias is where the rows start (as XNNPACK's fused product does), not a separate
+ * pass. Not differentiable by itself. Requires {@link transformerKernelsAvailable}.
  */
-export function linearMatMul(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+export function linearMatMul(x: tf.Tensor2D, w: tf.Tensor2D, bias?: tf.Tensor1D): tf.Tensor2D {
   if (!transformerKernelsAvailable()) throw new Error("linearMatMul: needs the wasm backend with SIMD (check transformerKernelsAvailable() first)");
-  return gemm(x, w, { tile: { mr: 4, nv: 2, fma: relaxedSimdAvailable() } }) as tf.Tensor2D;
+  return gemm(x, w, { tile: { mr: 4, nv: 2, fma: relaxedSimdAvailable() }, bias }) as tf.Tensor2D;
 }
 
 /**

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr } from "../helpers";
 import { WebAssemblyApi, assemble } from "../../src/runtime/wasm-asm";
-import { clipByValueGrad, clipGradFunc, depthwiseInputGradFunc, type DepthwiseGeometry, columnSums, columnSumsFunc, depthwise3x3FilterGrad, depthwise3x3FilterGradFunc, gemm, gemmFunc, wasmSimdKernelsAvailable, type GemmTile } from "../../src/runtime/wasm-simd";
+import { clipByValueGrad, clipGradFunc, depthwiseInputGradFunc, type DepthwiseGeometry, columnSums, columnSumsFunc, depthwise3x3FilterGrad, depthwise3x3FilterGradFunc, gemm, gemmFunc, relaxedSimdAvailable, wasmSimdKernelsAvailable, type GemmTile } from "../../src/runtime/wasm-simd";
 
 /** C[i] = op(A[i]) B[i] in float64, A [n,M,K] (or [n,K,M] with tA), B [n,K,N]; an operand with n = 1 is shared. */
 function refGemm(a: Float32Array, b: Float32Array, na: number, nb: number, M: number, K: number, N: number, tA: boolean): Float64Array {
@@ -65,6 +65,35 @@ test("gemm (generated WASM SIMD kernel) matches a float64 product for every rema
     c.dispose();
     assert.throws(() => tf.tidy(() => gemm(tf.ones([2, 4, 5]), tf.ones([2, 4, 6]))), /do not match/);
     assert.throws(() => tf.tidy(() => gemm(tf.ones([2, 4, 5]), tf.ones([3, 5, 6]))), /do not match/);
+  });
+});
+
+test("gemm on one untransposed product (B packed into panels, rows split across threads) with and without a bias, plain and fused multiply-add, matches float64", async () => {
+  await onBackend("wasm", () => {
+    const tiles: GemmTile[] = [{ mr: 4, nv: 2 }, { mr: 3, nv: 3 }, { mr: 1, nv: 1 }];
+    if (relaxedSimdAvailable()) tiles.push({ mr: 4, nv: 2, fma: true });
+    // [M, K, N]: every row remainder, column remainders 1-7 past whole panels, N below one panel, K = 1, and a size the pool splits.
+    const shapes: [number, number, number][] = [[5, 7, 9], [6, 3, 10], [7, 5, 11], [8, 2, 13], [1, 1, 1], [9, 1, 3], [3, 4, 14], [2, 6, 15], [4, 4, 8], [3001, 64, 23]];
+    for (const tile of tiles) {
+      for (const [M, K, N] of shapes) {
+        for (const withBias of [false, true]) {
+          const a = randomArray(M * K, M * 13 + K);
+          const b = randomArray(K * N, N * 5 + 3);
+          const bias = randomArray(N, N + 99);
+          const want = refGemm(a, b, 1, 1, M, K, N, false).map((v, i) => (withBias ? v + bias[i % N]! : v));
+          const before = tf.memory().numTensors;
+          const [at, bt, biast] = [tf.tensor2d(a, [M, K]), tf.tensor2d(b, [K, N]), tf.tensor1d(bias)];
+          const c = gemm(at, bt, { tile, bias: withBias ? biast : undefined });
+          assert.deepEqual(c.shape, [M, N]);
+          const err = maxRelErr(c.dataSync(), Float64Array.from(want));
+          tf.dispose([at, bt, biast, c]);
+          assert.equal(tf.memory().numTensors, before, "no tensor left behind (the packed copy of B is freed)");
+          assert.ok(err < 1e-6, `[${M},${K}]x[${K},${N}] bias=${withBias} tile ${JSON.stringify(tile)}: max relative error ${err}`);
+        }
+      }
+    }
+    assert.throws(() => tf.tidy(() => gemm(tf.ones([2, 4, 5]), tf.ones([2, 5, 6]), { bias: tf.ones([6]) })), /a bias needs one untransposed product/);
+    assert.throws(() => tf.tidy(() => gemm(tf.ones([4, 5]), tf.ones([5, 6]), { bias: tf.ones([5]) })), /6 float32 values/);
   });
 });
 
