@@ -919,7 +919,7 @@ export function summarize(rep: BenchReport): string[] {
     if (b.backend === "wasm" && (b.threads ?? 1) === 1) {
       out.push("  WASM computed on one thread (PBIP_WASM_THREADS=1, or the multi-threaded build did not start: see `pbip doctor`); PyTorch used two cores");
     } else if (b.backend === "wasm") {
-      out.push(`  WASM on ${b.threads} threads: XNNPACK's convolutions and pbip's kernels (Swin-T's products, attention, GELU, LayerNorm, ...) use them all; the other TF.js kernels run on one; PyTorch used two cores`);
+      out.push(`  WASM on ${b.threads} threads: XNNPACK's convolutions and pbip's kernels (Swin-T's and MiT-b1's products, attention, GELU, LayerNorm, large transposes, ...) use them all; the other TF.js kernels run on one; PyTorch used two cores`);
     }
   }
   const load = rep.machine.loadavg[0] ?? 0;
