@@ -17,8 +17,9 @@
  *      threads per core), i.e. 1 on a 2-vCPU machine: os.cpus() reports 2n entries
  *      during initialisation.
  * Then XNNPACK runs convolutions, depthwise convolutions and single matrix products
- * on n threads; every other kernel (pbip's SIMD kernels included) runs on the calling
- * thread. Measured with `npx tsx bench/wasm-threads.ts`.
+ * on n threads; TF.js's other kernels run on the calling thread, and pbip's own kernels
+ * on n threads through its worker pool on the same shared memory (`./wasm-pool`).
+ * Measured with `npx tsx bench/wasm-threads.ts`.
  *
  * The workarounds name internals of one tfjs-backend-wasm version; another version is
  * refused with a clear error, and {@link initBackend} then falls back to the shipped
