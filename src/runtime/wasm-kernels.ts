@@ -13,7 +13,7 @@
  * inside a kernel are not recorded on the gradient tape.
  */
 import * as tf from "@tensorflow/tfjs";
-import { depthwiseInputGrad, permuteCopy, wasmSimdKernelsAvailable } from "./wasm-simd";
+import { depthwiseInputGrad, periodicBinary, permuteCopy, wasmSimdKernelsAvailable, type BinaryOp } from "./wasm-simd";
 import { tensorAddress, type WasmBackendLike } from "./wasm-asm";
 
 type Info = tf.TensorInfo;
@@ -287,7 +287,26 @@ export function registerWasmKernels(): void {
   overrideTranspose();
   overrideGather();
   overrideIdentity();
+  for (const [name, opName] of [["Add", "add"], ["Sub", "sub"], ["Multiply", "mul"]] as const) overrideBinary(name, opName);
 }
+
+/**
+ * TF.js's WASM Add, Sub and Multiply run on one thread, and a broadcast of rank 5 on a
+ * generic index loop (Swin-T's attention bias on [windows, 1, heads, 49, 49] scores: 22 ms
+ * a call for 4 images). Where one float32 operand repeats along leading axes of the
+ * other (same shapes included), pbip's SIMD kernel computes it on every thread
+ * (`periodicBinary`); other broadcasts and types keep the original. Same IEEE results.
+ */
+function overrideBinary(name: string, opName: BinaryOp): void {
+  overrideWasmKernel(name, (args, orig) => {
+    const { a, b } = args.inputs as unknown as { a: Info; b: Info };
+    if (tf.util.sizeFromShape(a.shape) + tf.util.sizeFromShape(b.shape) < BINARY_MIN_ELEMENTS) return orig(args);
+    return periodicBinary(args.backend as unknown as WasmBackendLike, opName, a, b) ?? orig(args);
+  });
+}
+
+/** Below this many elements TF.js's own kernel is as fast (no thread to wake, no checks). */
+const BINARY_MIN_ELEMENTS = 1 << 14;
 
 /**
  * The WASM backend's Identity copies its input into a new buffer. TF.js calls it for

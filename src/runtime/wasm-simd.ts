@@ -364,6 +364,96 @@ export function permuteCopyFunc(contiguous: boolean): FuncDef {
   return { params: new Array(11).fill(I32), locals: new Array(8).fill(I32), body };
 }
 
+/** The element-wise operations of {@link binaryFunc}: SIMD and scalar opcodes. */
+export const BINARY_OPS = { add: [0xe4, 0x92], sub: [0xe5, 0x93], mul: [0xe6, 0x94] } as const;
+export type BinaryOp = keyof typeof BINARY_OPS;
+
+/**
+ * out = big (op) small, element-wise, with `small` repeating every period: for each of
+ * `blocks` blocks of `4 pvec + prem` elements of big and out, small's first period is
+ * read again (blocks = 1 with a whole-length small is the same-shape case). With
+ * `smallFirst` the operands are swapped: out = small (op) big (subtraction's order).
+ * Params (big, small, out, blocks, pvec, prem), blocks >= 1.
+ */
+export function binaryFunc(opName: BinaryOp, smallFirst: boolean): FuncDef {
+  const [BIG, SMALL, OUT, BLOCKS, PVEC, PREM] = [0, 1, 2, 3, 4, 5];
+  const [bk, j, sp] = [6, 7, 8];
+  const [vop, sop] = BINARY_OPS[opName];
+  const body: number[] = [];
+  const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
+  const guarded = (count: number, inner: () => void) => {
+    emit(op.i32(0), op.get(count), op.ltS, op.if);
+    countedLoop(emit, j, op.get(count), inner);
+    emit(op.end);
+  };
+  const step = (ptr: number, bytes: number) => emit(op.get(ptr), op.i32(bytes), op.add, op.set(ptr));
+  countedLoop(emit, bk, op.get(BLOCKS), () => {
+    emit(op.get(SMALL), op.set(sp));
+    guarded(PVEC, () => {
+      emit(op.get(OUT));
+      if (smallFirst) emit(op.get(sp), v128Load(), op.get(BIG), v128Load());
+      else emit(op.get(BIG), v128Load(), op.get(sp), v128Load());
+      emit(op.simd(vop), v128Store());
+      step(BIG, 16);
+      step(sp, 16);
+      step(OUT, 16);
+    });
+    guarded(PREM, () => {
+      emit(op.get(OUT));
+      if (smallFirst) emit(op.get(sp), op.f32Load(), op.get(BIG), op.f32Load());
+      else emit(op.get(BIG), op.f32Load(), op.get(sp), op.f32Load());
+      emit([sop], op.f32Store());
+      step(BIG, 4);
+      step(sp, 4);
+      step(OUT, 4);
+    });
+  });
+  return { params: new Array(6).fill(I32), locals: [I32, I32, I32], body };
+}
+
+/**
+ * a (op) b for float32 tensors whose broadcast is one operand repeating along leading
+ * axes of the other (same shapes; a bias [C] on [N, C]; Swin's attention bias
+ * [1, heads, 49, 49] on [windows, 1, heads, 49, 49]), on every kernel thread. Returns
+ * undefined (and computes nothing) for any other broadcast, which the caller leaves to
+ * TF.js. Same IEEE results as TF.js's kernels.
+ */
+export function periodicBinary(be: WasmBackendLike, opName: BinaryOp, a: tf.TensorInfo, b: tf.TensorInfo): tf.TensorInfo | undefined {
+  if (a.dtype !== "float32" || b.dtype !== "float32" || !wasmSimdKernelsAvailable()) return undefined;
+  const na = tf.util.sizeFromShape(a.shape);
+  const nb = tf.util.sizeFromShape(b.shape);
+  if (na === 0 || nb === 0) return undefined;
+  const repeats = (big: readonly number[], small: readonly number[]) => {
+    let k = 0;
+    while (k < small.length && small[k] === 1) k++;
+    const core = small.slice(k);
+    if (core.length > big.length) return false;
+    const tail = big.slice(big.length - core.length);
+    return core.every((d, i) => d === tail[i]) && small.length <= big.length;
+  };
+  let big: tf.TensorInfo, small: tf.TensorInfo, smallFirst: boolean;
+  if (na >= nb && repeats(a.shape, b.shape)) [big, small, smallFirst] = [a, b, false];
+  else if (nb > na && repeats(b.shape, a.shape)) [big, small, smallFirst] = [b, a, true];
+  else return undefined;
+  const n = Math.max(na, nb);
+  const period = Math.min(na, nb);
+  if (period < 16) return undefined; // scalars and short rows: TF.js's kernel does better than one block per few elements
+  const kernel = compiledKernelInfo(be, `binary.${opName}.${smallFirst}`, () => binaryFunc(opName, smallFirst));
+  const out = be.makeOutput([...big.shape], "float32");
+  const [pbig, psmall, pout] = [addr(be, big), addr(be, small), addr(be, out)];
+  if (period === n) {
+    // Same shapes: split the vectors; the last part takes the remainder.
+    const vecs = Math.floor(n / 4);
+    const rem = n % 4;
+    if (vecs === 0) kernel.fn(pbig, psmall, pout, 1, 0, rem);
+    else runSplit(be, vecs, MIN_PART_VECTORS, (s, c) => ({ kernel, args: [pbig + 16 * s, psmall + 16 * s, pout + 16 * s, 1, c, s + c === vecs ? rem : 0] }));
+  } else {
+    const blocks = n / period;
+    runSplit(be, blocks, Math.ceil((4 * MIN_PART_VECTORS) / period), (s, c) => ({ kernel, args: [pbig + 4 * s * period, psmall, pout + 4 * s * period, c, Math.floor(period / 4), period % 4] }));
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------ registration
 
 

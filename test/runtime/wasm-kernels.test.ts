@@ -316,3 +316,45 @@ test("Identity on WASM (tf.clone, customGrad outputs) shares the buffer instead 
     tf.dispose([a, value, grad]);
   });
 });
+
+test("Add, Sub and Multiply on WASM (pbip's kernel where one operand repeats) give the CPU backend's values; other broadcasts stay TF.js's", async () => {
+  const { poolStats } = await import("../../src/runtime");
+  // [a shape, b shape]: same shapes (with a remainder), a bias, Swin's rank-5 attention bias, the
+  // repeating operand first (subtraction's order), an odd period, leading 1s, and broadcasts the
+  // kernel does not take (last-axis, both sides, scalar).
+  const cases: [number[], number[]][] = [
+    [[20001], [20001]],
+    [[100, 384], [384]],
+    [[8, 1, 3, 49, 49], [1, 3, 49, 49]],
+    [[3, 49, 49], [6, 3, 49, 49]],
+    [[2, 64, 64, 3], [1, 1, 1, 3]],
+    [[600, 37], [37]],
+    [[1, 1, 1500, 17], [1, 17]],
+    [[2, 12, 49, 49], [2, 12, 49, 1]],
+    [[30, 1, 64], [1, 20, 64]],
+    [[20000], []],
+  ];
+  for (const name of ["add", "sub", "mul"] as const) {
+    for (const [sa, sb] of cases) {
+      const n = (s: number[]) => s.reduce((x, y) => x * y, 1);
+      const va = randomArray(n(sa), n(sa) + 1);
+      const vb = randomArray(n(sb), n(sb) + 2);
+      const run = () => tf.tidy(() => {
+        const [a, b] = [tf.tensor(va, sa), tf.tensor(vb, sb)];
+        const y = name === "add" ? tf.add(a, b) : name === "sub" ? tf.sub(a, b) : tf.mul(a, b);
+        return { shape: y.shape, values: Array.from(y.dataSync()) };
+      });
+      const want = await onBackend("cpu", run);
+      const got = await onBackend("wasm", run);
+      assert.deepEqual(got.shape, want.shape, `${name} [${sa}] [${sb}] shape`);
+      assert.ok(got.values.every((v, i) => v === want.values[i]), `${name} [${sa}] [${sb}]: the CPU backend's values`);
+    }
+  }
+  // The large repeating cases are split across the kernel threads when there are two.
+  await onBackend("wasm", () => {
+    const before = poolStats().splitCalls;
+    tf.tidy(() => tf.add(tf.ones([256, 1, 3, 49, 49]), tf.ones([1, 3, 49, 49])).dataSync());
+    const threads = (tf.backend() as unknown as { wasm: { wasmMemory?: { buffer: unknown } } }).wasm.wasmMemory?.buffer instanceof SharedArrayBuffer;
+    if (threads) assert.ok(poolStats().splitCalls > before, "the attention-bias add ran on both threads");
+  });
+});
