@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr, finiteDiff } from "../helpers";
 import { sliceRuns, transposePlan } from "../../src/runtime/wasm-kernels";
+import { poolStats } from "../../src/runtime/wasm-pool";
 
 interface ConvCase {
   name: string;
@@ -318,7 +319,6 @@ test("Identity on WASM (tf.clone, customGrad outputs) shares the buffer instead 
 });
 
 test("Add, Sub and Multiply on WASM (pbip's kernel where one operand repeats) give the CPU backend's values; other broadcasts stay TF.js's", async () => {
-  const { poolStats } = await import("../../src/runtime");
   // [a shape, b shape]: same shapes (with a remainder), a bias, Swin's rank-5 attention bias, the
   // repeating operand first (subtraction's order), an odd period, leading 1s, and broadcasts the
   // kernel does not take (last-axis, both sides, scalar).
