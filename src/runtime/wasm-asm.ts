@@ -127,6 +127,12 @@ export function countedLoop(emit: (...xs: number[][]) => void, v: number, limit:
   inner();
   emit(op.get(v), op.i32(step), op.add, op.tee(v), limit, op.ltS, op.brIf(0), op.end, op.end);
 }
+/** `for v in 0..count` where the count (a local) may be 0, unlike {@link countedLoop}'s do-while. */
+export function guardedLoop(emit: (...xs: number[][]) => void, v: number, count: number, inner: () => void): void {
+  emit(op.i32(0), op.get(count), op.ltS, op.if);
+  countedLoop(emit, v, op.get(count), inner);
+  emit(op.end);
+}
 /** Counted loops nested outermost first, each over [counter local, bound instructions], around `inner`. */
 export function countedLoops(emit: (...xs: number[][]) => void, loops: [number, number[]][], inner: () => void): void {
   const [first, ...rest] = loops;

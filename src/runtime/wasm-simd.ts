@@ -26,7 +26,7 @@
  * elsewhere. Tested against `tf.matMul`, `tf.sum` and a float64 loop.
  */
 import * as tf from "@tensorflow/tfjs";
-import { F32, I32, V128, WebAssemblyApi, assemble, countedLoop, countedLoops, f32x4Add, f32x4Ge, f32x4Le, v128And, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, compiledKernel, compiledKernelInfo, runSplit, tensorAddress, type FuncDef, type WasmBackendLike } from "./wasm-asm";
+import { F32, I32, V128, WebAssemblyApi, assemble, countedLoop, countedLoops, guardedLoop, f32x4Add, f32x4Ge, f32x4Le, v128And, f32x4Extract, f32x4Mul, f32x4Replace, f32x4Splat, load32Zero, load64Zero, op, v128Load, v128Store, v128Zero, backendMemory, compiledKernel, compiledKernelInfo, runSplit, tensorAddress, type FuncDef, type WasmBackendLike } from "./wasm-asm";
 import { kernelThreads } from "./wasm-pool";
 
 /** Register tile of the generated GEMM: rows of C and four-float vectors of columns. */
@@ -336,12 +336,7 @@ export function permuteCopyFunc(contiguous: boolean): FuncDef {
   const [i0, i1, i2, j, p0, p1, p2, q] = [11, 12, 13, 14, 15, 16, 17, 18];
   const body: number[] = [];
   const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
-  const guarded = (count: number, inner: () => void) => {
-    // for j in 0..count (count may be 0)
-    emit(op.i32(0), op.get(count), op.ltS, op.if);
-    countedLoop(emit, j, op.get(count), inner);
-    emit(op.end);
-  };
+  const guarded = (count: number, inner: () => void) => guardedLoop(emit, j, count, inner);
   emit(op.get(X), op.set(p0));
   countedLoop(emit, i0, op.get(N0), () => {
     emit(op.get(p0), op.set(p1));
@@ -381,11 +376,7 @@ export function binaryFunc(opName: BinaryOp, smallFirst: boolean): FuncDef {
   const [vop, sop] = BINARY_OPS[opName];
   const body: number[] = [];
   const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
-  const guarded = (count: number, inner: () => void) => {
-    emit(op.i32(0), op.get(count), op.ltS, op.if);
-    countedLoop(emit, j, op.get(count), inner);
-    emit(op.end);
-  };
+  const guarded = (count: number, inner: () => void) => guardedLoop(emit, j, count, inner);
   const step = (ptr: number, bytes: number) => emit(op.get(ptr), op.i32(bytes), op.add, op.set(ptr));
   countedLoop(emit, bk, op.get(BLOCKS), () => {
     emit(op.get(SMALL), op.set(sp));
