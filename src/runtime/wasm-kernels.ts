@@ -13,7 +13,7 @@
  * inside a kernel are not recorded on the gradient tape.
  */
 import * as tf from "@tensorflow/tfjs";
-import { depthwiseInputGrad, periodicBinary, permuteCopy, wasmSimdKernelsAvailable, type BinaryOp } from "./wasm-simd";
+import { depthwiseInputGrad, periodicBinary, permuteCopy, permuteCopyFits, wasmSimdKernelsAvailable, type BinaryOp } from "./wasm-simd";
 import { tensorAddress, type WasmBackendLike } from "./wasm-asm";
 
 type Info = tf.TensorInfo;
@@ -349,7 +349,6 @@ interface HeapBackend {
   makeOutput(shape: number[], dtype: tf.DataType): Info;
   typedArrayFromHeap(t: Info): Float32Array | Int32Array | Uint8Array;
   readSync(dataId: unknown): ArrayLike<number>;
-  disposeData(dataId: unknown): boolean;
 }
 
 /**
@@ -473,13 +472,12 @@ function overrideTranspose(): void {
     if (r < 5) {
       // Ranks up to 4 have fast loops in the original (faster than the runs below there);
       // large ones of 4-byte elements go to pbip's copy kernel on every thread instead.
-      if (r < 2 || x.dtype === "bool") return orig(args);
-      const out = be.makeOutput(perm.map((a) => x.shape[a]!), x.dtype);
       const dims = plan.perm.map((a) => plan.shape[a]!);
       const wb = be as unknown as WasmBackendLike;
-      if (permuteCopy(wb, tensorAddress(wb, x), tensorAddress(wb, out), dims, plan.strides)) return out;
-      be.disposeData(out.dataId);
-      return orig(args);
+      if (x.dtype === "bool" || !permuteCopyFits(wb, dims)) return orig(args);
+      const out = be.makeOutput(perm.map((a) => x.shape[a]!), x.dtype);
+      permuteCopy(wb, tensorAddress(wb, x), tensorAddress(wb, out), dims, plan.strides);
+      return out;
     }
     const out = be.makeOutput(perm.map((a) => x.shape[a]!), x.dtype);
     const xs = be.typedArrayFromHeap(x);

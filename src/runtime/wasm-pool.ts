@@ -113,8 +113,12 @@ export function setKernelThreads(n: number | undefined): void {
 export function kernelThreads(memory: WasmMemory): number {
   if (typeof SharedArrayBuffer === "undefined" || !(memory.buffer instanceof SharedArrayBuffer)) return 1;
   if (wanted !== undefined) return wanted;
-  return backendThreads();
+  // The backend's thread count is fixed once it has started: look it up once per memory.
+  if (threadsOf?.memory !== memory) threadsOf = { memory, n: backendThreads() };
+  return threadsOf.n;
 }
+
+let threadsOf: { memory: WasmMemory; n: number } | undefined;
 
 function backendThreads(): number {
   try {

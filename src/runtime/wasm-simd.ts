@@ -603,17 +603,22 @@ export function relaxedSimdAvailable(): boolean {
 }
 
 /**
- * Copy the 4-byte elements at byte address `x` into `out` in the order of an output of
- * `dims` (rank 2 to 4), output axis k advancing `strides[k]` input elements (a merged
- * transpose plan, `transposePlan` in `./wasm-kernels`), on every kernel thread, split
- * along the first axis. Returns false (copying nothing) when the kernels are not
- * available, the rank does not fit, or only one thread would run: the caller then uses
- * TF.js's own kernel.
+ * Whether {@link permuteCopy} takes a copy of output `dims`: rank 2 to 4, at least
+ * `minElements`, more than one kernel thread and a first axis to split. Otherwise the
+ * caller keeps TF.js's own kernel.
  */
-export function permuteCopy(be: WasmBackendLike, x: number, out: number, dims: readonly number[], strides: readonly number[], minElements = 1 << 16): boolean {
-  if (dims.length < 2 || dims.length > 4 || !wasmSimdKernelsAvailable()) return false;
-  const size = dims.reduce((a, b) => a * b, 1);
-  if (size < minElements || kernelThreads(backendMemory(be).memory) < 2 || dims[0]! < 2) return false;
+export function permuteCopyFits(be: WasmBackendLike, dims: readonly number[], minElements = 1 << 16): boolean {
+  if (dims.length < 2 || dims.length > 4 || dims[0]! < 2 || !wasmSimdKernelsAvailable()) return false;
+  return dims.reduce((a, b) => a * b, 1) >= minElements && kernelThreads(backendMemory(be).memory) >= 2;
+}
+
+/**
+ * Copy the 4-byte elements at byte address `x` into `out` in the order of an output of
+ * `dims`, output axis k advancing `strides[k]` input elements (a merged transpose plan,
+ * `transposePlan` in `./wasm-kernels`), on every kernel thread, split along the first
+ * axis. The caller checks {@link permuteCopyFits} first.
+ */
+export function permuteCopy(be: WasmBackendLike, x: number, out: number, dims: readonly number[], strides: readonly number[]): void {
   // [a0, a1, ...] -> [a0, 1, ..., a1, ...]: keep the first axis first, to split along it.
   const pad = 4 - dims.length;
   const d = [dims[0]!, ...new Array(pad).fill(1), ...dims.slice(1)];
@@ -624,7 +629,6 @@ export function permuteCopy(be: WasmBackendLike, x: number, out: number, dims: r
   const rem = contiguous ? d[3]! % 4 : d[3]!;
   const rowElements = d[1]! * d[2]! * d[3]!;
   runSplit(be, d[0]!, Math.ceil(MIN_PART_VECTORS / rowElements), (s, n) => ({ kernel, args: [x + s * st[0]!, out + 4 * s * rowElements, n, d[1]!, d[2]!, nvec, rem, st[0]!, st[1]!, st[2]!, st[3]!] }));
-  return true;
 }
 
 /** True when the active backend is `wasm` with SIMD and these kernels are registered. */

@@ -197,6 +197,26 @@ const GELU = "PbipGelu";
 const GELU_GRAD = "PbipGeluGrad";
 const LN = "PbipLayerNorm";
 const LN_GRAD = "PbipLayerNormGrad";
+/**
+ * Register an element-wise kernel over four-float vectors: params (the inputs' addresses
+ * in `inputNames` order, the output's, the vector count), split across the kernel threads.
+ */
+function elementwiseKernel(kernelName: string, key: string, make: () => FuncDef, inputNames: string[]): void {
+  tf.registerKernel({
+    kernelName,
+    backendName: "wasm",
+    kernelFunc: ({ inputs, backend }) => {
+      const be = backend as unknown as WasmBackendLike;
+      const kernel = compiledKernelInfo(be, key, make);
+      const ins = inputNames.map((n) => (inputs as Record<string, tf.TensorInfo>)[n]!);
+      const out = be.makeOutput(ins[0]!.shape, "float32");
+      const ptrs = [...ins, out].map((t) => addr(be, t));
+      runSplit(be, tf.util.sizeFromShape(out.shape) / 4, MIN_PART_VECTORS / 4, (s, n) => ({ kernel, args: [...ptrs.map((p) => p + 16 * s), n] }));
+      return out;
+    },
+  });
+}
+
 let registered: boolean | undefined;
 function register(): boolean {
   if (registered !== undefined) return registered;
@@ -227,32 +247,8 @@ function register(): boolean {
         return out;
       },
     });
-    tf.registerKernel({
-      kernelName: GELU,
-      backendName: "wasm",
-      kernelFunc: ({ inputs, backend }) => {
-        const be = backend as unknown as WasmBackendLike;
-        const kernel = compiledKernelInfo(be, "swin.gelu", () => geluFunc(false));
-        const { x } = inputs as { x: tf.TensorInfo };
-        const out = be.makeOutput(x.shape, "float32");
-        const [px, po] = [addr(be, x), addr(be, out)];
-        runSplit(be, tf.util.sizeFromShape(x.shape) / 4, MIN_PART_VECTORS / 4, (s, n) => ({ kernel, args: [px + 16 * s, po + 16 * s, n] }));
-        return out;
-      },
-    });
-    tf.registerKernel({
-      kernelName: GELU_GRAD,
-      backendName: "wasm",
-      kernelFunc: ({ inputs, backend }) => {
-        const be = backend as unknown as WasmBackendLike;
-        const kernel = compiledKernelInfo(be, "swin.geluGrad", () => geluFunc(true));
-        const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-        const out = be.makeOutput(x.shape, "float32");
-        const [px, pdy, po] = [addr(be, x), addr(be, dy), addr(be, out)];
-        runSplit(be, tf.util.sizeFromShape(x.shape) / 4, MIN_PART_VECTORS / 4, (s, n) => ({ kernel, args: [px + 16 * s, pdy + 16 * s, po + 16 * s, n] }));
-        return out;
-      },
-    });
+    elementwiseKernel(GELU, "swin.gelu", () => geluFunc(false), ["x"]);
+    elementwiseKernel(GELU_GRAD, "swin.geluGrad", () => geluFunc(true), ["x", "dy"]);
     tf.registerKernel({
       kernelName: LN,
       backendName: "wasm",
