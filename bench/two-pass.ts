@@ -2,9 +2,9 @@
 // weights, batch 10, 224 px) under different two-pass settings, interleaved in one
 // process so that they share the machine's conditions; not a test.
 //
-//   npx tsx bench/two-pass.ts [0:fast,auto:fast,auto:lean]
+//   npx tsx bench/two-pass.ts [0:fast,auto:fast,auto:lean,auto:lean:8]
 //
-// Each variant is `<match.encoderKeep>:<Swin memory mode>`. After one warm-up step the
+// Each variant is `<match.encoderKeep>:<Swin memory mode>[:<match.encoderChunk>]`. After one warm-up step the
 // variants run in the given order and then in reverse, one training step each; the
 // table gives each variant's step times, how many region images kept their encoder
 // activations, how many were run forward again, and the WASM heap afterwards.
@@ -13,7 +13,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../src/runtime/backend";
-import { resolveConfig, type PbipConfig } from "../src/config/profiles";
+import { resolveConfig, type ConfigOverride } from "../src/config/profiles";
 import type { SwinEncoder, SwinMemoryMode } from "../src/encoders/swin";
 import { PbipTask } from "../src/train/trainer";
 import { runTraining } from "../src/train/loop";
@@ -30,9 +30,10 @@ async function main(): Promise<void> {
   const rows: Record<string, string[]> = {};
   try {
     for (const [i, v] of order.entries()) {
-      const [keep, mem] = v.split(":") as [string, SwinMemoryMode];
+      const [keep, mem, chunk] = v.split(":") as [string, SwinMemoryMode, string | undefined];
       enc.memory = mem;
-      const cfg = resolveConfig(m.cfg, { match: { encoderKeep: keep === "auto" ? "auto" : Number(keep) } as PbipConfig["match"] });
+      const match = { encoderKeep: keep === "auto" ? "auto" : Number(keep), ...(chunk ? { encoderChunk: Number(chunk) } : {}) };
+      const cfg = resolveConfig(m.cfg, { match } as ConfigOverride);
       const task = new PbipTask({ config: cfg, net: m.net, encoder: enc, bankPrototypes: m.protos, backgroundId: 4 });
       // The same batch for every variant.
       const source = randomSource(1, sizes.release.batch, sizes.release.size, 4, 2, 5);
