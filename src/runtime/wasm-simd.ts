@@ -8,7 +8,10 @@
  *   (about 28 GFLOP/s). Attention's q k^T and p v and their gradients are batched.
  *   The code is generated per shape: a tile of `MR` rows by `4 NV` columns of C is
  *   held in SIMD registers while the shared dimension is walked, one vector load of
- *   B per four columns and one broadcast of A per row and step.
+ *   B per four columns and one broadcast of A per row and step. One product is split
+ *   by rows across the kernel threads; a transposed one (a weight gradient x^T dy,
+ *   whose shared dimension is every token of the batch) reads x in place and walks
+ *   the shared dimension in blocks.
  * - `columnSums(x)`: [N, C] -> [C]. A bias or LayerNorm gradient; TF.js reduces a
  *   leading axis by transposing first, and `ones[1, N] @ x` reaches XNNPACK with x
  *   as the weights it packs on every call (0.3-0.5 GFLOP/s).
@@ -44,6 +47,21 @@ export interface GemmTile {
   packedB?: boolean;
   /** C starts from a bias row vector (param 5, N floats) added to every row, instead of zero. */
   bias?: boolean;
+  /**
+   * Block the shared dimension in runs of `kc` (used when kc < K): for each block, every
+   * column panel's `kc` rows of B stay in L1 while the tiles of all rows of A go past
+   * them, adding into C. Without it a tile walks all of K, so for a long K (a weight
+   * gradient x^T dy sums over every token of the batch: K = 31360 for MiT-b1's first
+   * stage at batch 10) each tile streams a whole panel of B (K * 32 bytes) and its rows
+   * of A from L3.
+   */
+  kc?: number;
+  /**
+   * Elements between consecutive rows of A (untransposed; default K) or between
+   * consecutive steps of the shared dimension (transposeA; default M): a kernel for a
+   * block of rows of a larger A.
+   */
+  lda?: number;
 }
 
 /** The tile used unless one is given: 4 rows x 8 columns (8 accumulators, 2 of B, 1 broadcast). */
@@ -59,12 +77,12 @@ export const DEFAULT_GEMM_TILE: GemmTile = { mr: 4, nv: 2 };
 export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, aStep: number, bStep: number, tile: GemmTile = DEFAULT_GEMM_TILE): FuncDef {
   const { mr: MR, nv: NV } = tile;
   const [A, B, C, BATCH, BIAS] = [0, 1, 2, 3, 4];
-  const [bi, k, ap, bp, arow, crow, bcol, ccol, cnt, rcnt, bcp] = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
-  const S = 16;
-  const BV = (v: number) => 17 + v;
-  const ACC = (r: number, v: number) => 17 + NV + r * NV + v;
-  const asI = transposeA ? 1 : K; // elements between rows of op(A)
-  const asK = transposeA ? M : 1; // elements along the shared dimension
+  const [bi, k, ap, bp, arow, crow, bcol, ccol, cnt, rcnt, bcp, ak, bk, kb] = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
+  const S = 19;
+  const BV = (v: number) => 20 + v;
+  const ACC = (r: number, v: number) => 20 + NV + r * NV + v;
+  const asI = transposeA ? 1 : (tile.lda ?? K); // elements between rows of op(A)
+  const asK = transposeA ? (tile.lda ?? M) : 1; // elements along the shared dimension
   const body: number[] = [];
   const emit = (...xs: number[][]) => xs.forEach((x) => body.push(...x));
   const addTo = (local: number, bytes: number) => emit(op.get(local), op.i32(bytes), op.add, op.set(local));
@@ -94,21 +112,31 @@ export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, a
     emit(op.get(k), op.i32(1), op.add, op.tee(k), op.i32(iterations), op.ltS, op.brIf(0), op.end, op.end);
   };
 
-  /** One tile: `mr` rows, `nvFull` whole vectors and a last vector of `rem` (1-3) columns. */
-  const tileCode = (mr: number, nvFull: number, rem: number) => {
+  /** Load a row's vector `v` at local `base` + `off` (the last one partial when `rem`). */
+  const loadRowVector = (base: number, off: number, partial: number) => {
+    if (!partial) emit(op.get(base), v128Load(off));
+    else if (partial === 1) emit(op.get(base), load32Zero(off));
+    else if (partial === 2) emit(op.get(base), load64Zero(off));
+    else emit(op.get(base), load64Zero(off), op.get(base), op.f32Load(off + 8), f32x4Replace(2));
+  };
+  /**
+   * One tile: `mr` rows, `nvFull` whole vectors and a last vector of `rem` (1-3) columns,
+   * over `kLen` steps of the shared dimension; its accumulators start from zero, the
+   * bias, or (a later block of K) the tile of C itself.
+   */
+  const tileCode = (mr: number, nvFull: number, rem: number, kLen = K, init: "zero" | "bias" | "c" = tile.bias ? "bias" : "zero") => {
     const nv = nvFull + (rem ? 1 : 0);
     for (let r = 0; r < mr; r++) {
       for (let v = 0; v < nv; v++) {
-        if (!tile.bias) emit(v128Zero());
-        else if (v < nvFull) emit(op.get(bcp), v128Load(16 * v));
-        else if (rem === 1) emit(op.get(bcp), load32Zero(16 * v));
-        else if (rem === 2) emit(op.get(bcp), load64Zero(16 * v));
-        else emit(op.get(bcp), load64Zero(16 * v), op.get(bcp), op.f32Load(16 * v + 8), f32x4Replace(2));
+        const partial = v < nvFull ? 0 : rem;
+        if (init === "zero") emit(v128Zero());
+        else if (init === "bias") loadRowVector(bcp, 16 * v, partial);
+        else loadRowVector(ccol, 4 * r * N + 16 * v, partial);
         emit(op.set(ACC(r, v)));
       }
     }
     emit(op.get(arow), op.set(ap), op.get(bcol), op.set(bp));
-    kLoop(K, () => {
+    kLoop(kLen, () => {
       loadB(nvFull, rem, 0);
       for (let r = 0; r < mr; r++) {
         emit(op.get(ap), op.f32Load(4 * r * asI), f32x4Splat(), op.set(S));
@@ -141,21 +169,69 @@ export function gemmFunc(M: number, K: number, N: number, transposeA: boolean, a
 
   const fullRows = Math.floor(M / MR);
   const remRows = M - fullRows * MR;
+  const kc = tile.kc !== undefined && tile.kc > 0 && tile.kc < K ? tile.kc : 0;
+  /** Panels outer, rows inner, for one block of K starting at ak / bk. */
+  const kBlock = (kLen: number, init: "zero" | "bias" | "c") => {
+    /** All row tiles of one panel (`nvFull` whole vectors, a last one of `rem` columns) at bcol / crow. */
+    const panel = (nvFull: number, rem: number) => {
+      emit(op.get(ak), op.set(arow), op.get(crow), op.set(ccol));
+      if (fullRows > 0) {
+        countedLoop(emit, rcnt, op.i32(fullRows), () => {
+          tileCode(MR, nvFull, rem, kLen, init);
+          addTo(arow, 4 * MR * asI);
+          addTo(ccol, 4 * MR * N);
+        });
+      }
+      if (remRows > 0) tileCode(remRows, nvFull, rem, kLen, init);
+    };
+    emit(op.get(bk), op.set(bcol), op.get(C), op.set(crow), op.get(BIAS), op.set(bcp));
+    if (fullCols > 0) {
+      countedLoop(emit, cnt, op.i32(fullCols), () => {
+        panel(NV, 0);
+        addTo(bcol, tile.packedB ? 16 * NV * K : 16 * NV);
+        addTo(crow, 16 * NV);
+        addTo(bcp, 16 * NV);
+      });
+    }
+    if (remCols > 0) panel(Math.floor(remCols / 4), remCols % 4);
+  };
   emit(op.i32(0), op.set(bi), op.block, op.loop);
-  emit(op.get(A), op.set(arow), op.get(C), op.set(crow));
-  if (fullRows > 0) {
-    emit(op.i32(0), op.set(rcnt), op.block, op.loop);
-    rowBlock(MR);
-    addTo(arow, 4 * MR * asI);
-    addTo(crow, 4 * MR * N);
-    emit(op.get(rcnt), op.i32(1), op.add, op.tee(rcnt), op.i32(fullRows), op.ltS, op.brIf(0), op.end, op.end);
+  if (kc === 0) {
+    emit(op.get(A), op.set(arow), op.get(C), op.set(crow));
+    if (fullRows > 0) {
+      emit(op.i32(0), op.set(rcnt), op.block, op.loop);
+      rowBlock(MR);
+      addTo(arow, 4 * MR * asI);
+      addTo(crow, 4 * MR * N);
+      emit(op.get(rcnt), op.i32(1), op.add, op.tee(rcnt), op.i32(fullRows), op.ltS, op.brIf(0), op.end, op.end);
+    }
+    if (remRows > 0) rowBlock(remRows);
+  } else {
+    // Blocks of K: the first starts C from zero or the bias, the others add to it.
+    const full = Math.floor(K / kc);
+    const tail = K - full * kc;
+    const next = () => {
+      addTo(ak, 4 * kc * asK);
+      addTo(bk, 4 * kc * (tile.packedB ? 4 * NV : N));
+    };
+    emit(op.get(A), op.set(ak), op.get(B), op.set(bk));
+    kBlock(kc, tile.bias ? "bias" : "zero");
+    if (full > 1) {
+      countedLoop(emit, kb, op.i32(full - 1), () => {
+        next();
+        kBlock(kc, "c");
+      });
+    }
+    if (tail > 0) {
+      next();
+      kBlock(tail, "c");
+    }
   }
-  if (remRows > 0) rowBlock(remRows);
   addTo(A, 4 * aStep);
   addTo(B, 4 * bStep);
   addTo(C, 4 * M * N);
   emit(op.get(bi), op.i32(1), op.add, op.tee(bi), op.get(BATCH), op.ltS, op.brIf(0), op.end, op.end);
-  return { params: [I32, I32, I32, I32, I32], locals: [...new Array(11).fill(I32), ...new Array(1 + NV + MR * NV).fill(V128)], body };
+  return { params: [I32, I32, I32, I32, I32], locals: [...new Array(14).fill(I32), ...new Array(1 + NV + MR * NV).fill(V128)], body };
 }
 
 /**
@@ -492,7 +568,7 @@ function register(): boolean {
       return true;
     }
     wasmKernel(GEMM, (be, { a, b, bias }, attrs) => {
-      const { M, K, N, batch, transposeA, aStep, bStep, mr, nv, fma } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number; fma: boolean };
+      const { M, K, N, batch, transposeA, aStep, bStep, mr, nv, fma, kc: kcAttr } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number; fma: boolean; kc: number };
       const kernel = (m: number) => compiledInfo(be, `gemm.${m}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}.${fma}`, () => gemmFunc(m, K, N, transposeA, aStep, bStep, { mr, nv, fma }));
       const out = be.makeOutput([batch, M, N], "float32");
       const [pa, pb, pc] = [addr(be, a!), addr(be, b!), addr(be, out)];
@@ -508,14 +584,29 @@ function register(): boolean {
         compiled(be, `packPanels.${N}.${nv}`, () => packPanelsFunc(N, nv))(pb, addr(be, packed), K);
         const withBias = bias !== undefined;
         const pbias = withBias ? addr(be, bias) : 0;
-        const packedKernel = (m: number) => compiledInfo(be, `gemmPacked.${m}.${K}.${N}.${mr}.${nv}.${fma}.${withBias}`, () => gemmFunc(m, K, N, false, 0, 0, { mr, nv, fma, packedB: true, bias: withBias }));
+        const kc = kcAttr > 0 && kcAttr < K ? kcAttr : 0;
+        const packedKernel = (m: number) => compiledInfo(be, `gemmPacked.${m}.${K}.${N}.${mr}.${nv}.${fma}.${withBias}.${kc}`, () => gemmFunc(m, K, N, false, 0, 0, { mr, nv, fma, packedB: true, bias: withBias, kc }));
         try {
           runSplit(be, M, Math.max(mr, Math.ceil(MIN_PART_FLOPS / (2 * K * N))), (s, m) => ({ kernel: packedKernel(m), args: [pa + 4 * s * K, addr(be, packed), pc + 4 * s * N, 1, pbias] }), mr);
         } finally {
           be.disposeData(packed.dataId);
         }
       } else {
-        kernel(M).fn(pa, pb, pc, 1);
+        // One product op(A) = A^T (a weight gradient x^T dy, K = the batch's tokens): A read
+        // in place, blocks of rows (columns of the stored A) per thread, K in blocks. B is
+        // packed into panels where 256 or more rows share the copy's cost.
+        const kc = kcAttr < 0 ? defaultKc(K, M) : kcAttr < K ? kcAttr : 0;
+        const pack = M >= 256;
+        const panels = Math.ceil(N / (4 * nv));
+        const packed = pack ? be.makeOutput([panels * K * 4 * nv], "float32") : undefined;
+        if (packed) compiled(be, `packPanels.${N}.${nv}`, () => packPanelsFunc(N, nv))(pb, addr(be, packed), K);
+        const pB = packed ? addr(be, packed) : pb;
+        const rowsKernel = (m: number) => compiledInfo(be, `gemmT.${m}.${K}.${N}.${M}.${mr}.${nv}.${fma}.${kc}.${pack}`, () => gemmFunc(m, K, N, true, 0, 0, { mr, nv, fma, kc, lda: M, packedB: pack }));
+        try {
+          runSplit(be, M, Math.max(mr, Math.ceil(MIN_PART_FLOPS / (2 * K * N))), (s, m) => ({ kernel: rowsKernel(m), args: [pa + 4 * s, pB, pc + 4 * s * N, 1, 0] }), mr);
+        } finally {
+          if (packed) be.disposeData(packed.dataId);
+        }
       }
       return out;
     });
@@ -641,6 +732,16 @@ function requireKernels(what: string): void {
 }
 
 /**
+ * The K block of a single transposed product (a weight gradient) when its tile does not
+ * set one: none up to K = 512; then 256 where B is packed (M >= 256: a panel's block of
+ * B, 8 KB, stays in L1) and 128 where it is not (its rows, N floats apart, land on few
+ * cache sets). Chosen with `npx tsx bench/gemm-speed.ts` on MiT-b1's weight gradients.
+ */
+function defaultKc(K: number, M: number): number {
+  return K <= 512 ? 0 : M >= 256 ? 256 : 128;
+}
+
+/**
  * Batched matrix product on the WASM backend: a [..., M, K] (with `transposeA`,
  * [..., K, M], multiplied as its transpose) times b [..., K, N] -> [..., M, N]. The
  * leading dimensions of a and b are flattened and must hold the same number of
@@ -669,7 +770,7 @@ export function gemm(a: tf.Tensor, b: tf.Tensor, opts: { transposeA?: boolean; t
     throw new Error(`gemm: a bias needs one untransposed product and ${N} float32 values, got [${bias.shape}] ${bias.dtype} for [${a.shape}]${transposeA ? "^T" : ""} x [${b.shape}]`);
   }
   if (batch === 0 || M === 0 || N === 0 || K === 0) return bias ? tf.add(tf.zeros([...lead, M, N]), bias) : tf.zeros([...lead, M, N]);
-  const attrs = { M, K, N, batch, transposeA, aStep: na === 1 ? 0 : M * K, bStep: nb === 1 ? 0 : K * N, mr: tile.mr, nv: tile.nv, fma: tile.fma ?? false };
+  const attrs = { M, K, N, batch, transposeA, aStep: na === 1 ? 0 : M * K, bStep: nb === 1 ? 0 : K * N, mr: tile.mr, nv: tile.nv, fma: tile.fma ?? false, kc: tile.kc ?? -1 };
   const out = tf.engine().runKernel(GEMM, bias ? { a, b, bias } : { a, b }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
   return reshapeOwned(out, [...lead, M, N]);
 }

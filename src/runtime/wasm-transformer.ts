@@ -324,6 +324,18 @@ export function linearMatMul(x: tf.Tensor2D, w: tf.Tensor2D, bias?: tf.Tensor1D)
 }
 
 /**
+ * A linear layer's weight gradient x^T dy for x [K, M] and dy [K, N] -> [M, N] on pbip's
+ * GEMM, x read transposed in place (no transposed copy), the shared dimension (the
+ * batch's tokens, 31360 for MiT-b1's first stage at batch 10 and 224 px) in blocks,
+ * rows split across the kernel threads. Not differentiable by itself. Requires
+ * {@link transformerKernelsAvailable}.
+ */
+export function weightGradMatMul(x: tf.Tensor2D, dy: tf.Tensor2D): tf.Tensor2D {
+  if (!transformerKernelsAvailable()) throw new Error("weightGradMatMul: needs the wasm backend with SIMD (check transformerKernelsAvailable() first)");
+  return gemm(x, dy, { transposeA: true, tile: { mr: 4, nv: 2, fma: relaxedSimdAvailable() } }) as tf.Tensor2D;
+}
+
+/**
  * Row gather per image: x holds `batch` images of R rows each ([batch * R, C], C a
  * multiple of 4); the result holds, for every image, its rows picked by `index`
  * (length R'), zero rows where index < 0: [batch * R', C]. WASM only.

@@ -106,6 +106,9 @@ const OP_CASES: OpCase[] = [
     plain: (x, w, b) => tf.add(tf.matMul(x!, w!), b!),
   },
   { name: "linearOp without bias", shapes: [[4, 6], [6, 2]], mine: (x, w) => linearOp(x as tf.Tensor2D, w as tf.Tensor2D), plain: (x, w) => tf.matMul(x!, w!) },
+  // Many tokens: on WASM the weight gradient x^T dy sums over them in blocks (B unpacked below 256 input features, packed from 256).
+  { name: "linearOp, 700 tokens", shapes: [[700, 20], [20, 9], [9]], mine: (x, w, b) => linearOp(x as tf.Tensor2D, w as tf.Tensor2D, b), plain: (x, w, b) => tf.add(tf.matMul(x!, w!), b!) },
+  { name: "linearOp, 600 tokens, 260 features", shapes: [[600, 260], [260, 7]], mine: (x, w) => linearOp(x as tf.Tensor2D, w as tf.Tensor2D), plain: (x, w) => tf.matMul(x!, w!) },
   { name: "batchMatMulOp rank 3", shapes: [[2, 5, 4], [2, 4, 3]], mine: (a, b) => batchMatMulOp(a!, b!), plain: (a, b) => tf.matMul(a!, b!) },
   { name: "batchMatMulOp rank 4", shapes: [[2, 3, 5, 4], [2, 3, 4, 6]], mine: (a, b) => batchMatMulOp(a!, b!), plain: (a, b) => tf.matMul(a!, b!) },
   {

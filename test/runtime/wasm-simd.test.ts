@@ -97,6 +97,39 @@ test("gemm on one untransposed product (B packed into panels, rows split across 
   });
 });
 
+test("gemm with the shared dimension in blocks (kc) and one transposed product split across threads (weight gradients) matches float64", async () => {
+  await onBackend("wasm", () => {
+    const fma = relaxedSimdAvailable();
+    // [M, K, N, transposeA, kc (undefined: the kernel's choice), bias]: blocks with and without a
+    // tail, a single full block plus a tail, the default blocks of a long K below and from 256 rows
+    // (B unpacked / packed), row and column remainders, a bias that only the first block may add.
+    const cases: [number, number, number, boolean, number | undefined, boolean][] = [
+      [13, 10, 17, true, 3, false],
+      [13, 12, 17, true, 4, false],
+      [6, 5, 9, true, 4, false],
+      [7, 600, 9, true, undefined, false],
+      [260, 520, 11, true, undefined, false],
+      [258, 37, 21, true, 8, false],
+      [5, 3, 10, true, undefined, false],
+      [9, 13, 11, false, 4, true],
+      [30, 40, 19, false, 7, false],
+    ];
+    for (const [M, K, N, tA, kc, withBias] of cases) {
+      const a = randomArray(M * K, M + 3 * K);
+      const b = randomArray(K * N, N + 5 * K);
+      const bias = randomArray(N, N + 1);
+      const want = refGemm(a, b, 1, 1, M, K, N, tA).map((v, i) => (withBias ? v + bias[i % N]! : v));
+      const before = tf.memory().numTensors;
+      const [at, bt, biast] = [tf.tensor2d(a, tA ? [K, M] : [M, K]), tf.tensor2d(b, [K, N]), tf.tensor1d(bias)];
+      const c = gemm(at, bt, { transposeA: tA, tile: { mr: 4, nv: 2, fma, kc }, bias: withBias ? biast : undefined });
+      const err = maxRelErr(c.dataSync(), Float64Array.from(want));
+      tf.dispose([at, bt, biast, c]);
+      assert.equal(tf.memory().numTensors, before, "no tensor left behind (a packed copy of B is freed)");
+      assert.ok(err < 1e-5, `[${M},${K}]${tA ? "^T" : ""}x[${K},${N}] kc=${kc} bias=${withBias}: max relative error ${err}`);
+    }
+  });
+});
+
 test("gemm on the CPU backend refuses with a clear message instead of computing wrongly", async () => {
   await onBackend("cpu", () => {
     assert.equal(wasmSimdKernelsAvailable(), false);
@@ -146,7 +179,20 @@ test("the generated GEMM writes exactly its output (guard bands around every buf
     const { outputs, guardsIntact } = runGuarded(def, [a, b], [batch * M * N], [batch]);
     assert.ok(guardsIntact, `[${na}|${nb},${M},${K},${N}] tA=${tA}: a write outside the output`);
     assert.ok(maxRelErr(outputs[0]!, refGemm(a, b, na, nb, M, K, N, tA)) < 1e-6);
+    // The shared dimension in blocks of kc (with and without a tail block).
+    for (const kc of [1, 2, 3].filter((v) => v < K)) {
+      const blocked = runGuarded(gemmFunc(M, K, N, tA, na === 1 ? 0 : M * K, nb === 1 ? 0 : K * N, { mr: 4, nv: 2, kc }), [a, b], [batch * M * N], [batch]);
+      assert.ok(blocked.guardsIntact, `[${na}|${nb},${M},${K},${N}] tA=${tA} kc=${kc}: a write outside the output`);
+      assert.ok(maxRelErr(blocked.outputs[0]!, refGemm(a, b, na, nb, M, K, N, tA)) < 1e-6, `kc=${kc}`);
+    }
   }
+  // A kernel for the first m rows of a transposed A of M rows (lda = M), as a thread's part runs.
+  const [M, K, N, m] = [11, 9, 13, 6];
+  const a = randomArray(K * M, 8);
+  const b = randomArray(K * N, 9);
+  const part = runGuarded(gemmFunc(m, K, N, true, 0, 0, { mr: 4, nv: 2, lda: M, kc: 4 }), [a, b], [m * N], [1]);
+  assert.ok(part.guardsIntact, "lda: a write outside the output");
+  assert.ok(maxRelErr(part.outputs[0]!, refGemm(a, b, 1, 1, M, K, N, true).slice(0, m * N)) < 1e-6, "lda: the first rows of the whole product");
 });
 
 test("columnSums equals float64 column sums, across column blocks of 8 vectors and a remainder", async () => {

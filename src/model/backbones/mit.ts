@@ -45,7 +45,7 @@ import * as tf from "@tensorflow/tfjs";
 import { Rng } from "../../util/rng";
 import { columnSums, depthwise3x3FilterGrad, gemm, wasmSimdKernelsAvailable } from "../../runtime/wasm-simd";
 import { recomputeGrads } from "../../runtime/gradients";
-import { geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, linearMatMul, transformerKernelsAvailable } from "../../runtime/wasm-transformer";
+import { geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, linearMatMul, transformerKernelsAvailable, weightGradMatMul } from "../../runtime/wasm-transformer";
 import type { NamedTensors, WeightLoadReport } from "../../io/tensors";
 import type { Backbone } from "./types";
 import { expectedPyTorchShapes, loadMiTWeights, toPyTorchLayout, type MiTWeightsOptions } from "./mit-weights";
@@ -204,8 +204,9 @@ function swapLast2(x: tf.Tensor): tf.Tensor {
  * matMul gradient uses those flags.)
  */
 export function linearOp(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor): tf.Tensor2D {
-  // On WASM, x @ W + b and dy @ W^T run on pbip's threaded GEMM (bias fused): faster than
-  // XNNPACK's at batch 10 (`npx tsx bench/mit-speed.ts`). dW = x^T dy stays on XNNPACK.
+  // On WASM, x @ W + b, dy @ W^T and dW = x^T dy run on pbip's threaded GEMM (bias fused;
+  // x read transposed in place, the tokens in blocks): faster than XNNPACK's at batch 10
+  // (`npx tsx bench/mit-speed.ts`, `npx tsx bench/gemm-speed.ts`).
   const pool = transformerKernelsAvailable();
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
@@ -216,7 +217,7 @@ export function linearOp(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor): tf.Tens
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
         const dy2 = dy as tf.Tensor2D;
-        const grads = [pool ? linearMatMul(dy2, tf.transpose(sw)) : tf.matMul(dy2, tf.transpose(sw)), tf.matMul(tf.transpose(sx), dy2)];
+        const grads = [pool ? linearMatMul(dy2, tf.transpose(sw)) : tf.matMul(dy2, tf.transpose(sw)), pool ? weightGradMatMul(sx, dy2) : tf.matMul(tf.transpose(sx), dy2)];
         if (bi) grads.push(sumRows(dy2));
         return grads;
       },
