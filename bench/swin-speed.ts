@@ -58,7 +58,14 @@ async function main(): Promise<void> {
   console.log(`built Swin-T with random weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const images = tf.randomUniform([batch, size, size, 3], 0, 1, "float32", 3) as tf.Tensor4D;
   const r = tf.randomNormal([batch, 512], 0, 1, "float32", 4);
-  const loss = (x: tf.Tensor4D) => tf.sum(tf.mul(enc.apply(x).pooled, r)) as tf.Scalar;
+  // Tensor bytes the forward pass leaves for the backward pass (what a kept region costs in the two-pass image mode).
+  let taped = 0;
+  const loss = (x: tf.Tensor4D) => {
+    const before = tf.memory().numBytes;
+    const pooled = enc.apply(x).pooled;
+    taped = tf.memory().numBytes - before;
+    return tf.sum(tf.mul(pooled, r)) as tf.Scalar;
+  };
   const grad = tf.grad((x: tf.Tensor) => loss(x as tf.Tensor4D));
 
   await time("forward (encode, no gradients)", reps, async () => {
@@ -77,6 +84,7 @@ async function main(): Promise<void> {
   console.log(
     `process RSS after forward+backward: ${formatBytes(peak)}${heap ? `; WASM heap ${formatBytes(heap)} (it only grows; the limit is 4 GiB)` : ""}; tensors alive ${tf.memory().numTensors}`,
   );
+  console.log(`held by the forward pass for the backward pass: ${formatBytes(taped)}, ${formatBytes(taped / batch)} per image`);
 
   if (flag("profile")) {
     const kernels = new Set(tf.getKernelsForBackend(tf.getBackend()).map((k) => k.kernelName));

@@ -33,8 +33,10 @@
  * ordinary ops; tests compare them. Memory: `fast` keeps q, k, v, the attention
  * probabilities, the MLP pre-activations and the normalised activations for the
  * backward pass, `lean` recomputes the probabilities and pre-activations (the
- * whole encoder under a tape then holds about 40 MB per 224 px image: 661 MiB for
- * 16 images, measured with `tf.profile`).
+ * whole encoder under a tape then holds 32 MiB per 224 px image on WASM: `npx tsx
+ * bench/swin-speed.ts --memory lean`). Patch embedding and merging are one op each
+ * too: as separate ops under a tape, each reshape kept a copy of its input for its
+ * gradient (7 MiB more per image).
  */
 import * as tf from "@tensorflow/tfjs";
 import type { EncoderIdentity, EncoderOutput, ImageEncoder, Preprocessing } from "./types";
@@ -284,6 +286,74 @@ function layerNormOp(x: tf.Tensor2D, n: Norm): tf.Tensor2D {
     const r = lnForward(xx as tf.Tensor2D, n);
     save([r.xhat, r.rstd]);
     return { value: r.y, gradFunc: (dy, saved) => lnBackward(dy, saved[0] as tf.Tensor2D, saved[1] as tf.Tensor2D, n.g) };
+  });
+}
+
+/** LayerNorm input gradient: one WASM kernel where it applies, else {@link lnBackward}. */
+function lnGrad(dy: tf.Tensor2D, xhat: tf.Tensor2D, rstd: tf.Tensor2D, n: Norm): tf.Tensor2D {
+  return xhat.shape[1] % 4 === 0 && transformerKernelsAvailable() ? layerNormGradWasm(dy, xhat, rstd, n.g) : lnBackward(dy, xhat, rstd, n.g);
+}
+
+/**
+ * Patch embedding [B, H0, W0, cin] (H0, W0 multiples of the patch) -> LayerNorm(patches @ W + b)
+ * [B, H, W, C] as one differentiable op (input gradient only). As separate ops under a
+ * gradient tape, every reshape kept a copy of its input for its gradient (the patches and
+ * the normalised map: 1.7 MiB per 224 px image); this keeps the LayerNorm's xhat and rstd.
+ */
+function patchEmbedOp(x: tf.Tensor4D, p: number, patch: Linear, n: Norm): tf.Tensor4D {
+  const [B, H0, W0, cin] = x.shape;
+  const [H, W] = [H0 / p, W0 / p];
+  return customOp(x, (xx, save) => {
+    const patches = tf.reshape(tf.transpose(tf.reshape(xx, [B, H, p, W, p, cin]), [0, 1, 3, 2, 4, 5]), [B * H * W, p * p * cin]) as tf.Tensor2D;
+    const r = lnScoped(tf.tidy(() => linearForward(patches, patch)), n);
+    save([r.xhat, r.rstd]);
+    const C = r.y.shape[1];
+    return {
+      value: tf.reshape(r.y, [B, H, W, C]) as tf.Tensor4D,
+      gradFunc: (dy, saved) => {
+        const dp = product(lnGrad(tf.reshape(dy, [B * H * W, C]) as tf.Tensor2D, saved[0] as tf.Tensor2D, saved[1] as tf.Tensor2D, n), patch.w);
+        return tf.reshape(tf.transpose(tf.reshape(dp, [B, H, W, p, p, cin]), [0, 1, 3, 2, 4, 5]), [B, H0, W0, cin]);
+      },
+    };
+  });
+}
+
+/**
+ * Patch merging [B, h0, w0, c0] -> [B, ceil(h0/2), ceil(w0/2), 2 c0]: the 2x2 neighbours'
+ * channels concatenated (Hugging Face's order), LayerNorm, then the reduction, as one
+ * differentiable op (input gradient only). As separate ops under a tape the reshapes kept
+ * 2.5 maps of the input's size beyond the LayerNorm's xhat (5 MiB per 224 px image).
+ */
+function patchMergeOp(x: tf.Tensor4D, n: Norm, reduction: Linear, diff: boolean): tf.Tensor4D {
+  const [B, h0, w0, c0] = x.shape;
+  const [H, W] = [Math.ceil(h0 / 2), Math.ceil(w0 / 2)];
+  const odd = h0 % 2 !== 0 || w0 % 2 !== 0;
+  // [B, H, dh, W, dw, C] -> [B, H, W, dw, dh, C]: channel blocks (0,0), (1,0), (0,1), (1,1).
+  const gather = (t: tf.Tensor4D) => tf.reshape(tf.transpose(tf.reshape(odd ? tf.pad(t, [[0, 0], [0, h0 % 2], [0, w0 % 2], [0, 0]]) : t, [B, H, 2, W, 2, c0]), [0, 1, 3, 4, 2, 5]), [B * H * W, 4 * c0]) as tf.Tensor2D;
+  const forward = (t: tf.Tensor4D) => {
+    const r = lnScoped(tf.tidy(() => gather(t)), n);
+    const y = tf.reshape(tf.tidy(() => linearForward(r.y, reduction)), [B, H, W, -1]) as tf.Tensor4D;
+    r.y.dispose();
+    return { y, xhat: r.xhat, rstd: r.rstd };
+  };
+  if (!diff) {
+    const r = forward(x);
+    tf.dispose([r.xhat, r.rstd]);
+    return r.y;
+  }
+  return customOp(x, (xx, save) => {
+    const r = forward(xx as tf.Tensor4D);
+    save([r.xhat, r.rstd]);
+    return {
+      value: r.y,
+      gradFunc: (dy, saved) => {
+        const C = dy.shape[3]!;
+        const dm = lnGrad(product(tf.reshape(dy, [B * H * W, C]) as tf.Tensor2D, reduction.w), saved[0] as tf.Tensor2D, saved[1] as tf.Tensor2D, n);
+        // Inverse of the gather's permutation [0, 1, 3, 4, 2, 5] is [0, 1, 4, 2, 3, 5].
+        const dt = tf.reshape(tf.transpose(tf.reshape(dm, [B, H, W, 2, 2, c0]), [0, 1, 4, 2, 3, 5]), [B, 2 * H, 2 * W, c0]) as tf.Tensor4D;
+        return odd ? tf.slice(dt, [0, 0, 0, 0], [B, h0, w0, c0]) : dt;
+      },
+    };
   });
 }
 
@@ -633,11 +703,14 @@ export class SwinModel {
       if (Hpad !== H0 || Wpad !== W0) t = tf.pad(t, [[0, 0], [0, Hpad - H0], [0, Wpad - W0], [0, 0]]);
       let H = Hpad / p;
       let W = Wpad / p;
-      const patches = tf.reshape(tf.transpose(tf.reshape(t, [B, H, p, W, p, cin]), [0, 1, 3, 2, 4, 5]), [B * H * W, p * p * cin]) as tf.Tensor2D;
-      const lin = diff ? linearOp : linearForward;
       const norm = diff ? layerNormOp : (a: tf.Tensor2D, n: Norm) => lnForward(a, n).y;
       let C = c.embedDim;
-      let h = tf.reshape(norm(lin(patches, this.params.patch), this.params.embedNorm), [B, H, W, C]) as tf.Tensor4D;
+      let h: tf.Tensor4D;
+      if (diff) h = patchEmbedOp(t, p, this.params.patch, this.params.embedNorm);
+      else {
+        const patches = tf.reshape(tf.transpose(tf.reshape(t, [B, H, p, W, p, cin]), [0, 1, 3, 2, 4, 5]), [B * H * W, p * p * cin]) as tf.Tensor2D;
+        h = tf.reshape(norm(linearForward(patches, this.params.patch), this.params.embedNorm), [B, H, W, C]) as tf.Tensor4D;
+      }
       // Each block and merge runs in its own scope and the map it consumed is freed at once
       // (the gradient tape only needs the tensors its ops saved), so a forward pass under
       // a gradient tape holds what the backward pass needs, not every intermediate map.
@@ -653,16 +726,10 @@ export class SwinModel {
           h = step(h, (hin) => (diff ? blockOp(hin, blk, g, bm, memory) : blockForward(hin, blk, g, bm)));
         });
         if (stage.merge) {
-          const [h0, w0, c0] = [H, W, C];
           H = Math.ceil(H / 2);
           W = Math.ceil(W / 2);
           C *= 2;
-          h = step(h, (hin) => {
-            const t = h0 % 2 || w0 % 2 ? tf.pad(hin, [[0, 0], [0, h0 % 2], [0, w0 % 2], [0, 0]]) : hin;
-            // [B, H/2, dh, W/2, dw, C] -> [B, H/2, W/2, dw, dh, C]: channel blocks (0,0), (1,0), (0,1), (1,1).
-            const m = tf.reshape(tf.transpose(tf.reshape(t, [B, H, 2, W, 2, c0]), [0, 1, 3, 4, 2, 5]), [B * H * W, 4 * c0]) as tf.Tensor2D;
-            return tf.reshape(lin(norm(m, stage.merge!.norm), stage.merge!.reduction), [B, H, W, C]) as tf.Tensor4D;
-          });
+          h = step(h, (hin) => patchMergeOp(hin, stage.merge!.norm, stage.merge!.reduction, diff));
         }
       });
       const tokens = tf.reshape(norm(tf.reshape(h, [B * H * W, C]) as tf.Tensor2D, this.params.finalNorm), [B, H, W, C]) as tf.Tensor4D;
