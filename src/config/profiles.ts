@@ -82,7 +82,7 @@ export interface PbipConfig {
      * Two-pass `image` mode: how many region images keep their encoder activations
      * from pass 1's forward to its backward; the other chunks are recomputed there
      * (gradient checkpointing). Same values either way; each kept image saves one
-     * encoder forward pass and costs its activations' memory (about 40 MB per 224 px
+     * encoder forward pass and costs its activations' memory (about 32 MiB per 224 px
      * image for Swin-T with `memory: "lean"`). `auto`: as many as fit the WASM heap;
      * 0 (the rule on other backends, whose free memory is unknown) recomputes all.
      * Worth it for encoders with hand-written backward passes (the Swin-T); see the

@@ -119,21 +119,28 @@ export function regionSurrogate(images: tf.Tensor4D, m: tf.Tensor4D, b: tf.Tenso
 }
 
 /** Usable share of the WASM heap for kept encoder activations (the rest: fragmentation, XNNPACK's buffers, TF.js's scratch). */
-const WASM_KEEP_FRACTION = 0.85;
+const WASM_KEEP_FRACTION = 0.9;
+/** Room kept free besides one chunk's worth for the backward pass's transient tensors. */
+const WASM_KEEP_SPARE_BYTES = 128 * 2 ** 20;
 
 /**
  * Which encoder chunks of pass 1 keep their activations. A number: that many region
  * images at most (0 = checkpoint every chunk). `auto`: on the WASM backend, the next
- * chunk while the live tensors plus twice a chunk's activations plus 256 MiB (room
- * for the backward pass) fit in 85 % of the 4 GiB heap; the first chunk is always
- * kept (back-propagating a checkpointed one needs the same memory later). On other
- * backends the free device memory is not known, so `auto` checkpoints every chunk.
+ * chunk of n images while the live tensors, its activations, a whole chunk's more
+ * (room for the backward pass's transient tensors) and 128 MiB fit in 90 % of the
+ * 4 GiB heap, activations counted per image as measured on the chunks kept so far;
+ * the first chunk is always kept (back-propagating a checkpointed one needs the same
+ * memory later). Measured with the release's Swin-T (`lean`, 16 per chunk, 224 px):
+ * 32 MiB per image, and the heap's high-water mark 350 MiB above the live tensors at
+ * the end of pass 1's forward with all 62 regions kept, where this rule reserves
+ * 644 MiB below 3.6 GiB (`npx tsx bench/two-pass.ts auto:lean`). On other backends
+ * the free device memory is not known, so `auto` checkpoints every chunk.
  */
-export function encoderKeepPlan(setting: PbipConfig["match"]["encoderKeep"], backend: string): { keep(keptImages: number, chunkImages: number, perChunkBytes: number): boolean } {
+export function encoderKeepPlan(setting: PbipConfig["match"]["encoderKeep"], backend: string, chunkImages: number): { keep(keptImages: number, images: number, perImageBytes: number): boolean } {
   if (typeof setting === "number") return { keep: (k, n) => k + n <= setting };
   if (backend !== "wasm") return { keep: () => false };
   const limit = WASM_KEEP_FRACTION * WASM_HEAP_LIMIT_BYTES;
-  return { keep: (k, _n, perChunk) => k === 0 || tf.memory().numBytes + 2 * perChunk + 256 * 2 ** 20 <= limit };
+  return { keep: (k, n, perImage) => k === 0 || tf.memory().numBytes + (n + chunkImages) * perImage + WASM_KEEP_SPARE_BYTES <= limit };
 }
 
 /** An identity whose gradient is zero (tfjs has no stopGradient op). */
@@ -232,7 +239,7 @@ export class PbipTask implements TrainTask<PbipCtx> {
     });
     const opts = { temperature: cfg.loss.temperature, reduction: cfg.loss.reduction };
     const w = cfg.loss;
-    const plan = encoderKeepPlan(cfg.match.encoderKeep, tf.getBackend());
+    const plan = encoderKeepPlan(cfg.match.encoderKeep, tf.getBackend(), size);
     const encode = (x: tf.Tensor4D) => encoder.apply!(x).pooled;
     const deferred: (ReturnType<typeof checkpointed> | undefined)[] = [];
     let kept = 0;
@@ -240,13 +247,13 @@ export class PbipTask implements TrainTask<PbipCtx> {
     let bgT: tf.Scalar | undefined;
     const gKept = tf.tidy(() =>
       tf.grad((x: tf.Tensor) => {
-        let perChunk = 0;
+        let perImage = 0;
         const feats = chunks(x as tf.Tensor4D, size).map((c, i) => {
           const n = c.shape[0];
-          if (plan.keep(kept, n, perChunk)) {
+          if (plan.keep(kept, n, perImage)) {
             const before = tf.memory().numBytes;
             const f = encode(c);
-            perChunk = Math.max(perChunk, tf.memory().numBytes - before);
+            perImage = Math.max(perImage, (tf.memory().numBytes - before) / n);
             kept += n;
             return f;
           }

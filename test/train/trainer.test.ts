@@ -188,14 +188,20 @@ for (const backend of ["cpu", "wasm"] as const) {
 }
 
 test("encoderKeepPlan: a number caps the kept images; auto keeps what fits the WASM heap and nothing elsewhere", () => {
-  const three = encoderKeepPlan(3, "cpu");
+  const three = encoderKeepPlan(3, "cpu", 16);
   assert.equal(three.keep(0, 3, 0), true);
   assert.equal(three.keep(3, 1, 100), false);
-  assert.equal(encoderKeepPlan("auto", "tensorflow").keep(0, 3, 0), false);
-  const auto = encoderKeepPlan("auto", "wasm");
+  assert.equal(encoderKeepPlan("auto", "tensorflow", 16).keep(0, 3, 0), false);
+  const auto = encoderKeepPlan("auto", "wasm", 16);
+  const MiB = 2 ** 20;
+  const live = tf.memory().numBytes;
   assert.equal(auto.keep(0, 16, 0), true, "the first chunk is always kept");
-  assert.equal(auto.keep(16, 16, 100 * 2 ** 20), true, "100 MiB chunks fit");
-  assert.equal(auto.keep(16, 16, 1.6 * 2 ** 30), false, "1.6 GiB chunks do not (twice that is over 85 % of 4 GiB)");
+  assert.equal(auto.keep(16, 16, 6 * MiB), true, "6 MiB per image: 16 images and a chunk's room fit");
+  assert.equal(auto.keep(16, 16, 120 * MiB), false, "120 MiB per image: 16 images and a chunk's room (3.75 GiB) are over 90 % of 4 GiB");
+  // The images of this chunk count, not a whole chunk's: a small last chunk fits where a full one would not.
+  const perImage = (0.9 * 4 * 2 ** 30 - live - 128 * MiB) / 30.5;
+  assert.equal(auto.keep(16, 14, perImage), true, "14 images plus a chunk of 16 fit");
+  assert.equal(auto.keep(16, 16, perImage), false, "16 plus 16 do not");
 });
 
 async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; val?: boolean; source?: BatchSource } = {}): Promise<TrainEvent[]> {
