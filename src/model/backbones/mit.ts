@@ -280,6 +280,8 @@ export function patchEmbedConvOp(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.T
   if (kh0 !== kw0) throw new Error(`patchEmbedConvOp: square kernels only, got ${kh0}x${kw0}`);
   const K = kh0;
   const s = stride;
+  // On WASM the filter and input gradients' products run on pbip's threaded GEMM (see linearOp).
+  const pool = transformerKernelsAvailable();
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
     const [xi, fi, bi] = (inputGradient ? args : [x, ...args]) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor];
@@ -316,8 +318,8 @@ export function patchEmbedConvOp(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.T
               cols.push(tf.slice(phases[ph]!, [0, oh, ow, 0], [b, ho, wo, cin]));
             }
           }
-          const colMat = tf.reshape(cols.length === 1 ? cols[0]! : tf.concat(cols, 3), [n, K * K * cin]);
-          return tf.reshape(tf.matMul(tf.transpose(colMat), dy2), [K, K, cin, cout]);
+          const colMat = tf.reshape(cols.length === 1 ? cols[0]! : tf.concat(cols, 3), [n, K * K * cin]) as tf.Tensor2D;
+          return tf.reshape(pool ? weightGradMatMul(colMat, dy2) : tf.matMul(tf.transpose(colMat), dy2), [K, K, cin, cout]);
         });
         tf.dispose(phases);
         const db = sumRows(dy2);
@@ -329,7 +331,8 @@ export function patchEmbedConvOp(x: tf.Tensor4D, filter: tf.Tensor4D, bias: tf.T
           for (let kh = 0; kh < K; kh++) {
             for (let kw = 0; kw < K; kw++) {
               const [ph, oh, ow] = tap(kh, kw);
-              const t = tf.reshape(tf.matMul(dy2, tf.reshape(tf.slice(wT, [kh, kw, 0, 0], [1, 1, cout, cin]), [cout, cin])), [b, ho, wo, cin]);
+              const wTap = tf.reshape(tf.slice(wT, [kh, kw, 0, 0], [1, 1, cout, cin]), [cout, cin]) as tf.Tensor2D;
+              const t = tf.reshape(pool ? linearMatMul(dy2, wTap) : tf.matMul(dy2, wTap), [b, ho, wo, cin]);
               acc[ph]!.push(
                 tf.pad(t, [
                   [0, 0],
