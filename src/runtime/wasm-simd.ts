@@ -569,7 +569,9 @@ function register(): boolean {
     }
     wasmKernel(GEMM, (be, { a, b, bias }, attrs) => {
       const { M, K, N, batch, transposeA, aStep, bStep, mr, nv, fma, kc: kcAttr } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number; fma: boolean; kc: number };
-      const kernel = (m: number) => compiledInfo(be, `gemm.${m}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}.${fma}`, () => gemmFunc(m, K, N, transposeA, aStep, bStep, { mr, nv, fma }));
+      // A transposed A with a long shared dimension (attention's dV = p^T dy over MiT-b1's 3136 tokens) walks it in blocks.
+      const batchKc = transposeA ? (kcAttr < 0 ? defaultKc(K, M) : kcAttr < K ? kcAttr : 0) : 0;
+      const kernel = (m: number) => compiledInfo(be, `gemm.${m}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}.${fma}.${batchKc}`, () => gemmFunc(m, K, N, transposeA, aStep, bStep, { mr, nv, fma, kc: batchKc }));
       const out = be.makeOutput([batch, M, N], "float32");
       const [pa, pb, pc] = [addr(be, a!), addr(be, b!), addr(be, out)];
       const flops = 2 * M * K * N;

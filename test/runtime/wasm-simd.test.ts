@@ -37,6 +37,7 @@ const CASES: [number, number, number, number, number, boolean][] = [
   [2, 2, 9, 1, 16, false],
   [2, 2, 49, 64, 49, false],
   [2, 2, 49, 49, 64, true],
+  [3, 3, 7, 601, 9, true], // a long shared dimension: transposed batches walk it in blocks
 ];
 
 test("gemm (generated WASM SIMD kernel) matches a float64 product for every remainder, transposeA and shared operands", async () => {
@@ -55,7 +56,8 @@ test("gemm (generated WASM SIMD kernel) matches a float64 product for every rema
         const err = maxRelErr(c.dataSync(), want);
         tf.dispose([at, bt, c]);
         assert.equal(tf.memory().numTensors, before, "no tensor is left behind outside a tidy");
-        assert.ok(err < 1e-6, `[${na}|${nb},${M},${K},${N}] tA=${tA} tile ${JSON.stringify(tile)}: max relative error ${err}`);
+        // float32 sums of K products: rounding grows with K (1e-6 up to K = 64, 1e-5 for the 601-long case).
+        assert.ok(err < (K > 64 ? 1e-5 : 1e-6), `[${na}|${nb},${M},${K},${N}] tA=${tA} tile ${JSON.stringify(tile)}: max relative error ${err}`);
       }
     }
     // Leading dimensions are kept; mismatches are named.
@@ -178,12 +180,13 @@ test("the generated GEMM writes exactly its output (guard bands around every buf
     const def = gemmFunc(M, K, N, tA, na === 1 ? 0 : M * K, nb === 1 ? 0 : K * N);
     const { outputs, guardsIntact } = runGuarded(def, [a, b], [batch * M * N], [batch]);
     assert.ok(guardsIntact, `[${na}|${nb},${M},${K},${N}] tA=${tA}: a write outside the output`);
-    assert.ok(maxRelErr(outputs[0]!, refGemm(a, b, na, nb, M, K, N, tA)) < 1e-6);
+    const tol = K > 64 ? 1e-5 : 1e-6;
+    assert.ok(maxRelErr(outputs[0]!, refGemm(a, b, na, nb, M, K, N, tA)) < tol);
     // The shared dimension in blocks of kc (with and without a tail block).
     for (const kc of [1, 2, 3].filter((v) => v < K)) {
       const blocked = runGuarded(gemmFunc(M, K, N, tA, na === 1 ? 0 : M * K, nb === 1 ? 0 : K * N, { mr: 4, nv: 2, kc }), [a, b], [batch * M * N], [batch]);
       assert.ok(blocked.guardsIntact, `[${na}|${nb},${M},${K},${N}] tA=${tA} kc=${kc}: a write outside the output`);
-      assert.ok(maxRelErr(blocked.outputs[0]!, refGemm(a, b, na, nb, M, K, N, tA)) < 1e-6, `kc=${kc}`);
+      assert.ok(maxRelErr(blocked.outputs[0]!, refGemm(a, b, na, nb, M, K, N, tA)) < tol, `kc=${kc}`);
     }
   }
   // A kernel for the first m rows of a transposed A of M rows (lda = M), as a thread's part runs.
