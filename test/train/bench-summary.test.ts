@@ -9,7 +9,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { summarize, type BenchReport } from "../../src/cli/commands/bench";
+import { ratioText, summarize, type BenchReport } from "../../src/cli/commands/bench";
 
 const FIXTURE = path.join(__dirname, "..", "fixtures", "bench", "h200-webgpu-release.json");
 const load = (): BenchReport => JSON.parse(fs.readFileSync(FIXTURE, "utf8")) as BenchReport;
@@ -52,4 +52,14 @@ test("bench summary on CPU backends and software adapters: plain PyTorch wording
   const sl = summarize(soft);
   assert.ok(!sl.some((l) => /a GPU;/.test(l)), "a software adapter is not called a GPU");
   assert.match(sl[0]!, /SOFTWARE adapter, not a GPU/);
+});
+
+test("bench verdicts: a factor far from parity, percent near it (where a factor rounds to 1.0x)", () => {
+  assert.equal(ratioText(50, 25), "2.0x slower than PyTorch");
+  assert.equal(ratioText(2.5, 25), "10.0x faster than PyTorch");
+  assert.equal(ratioText(26.7, 25), "7% slower than PyTorch");
+  assert.equal(ratioText(23.8, 25), "5% faster than PyTorch");
+  assert.equal(ratioText(25.05, 25), "on par with PyTorch");
+  assert.equal(ratioText(31.5, 25), "1.3x slower than PyTorch");
+  assert.equal(ratioText(0, 25), "n/a");
 });

@@ -795,9 +795,14 @@ async function runChild(spec: ChildSpec, o: BenchOptions): Promise<BackendResult
 
 const fmtS = (s: number | undefined) => (s === undefined || !Number.isFinite(s) ? "-" : s >= 100 ? s.toFixed(0) : s >= 10 ? s.toFixed(1) : s.toFixed(2));
 
-function ratioText(ours: number, ref: number, who = "PyTorch"): string {
+/** How `ours` compares with `ref` (seconds): a factor, or in percent near parity, where a factor rounds to "1.0x". */
+export function ratioText(ours: number, ref: number, who = "PyTorch"): string {
   if (!Number.isFinite(ours) || ours <= 0) return "n/a";
   const r = ours / ref;
+  if (r > 0.8 && r < 1.25) {
+    const pct = Math.round(100 * Math.abs(r - 1));
+    return pct === 0 ? `on par with ${who}` : `${pct}% ${r >= 1 ? "slower" : "faster"} than ${who}`;
+  }
   return r >= 1 ? `${r.toFixed(1)}x slower than ${who}` : `${(1 / r).toFixed(1)}x faster than ${who}`;
 }
 
