@@ -28,8 +28,9 @@
  * generated SIMD kernels (src/runtime/wasm-transformer.ts) replace what the backend does slowly:
  * the per-window attention products (14x faster than its batched matMul), the
  * window partition with cyclic shift and padding as one row gather (instead of
- * pad, roll by slice/concat and 6-D transposes), and exact-erf GELU with its
- * gradient in one pass. Other backends (CPU, WebGPU) run the same maths with
+ * pad, roll by slice/concat and 6-D transposes), exact-erf GELU with its
+ * gradient in one pass, and the attention softmax (bias and mask added in the same
+ * pass) with its gradient. Other backends (CPU, WebGPU) run the same maths with
  * ordinary ops; tests compare them. Memory: `fast` keeps q, k, v, the attention
  * probabilities, the MLP pre-activations and the normalised activations for the
  * backward pass, `lean` recomputes the probabilities and pre-activations (the
@@ -44,7 +45,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import { preprocessForEncoder } from "./preprocess";
 import { readEncoderSidecar, sidecarPathFor, sidecarPreprocessing } from "./onnx";
-import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, linearMatMul, transformerKernelsAvailable, windowMatMul } from "../runtime/wasm-transformer";
+import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, linearMatMul, softmaxBiasWasm, softmaxGradWasm, transformerKernelsAvailable, windowMatMul } from "../runtime/wasm-transformer";
 import {
   PROJECTION_KEY,
   SWIN_T_CONFIG,
@@ -527,6 +528,7 @@ function attentionProbs(q: tf.Tensor4D, k: tf.Tensor4D, biasMask: tf.Tensor4D, f
   const [nWin, heads, T] = q.shape;
   const nWm = biasMask.shape[0];
   const qk = fast ? windowMatMul(q, tf.transpose(k, [0, 1, 3, 2])) : tf.matMul(q, k, false, true);
+  if (fast) return softmaxBiasWasm(qk, biasMask) as tf.Tensor4D;
   const s = tf.add(tf.reshape(qk, [nWin / nWm, nWm, heads, T, T]), biasMask);
   return tf.reshape(tf.softmax(s), [nWin, heads, T, T]) as tf.Tensor4D;
 }
@@ -600,7 +602,7 @@ function blockBackward(dy: tf.Tensor4D, blk: Block, g: Geometry, biasMask: tf.Te
   const dp = tf.tidy(() => bmm(dctx, tf.transpose(s.v, [0, 1, 3, 2])));
   const dvW = tf.tidy(() => product(mergeHeads(bmm(tf.transpose(p, [0, 1, 3, 2]), dctx)), blk.v.w));
   dctx.dispose();
-  const ds = tf.tidy(() => tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), -1, true))) as tf.Tensor4D);
+  const ds = tf.tidy(() => (fast ? softmaxGradWasm(p, dp) : tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), -1, true)))) as tf.Tensor4D);
   dp.dispose();
   if (p !== s.p) p.dispose();
   const dqW = tf.tidy(() => product(mergeHeads(bmm(ds, s.k)), blk.q.w));

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr } from "../helpers";
-import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, transformerKernelsAvailable, windowMatMul } from "../../src/runtime/wasm-transformer";
+import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, softmaxBiasWasm, softmaxGradWasm, transformerKernelsAvailable, windowMatMul } from "../../src/runtime/wasm-transformer";
 
 // Shapes of Swin-T's window attention (T = 49 tokens, head dim 32) and of odd sizes that
 // exercise every column remainder (N % 4 = 0..3) and more than 12 vectors per row.
@@ -151,5 +151,59 @@ test("WASM LayerNorm (forward with saved xhat, rstd; input gradient with and wit
     assert.ok(maxRelErr(got.y, reference.y) < 1e-6, `y: ${maxRelErr(got.y, reference.y)}`);
     assert.ok(maxRelErr(got.dx, reference.dx) < 1e-5, `dx: ${maxRelErr(got.dx, reference.dx)}`);
     assert.ok(maxRelErr(got.dxOnly, reference.dxOnly) < 1e-5, `dx without residual: ${maxRelErr(got.dxOnly, reference.dxOnly)}`);
+  });
+});
+
+/** softmax(s + bias) and p (dp - sum(p dp)) in float64, rows of T; bias rows repeat with the given period. */
+function refSoftmax(s: Float32Array, bias: Float32Array, dp: Float32Array, T: number): { p: Float64Array; ds: Float64Array } {
+  const rows = s.length / T;
+  const period = bias.length / T;
+  const p = new Float64Array(s.length);
+  const ds = new Float64Array(s.length);
+  for (let r = 0; r < rows; r++) {
+    const v = Array.from({ length: T }, (_, j) => s[r * T + j]! + bias[(r % period) * T + j]!);
+    const m = Math.max(...v);
+    const e = v.map((x) => Math.exp(x - m));
+    const sum = e.reduce((a, b) => a + b, 0);
+    for (let j = 0; j < T; j++) p[r * T + j] = e[j]! / sum;
+    let d = 0;
+    for (let j = 0; j < T; j++) d += p[r * T + j]! * dp[r * T + j]!;
+    for (let j = 0; j < T; j++) ds[r * T + j] = p[r * T + j]! * (dp[r * T + j]! - d);
+  }
+  return { p, ds };
+}
+
+test("WASM softmax with a repeating bias and its input gradient match float64 (rows of 49 with a one-float tail, 16, 9, 3; the -100 shift mask; a split across threads)", async () => {
+  await onBackend("wasm", () => {
+    assert.ok(transformerKernelsAvailable());
+    // [leading windows, windows per bias period, heads, T]
+    for (const [nb, nw, heads, T] of [
+      [3, 4, 2, 49],
+      [2, 3, 1, 16],
+      [5, 2, 3, 9],
+      [4, 1, 2, 3],
+      [40, 16, 3, 49], // 94080 rows: split across the kernel threads, starting mid-period
+    ] as const) {
+      const s = randomArray(nb * nw * heads * T * T, T + nb).map((v) => 8 * v);
+      // Swin's shift mask adds -100 to some pairs of tokens: some rows' maxima sit far above the rest.
+      const bias = randomArray(nw * heads * T * T, T + 1).map((v, i) => (i % 7 === 3 ? -100 : v));
+      const dp = randomArray(s.length, T + 2);
+      const want = refSoftmax(s, bias, dp, T);
+      const before = tf.memory().numTensors;
+      const [p, ds] = tf.tidy(() => {
+        const pt = softmaxBiasWasm(tf.tensor4d(s, [nb * nw, heads, T, T]), tf.tensor4d(bias, [nw, heads, T, T]));
+        return [pt.dataSync(), softmaxGradWasm(pt, tf.tensor4d(dp, [nb * nw, heads, T, T])).dataSync()];
+      });
+      assert.equal(tf.memory().numTensors, before);
+      let ep = 0;
+      let ed = 0;
+      for (let i = 0; i < s.length; i++) {
+        ep = Math.max(ep, Math.abs(p![i]! - want.p[i]!));
+        ed = Math.max(ed, Math.abs(ds![i]! - want.ds[i]!));
+      }
+      assert.ok(ep < 1e-6, `[${nb}x${nw},${heads},${T},${T}] probabilities: max error ${ep}`);
+      assert.ok(ed < 1e-6, `[${nb}x${nw},${heads},${T},${T}] gradient: max error ${ed}`);
+    }
+    assert.throws(() => tf.tidy(() => softmaxBiasWasm(tf.zeros([5, 4]), tf.zeros([2, 4]))), /does not repeat/);
   });
 });
