@@ -24,13 +24,12 @@
  * with the relative position index) and shift masks are precomputed once per
  * resolution, and every block is one `tf.customGrad` op whose hand-written backward
  * computes input gradients only, with 2-D matrix products in the layout the WASM
- * backend runs on XNNPACK (no transposed operands). On the WASM backend three
+ * backend runs on XNNPACK (no transposed operands). On the WASM backend pbip's
  * generated SIMD kernels (src/runtime/wasm-transformer.ts) replace what the backend does slowly:
  * the per-window attention products (14x faster than its batched matMul), the
  * window partition with cyclic shift and padding as one row gather (instead of
  * pad, roll by slice/concat and 6-D transposes), exact-erf GELU with its
- * gradient in one pass, and the attention softmax (bias and mask added in the same
- * pass) with its gradient. Other backends (CPU, WebGPU) run the same maths with
+ * gradient in one pass, and the attention softmax's gradient. Other backends (CPU, WebGPU) run the same maths with
  * ordinary ops; tests compare them. Memory: `fast` keeps q, k, v, the attention
  * probabilities, the MLP pre-activations and the normalised activations for the
  * backward pass, `lean` recomputes the probabilities and pre-activations (the
@@ -45,7 +44,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import { preprocessForEncoder } from "./preprocess";
 import { readEncoderSidecar, sidecarPathFor, sidecarPreprocessing } from "./onnx";
-import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, linearMatMul, softmaxBiasWasm, softmaxGradWasm, transformerKernelsAvailable, windowMatMul } from "../runtime/wasm-transformer";
+import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, linearMatMul, softmaxGradWasm, transformerKernelsAvailable, windowMatMul } from "../runtime/wasm-transformer";
 import {
   PROJECTION_KEY,
   SWIN_T_CONFIG,
@@ -528,7 +527,6 @@ function attentionProbs(q: tf.Tensor4D, k: tf.Tensor4D, biasMask: tf.Tensor4D, f
   const [nWin, heads, T] = q.shape;
   const nWm = biasMask.shape[0];
   const qk = fast ? windowMatMul(q, tf.transpose(k, [0, 1, 3, 2])) : tf.matMul(q, k, false, true);
-  if (fast) return softmaxBiasWasm(qk, biasMask) as tf.Tensor4D;
   const s = tf.add(tf.reshape(qk, [nWin / nWm, nWm, heads, T, T]), biasMask);
   return tf.reshape(tf.softmax(s), [nWin, heads, T, T]) as tf.Tensor4D;
 }

@@ -12,9 +12,11 @@
  * - `geluWasm(x)`, `geluGradWasm(x, dy)`: exact-erf GELU and dy * GELU'(x) in one pass.
  * - `layerNormWasm`, `layerNormGradWasm`: LayerNorm forward (saving xhat, rstd) and its
  *   input gradient, each in one pass.
- * - `softmaxBiasWasm(s, bias)`, `softmaxGradWasm(p, dp)`: Swin's attention softmax with its
- *   repeating bias and mask, and the softmax's input gradient, one pass per row each
- *   (TF.js: an Add, then a Softmax on one thread; four passes for the gradient).
+ * - `softmaxGradWasm(p, dp)`: the softmax's input gradient p (dp - sum(p dp)) in one pass
+ *   per row (TF.js: four passes, the last-axis broadcasts on one thread; `npx tsx
+ *   bench/kernel-speed.ts`). The forward softmax stays TF.js's (XNNPACK, both threads): a
+ *   fused bias-and-softmax kernel on pbip's exp was tried and measured slower (1.3
+ *   against 1.1 ns per value on Swin-T's attention for 20 images), so it was not kept.
  *
  * The Swin encoder (`src/encoders/swin.ts`) uses them all, the MiT backbone
  * (`src/model/backbones/mit.ts`) the GELU and LayerNorm kernels.
@@ -122,7 +124,7 @@ function geluFunc(backward: boolean, unroll = GELU_UNROLL): FuncDef {
   loop(1);
   return { params: new Array(nParams).fill(I32), locals: [I32, ...new Array(8 * Math.max(1, unroll)).fill(V128)], body: b };
 }
-/** Vectors per loop step: two independent chains overlap (1.86 -> 1.57 ns per element on two threads: `npx tsx bench/gelu-speed.ts`). */
+/** Vectors per loop step: two independent chains overlap (1.86 -> 1.57 ns per element on two threads: `npx tsx bench/kernel-speed.ts`). */
 const GELU_UNROLL = 2;
 
 /**
@@ -132,75 +134,15 @@ const GELU_UNROLL = 2;
  * the exponent bits. Uses locals `n` and `r` (r may be v).
  */
 function emitExp(emit: (...xs: number[][]) => void, v: number, n: number, r: number): void {
-  const c = [1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2, 1, 1];
   emit(op.get(v), f32x4Const(-87), f32x4Max(), op.set(r));
   emit(op.get(r), f32x4Const(Math.LOG2E), f32x4Mul(), f32x4Nearest(), op.set(n));
   emit(op.get(r), op.get(n), f32x4Const(0.693145751953125), f32x4Mul(), f32x4Sub(), op.get(n), f32x4Const(1.428606820309417e-6), f32x4Mul(), f32x4Sub(), op.set(r));
-  emit(f32x4Const(c[0]!));
-  for (let k = 1; k < c.length; k++) emit(op.get(r), f32x4Mul(), f32x4Const(c[k]!), f32x4Add());
+  emit(f32x4Const(EXP_TAYLOR[0]!));
+  for (let k = 1; k < EXP_TAYLOR.length; k++) emit(op.get(r), f32x4Mul(), f32x4Const(EXP_TAYLOR[k]!), f32x4Add());
   emit(op.get(n), i32x4TruncSat(), i32x4Const(127), i32x4Add(), op.i32(23), i32x4Shl(), f32x4Mul());
 }
+const EXP_TAYLOR = [1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2, 1, 1];
 
-const F32_MAX = [0x97];
-const I32_EQZ = [0x45];
-
-/**
- * Softmax over rows of `T` floats of s + bias, the attention scores of Swin's windows
- * with their relative-position bias and shift mask: params (s, out, rows, biasRow,
- * biasBase, biasEnd). The bias rows repeat: the first row of s takes the one at biasRow,
- * and after biasEnd the next starts again at biasBase. Per row: the biased scores and
- * their maximum, then e^(v - max) and its sum, then the division; rows need not be
- * vector-aligned (T = 49 for 7x7 windows: 12 vectors and one float).
- */
-function softmaxBiasFunc(T: number): FuncDef {
-  const [S, OUT, ROWS, PB, BB, BE] = [0, 1, 2, 3, 4, 5];
-  const r = 6;
-  const [m, sum, v, n, rr, mx] = [7, 8, 9, 10, 11, 12];
-  const [fm, fs] = [13, 14];
-  const T4 = Math.floor(T / 4);
-  const tail = T - 4 * T4;
-  const b: number[] = [];
-  const emit = (...xs: number[][]) => xs.forEach((z) => b.push(...z));
-  emit(op.i32(0), op.set(r), op.block, op.loop);
-  // biased scores and their maximum
-  emit(f32x4Const(-Infinity), op.set(m));
-  for (let j = 0; j < T4; j++) {
-    emit(op.get(OUT), op.get(S), v128Load(16 * j), op.get(PB), v128Load(16 * j), f32x4Add(), op.tee(v), v128Store(16 * j));
-    emit(op.get(m), op.get(v), f32x4Max(), op.set(m));
-  }
-  emit(op.get(m), f32x4Extract(0), op.get(m), f32x4Extract(1), F32_MAX, op.get(m), f32x4Extract(2), F32_MAX, op.get(m), f32x4Extract(3), F32_MAX, op.set(fm));
-  for (let l = 0; l < tail; l++) {
-    const o = 16 * T4 + 4 * l;
-    emit(op.get(OUT), op.get(S), op.f32Load(o), op.get(PB), op.f32Load(o), op.f32Add, op.f32Store(o));
-    emit(op.get(fm), op.get(OUT), op.f32Load(o), F32_MAX, op.set(fm));
-  }
-  emit(op.get(fm), f32x4Splat(), op.set(mx));
-  // e^(v - max) and the sum
-  emit(v128Zero(), op.set(sum));
-  for (let j = 0; j < T4; j++) {
-    emit(op.get(OUT), v128Load(16 * j), op.get(mx), f32x4Sub(), op.set(v));
-    emit(op.get(OUT));
-    emitExp(emit, v, n, rr);
-    emit(op.tee(v), v128Store(16 * j), op.get(sum), op.get(v), f32x4Add(), op.set(sum));
-  }
-  emit(hsum(sum), op.set(fs));
-  for (let l = 0; l < tail; l++) {
-    const o = 16 * T4 + 4 * l;
-    emit(op.get(OUT), op.f32Load(o), op.get(fm), op.f32Sub, f32x4Splat(), op.set(v));
-    emit(op.get(OUT));
-    emitExp(emit, v, n, rr);
-    emit(op.tee(v), f32x4Extract(0), op.f32Store(o), op.get(fs), op.get(v), f32x4Extract(0), op.f32Add, op.set(fs));
-  }
-  // divide by the sum
-  emit(op.f32Const(1), op.get(fs), op.f32Div, op.tee(fs), f32x4Splat(), op.set(mx));
-  for (let j = 0; j < T4; j++) emit(op.get(OUT), op.get(OUT), v128Load(16 * j), op.get(mx), f32x4Mul(), v128Store(16 * j));
-  for (let l = 0; l < tail; l++) emit(op.get(OUT), op.get(OUT), op.f32Load(16 * T4 + 4 * l), op.get(fs), op.f32Mul, op.f32Store(16 * T4 + 4 * l));
-  // next row; the bias rows wrap around
-  for (const p of [S, OUT, PB]) emit(op.get(p), op.i32(4 * T), op.add, op.set(p));
-  emit(op.get(PB), op.get(BE), op.ltU, I32_EQZ, op.if, op.get(BB), op.set(PB), op.end);
-  emit(op.get(r), op.i32(1), op.add, op.tee(r), op.get(ROWS), op.ltS, op.brIf(0), op.end, op.end);
-  return { params: [I32, I32, I32, I32, I32, I32], locals: [I32, V128, V128, V128, V128, V128, V128, F32, F32], body: b };
-}
 
 /**
  * The softmax's input gradient over rows of `T` floats: out = p (dp - sum(p dp)).
@@ -319,7 +261,6 @@ const GELU = "PbipGelu";
 const GELU_GRAD = "PbipGeluGrad";
 const LN = "PbipLayerNorm";
 const LN_GRAD = "PbipLayerNormGrad";
-const SOFTMAX_BIAS = "PbipSoftmaxBias";
 const SOFTMAX_GRAD = "PbipSoftmaxGrad";
 /**
  * Register an element-wise kernel over four-float vectors: params (the inputs' addresses
@@ -341,13 +282,35 @@ function elementwiseKernel(kernelName: string, key: string, make: () => FuncDef,
   });
 }
 
+/**
+ * Register a kernel over rows of T floats (T, an attribute, is the first input's last
+ * axis): the output is shaped like that input and its rows are split across the kernel
+ * threads; `args` gives one part's parameters from the addresses (inputs, then output).
+ */
+function rowsKernel(kernelName: string, key: string, make: (T: number) => FuncDef, inputNames: string[], args: (ptrs: number[], T: number, start: number, rows: number, inputs: tf.TensorInfo[]) => number[]): void {
+  tf.registerKernel({
+    kernelName,
+    backendName: "wasm",
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const be = backend as unknown as WasmBackendLike;
+      const T = (attrs as unknown as { T: number }).T;
+      const kernel = compiledKernelInfo(be, `${key}.${T}`, () => make(T));
+      const ins = inputNames.map((n) => (inputs as Record<string, tf.TensorInfo>)[n]!);
+      const out = be.makeOutput(ins[0]!.shape, "float32");
+      const ptrs = [...ins, out].map((t) => addr(be, t));
+      runSplit(be, tf.util.sizeFromShape(out.shape) / T, Math.ceil((4 * MIN_PART_VECTORS) / T), (st, n) => ({ kernel, args: args(ptrs, T, st, n, ins) }));
+      return out;
+    },
+  });
+}
+
 let registered: boolean | undefined;
 function register(): boolean {
   if (registered !== undefined) return registered;
   registered = false;
   try {
     if (!tf.findBackend("wasm")) return false;
-    if (!WebAssemblyApi.validate(assemble([gatherFunc(), geluFunc(false), geluFunc(true), layerNormFunc(), layerNormGradFunc(), layerNormGradFunc(false), softmaxBiasFunc(49), softmaxBiasFunc(3), softmaxGradFunc(49), softmaxGradFunc(3)]))) return false;
+    if (!WebAssemblyApi.validate(assemble([gatherFunc(), geluFunc(false), geluFunc(true), layerNormFunc(), layerNormGradFunc(), layerNormGradFunc(false), softmaxGradFunc(49), softmaxGradFunc(3)]))) return false;
     // Another copy of this module (e.g. src and dist in one process) may have registered
     // the kernels already; they are self-contained, so use those.
     if (tf.getKernel(GATHER, "wasm") && tf.getKernel(LN_GRAD, "wasm")) {
@@ -371,37 +334,7 @@ function register(): boolean {
         return out;
       },
     });
-    tf.registerKernel({
-      kernelName: SOFTMAX_BIAS,
-      backendName: "wasm",
-      kernelFunc: ({ inputs, backend, attrs }) => {
-        const be = backend as unknown as WasmBackendLike;
-        const { s, bias } = inputs as { s: tf.TensorInfo; bias: tf.TensorInfo };
-        const T = (attrs as unknown as { T: number }).T;
-        const kernel = compiledKernelInfo(be, `swin.softmaxBias.${T}`, () => softmaxBiasFunc(T));
-        const out = be.makeOutput(s.shape, "float32");
-        const rows = tf.util.sizeFromShape(s.shape) / T;
-        const period = tf.util.sizeFromShape(bias.shape) / T;
-        const [ps, pb, po] = [addr(be, s), addr(be, bias), addr(be, out)];
-        runSplit(be, rows, Math.ceil((4 * MIN_PART_VECTORS) / T), (st, n) => ({ kernel, args: [ps + 4 * T * st, po + 4 * T * st, n, pb + 4 * T * (st % period), pb, pb + 4 * T * period] }));
-        return out;
-      },
-    });
-    tf.registerKernel({
-      kernelName: SOFTMAX_GRAD,
-      backendName: "wasm",
-      kernelFunc: ({ inputs, backend, attrs }) => {
-        const be = backend as unknown as WasmBackendLike;
-        const { p, dp } = inputs as { p: tf.TensorInfo; dp: tf.TensorInfo };
-        const T = (attrs as unknown as { T: number }).T;
-        const kernel = compiledKernelInfo(be, `swin.softmaxGrad.${T}`, () => softmaxGradFunc(T));
-        const out = be.makeOutput(p.shape, "float32");
-        const rows = tf.util.sizeFromShape(p.shape) / T;
-        const [pp, pd, po] = [addr(be, p), addr(be, dp), addr(be, out)];
-        runSplit(be, rows, Math.ceil((4 * MIN_PART_VECTORS) / T), (st, n) => ({ kernel, args: [pp + 4 * T * st, pd + 4 * T * st, po + 4 * T * st, n] }));
-        return out;
-      },
-    });
+    rowsKernel(SOFTMAX_GRAD, "swin.softmaxGrad", softmaxGradFunc, ["p", "dp"], ([pp, pd, po], T, st, n) => [pp! + 4 * T * st, pd! + 4 * T * st, po! + 4 * T * st, n]);
     elementwiseKernel(GELU, "swin.gelu", () => geluFunc(false), ["x"]);
     elementwiseKernel(GELU_GRAD, "swin.geluGrad", () => geluFunc(true), ["x", "dy"]);
     tf.registerKernel({
@@ -515,20 +448,6 @@ export function geluWasm(x: tf.Tensor): tf.Tensor {
 export function geluGradWasm(x: tf.Tensor, dy: tf.Tensor): tf.Tensor {
   if (x.size % 4 !== 0 || dy.size !== x.size) throw new Error(`geluGradWasm: sizes ${x.size} and ${dy.size}`);
   return tf.engine().runKernel(GELU_GRAD, { x, dy }, {}) as tf.Tensor;
-}
-
-/**
- * softmax(s + bias) over the last axis (T floats) in one pass per row (WASM): `bias`
- * holds the first rows of a period that repeats along s's leading axes (Swin's
- * relative-position bias and shift mask [nW, heads, T, T] for scores [B nW, heads, T, T]).
- * e^x to a relative 1e-7 (see {@link emitExp}). Not differentiable by itself.
- */
-export function softmaxBiasWasm(s: tf.Tensor, bias: tf.Tensor): tf.Tensor {
-  const T = s.shape[s.rank - 1]!;
-  if (bias.shape[bias.rank - 1] !== T || bias.size === 0 || s.size % bias.size !== 0 || s.dtype !== "float32" || bias.dtype !== "float32") {
-    throw new Error(`softmaxBiasWasm: the bias [${bias.shape}] does not repeat along the scores [${s.shape}] (float32, same last axis)`);
-  }
-  return tf.engine().runKernel(SOFTMAX_BIAS, { s, bias }, { T } as unknown as tf.NamedAttrMap) as tf.Tensor;
 }
 
 /** The softmax's input gradient p (dp - sum(p dp)) over the last axis, in one pass per row (WASM). */
