@@ -53,7 +53,8 @@ export interface GemmTile {
    * them, adding into C. Without it a tile walks all of K, so for a long K (a weight
    * gradient x^T dy sums over every token of the batch: K = 31360 for MiT-b1's first
    * stage at batch 10) each tile streams a whole panel of B (K * 32 bytes) and its rows
-   * of A from L3.
+   * of A from L3. 0: no blocks. Unset in {@link gemm}: transposed products choose by
+   * shape ({@link defaultKc}), untransposed ones take none.
    */
   kc?: number;
   /**
