@@ -79,7 +79,7 @@ const demo: Command = {
     if (backendChoice) process.env.PBIP_BACKEND = backendChoice;
     const report = await initBackend(backendChoice ? { backend: backendChoice } : {});
     console.error(formatBackendReport(report).split("\n").slice(0, 2).join("\n"));
-    console.error(report.backend === "webgpu" && !report.adapter?.software ? `GPU backend: ${report.device}` : `no GPU backend in use (${report.backend}); on two CPU cores the full demo takes about 15 minutes (13 min 16 s measured with nothing else running)`);
+    console.error(report.backend === "webgpu" && !report.adapter?.software ? `GPU backend: ${report.device}` : `no GPU backend in use (${report.backend}); on two CPU cores the full demo takes 10 to 15 minutes (10 min 18 s and 13 min 16 s measured with nothing else running)`);
     console.error(`${reused ? "resuming" : "writing"} ${dir}${quick ? " (quick mode)" : ""}`);
     // The dataset is generated (or verified) here, once, before any notebook needs it.
     const run = await openRun({ root: dir, quick, dataset, data: data ?? undefined });
