@@ -294,18 +294,32 @@ function lnGrad(dy: tf.Tensor2D, xhat: tf.Tensor2D, rstd: tf.Tensor2D, n: Norm):
   return xhat.shape[1] % 4 === 0 && transformerKernelsAvailable() ? layerNormGradWasm(dy, xhat, rstd, n.g) : lnBackward(dy, xhat, rstd, n.g);
 }
 
+/** LayerNorm of what `f` makes, in scopes of their own: only y, xhat and rstd outlive it. */
+function lnOf(f: () => tf.Tensor2D, n: Norm): LnOut {
+  const x = tf.tidy(f);
+  const r = lnScoped(x, n);
+  x.dispose();
+  return r;
+}
+
 /**
  * Patch embedding [B, H0, W0, cin] (H0, W0 multiples of the patch) -> LayerNorm(patches @ W + b)
- * [B, H, W, C] as one differentiable op (input gradient only). As separate ops under a
- * gradient tape, every reshape kept a copy of its input for its gradient (the patches and
- * the normalised map: 1.7 MiB per 224 px image); this keeps the LayerNorm's xhat and rstd.
+ * [B, H, W, C]; with `diff`, one differentiable op (input gradient only). As separate ops
+ * under a gradient tape, every reshape kept a copy of its input for its gradient (the
+ * patches and the normalised map: 1.7 MiB per 224 px image); this keeps the LayerNorm's
+ * xhat and rstd.
  */
-function patchEmbedOp(x: tf.Tensor4D, p: number, patch: Linear, n: Norm): tf.Tensor4D {
+function patchEmbedOp(x: tf.Tensor4D, p: number, patch: Linear, n: Norm, diff: boolean): tf.Tensor4D {
   const [B, H0, W0, cin] = x.shape;
   const [H, W] = [H0 / p, W0 / p];
+  const forward = (t: tf.Tensor4D) => lnOf(() => linearForward(tf.reshape(tf.transpose(tf.reshape(t, [B, H, p, W, p, cin]), [0, 1, 3, 2, 4, 5]), [B * H * W, p * p * cin]) as tf.Tensor2D, patch), n);
+  if (!diff) {
+    const r = forward(x);
+    tf.dispose([r.xhat, r.rstd]);
+    return tf.reshape(r.y, [B, H, W, r.y.shape[1]]) as tf.Tensor4D;
+  }
   return customOp(x, (xx, save) => {
-    const patches = tf.reshape(tf.transpose(tf.reshape(xx, [B, H, p, W, p, cin]), [0, 1, 3, 2, 4, 5]), [B * H * W, p * p * cin]) as tf.Tensor2D;
-    const r = lnScoped(tf.tidy(() => linearForward(patches, patch)), n);
+    const r = forward(xx as tf.Tensor4D);
     save([r.xhat, r.rstd]);
     const C = r.y.shape[1];
     return {
@@ -331,7 +345,7 @@ function patchMergeOp(x: tf.Tensor4D, n: Norm, reduction: Linear, diff: boolean)
   // [B, H, dh, W, dw, C] -> [B, H, W, dw, dh, C]: channel blocks (0,0), (1,0), (0,1), (1,1).
   const gather = (t: tf.Tensor4D) => tf.reshape(tf.transpose(tf.reshape(odd ? tf.pad(t, [[0, 0], [0, h0 % 2], [0, w0 % 2], [0, 0]]) : t, [B, H, 2, W, 2, c0]), [0, 1, 3, 4, 2, 5]), [B * H * W, 4 * c0]) as tf.Tensor2D;
   const forward = (t: tf.Tensor4D) => {
-    const r = lnScoped(tf.tidy(() => gather(t)), n);
+    const r = lnOf(() => gather(t), n);
     const y = tf.reshape(tf.tidy(() => linearForward(r.y, reduction)), [B, H, W, -1]) as tf.Tensor4D;
     r.y.dispose();
     return { y, xhat: r.xhat, rstd: r.rstd };
@@ -705,12 +719,7 @@ export class SwinModel {
       let W = Wpad / p;
       const norm = diff ? layerNormOp : (a: tf.Tensor2D, n: Norm) => lnForward(a, n).y;
       let C = c.embedDim;
-      let h: tf.Tensor4D;
-      if (diff) h = patchEmbedOp(t, p, this.params.patch, this.params.embedNorm);
-      else {
-        const patches = tf.reshape(tf.transpose(tf.reshape(t, [B, H, p, W, p, cin]), [0, 1, 3, 2, 4, 5]), [B * H * W, p * p * cin]) as tf.Tensor2D;
-        h = tf.reshape(norm(linearForward(patches, this.params.patch), this.params.embedNorm), [B, H, W, C]) as tf.Tensor4D;
-      }
+      let h = patchEmbedOp(t, p, this.params.patch, this.params.embedNorm, diff);
       // Each block and merge runs in its own scope and the map it consumed is freed at once
       // (the gradient tape only needs the tensors its ops saved), so a forward pass under
       // a gradient tape holds what the backward pass needs, not every intermediate map.

@@ -570,9 +570,10 @@ function register(): boolean {
     }
     wasmKernel(GEMM, (be, { a, b, bias }, attrs) => {
       const { M, K, N, batch, transposeA, aStep, bStep, mr, nv, fma, kc: kcAttr } = attrs as unknown as { M: number; K: number; N: number; batch: number; transposeA: boolean; aStep: number; bStep: number; mr: number; nv: number; fma: boolean; kc: number };
-      // A transposed A with a long shared dimension (attention's dV = p^T dy over MiT-b1's 3136 tokens) walks it in blocks.
-      const batchKc = transposeA ? (kcAttr < 0 ? defaultKc(K, M) : kcAttr < K ? kcAttr : 0) : 0;
-      const kernel = (m: number) => compiledInfo(be, `gemm.${m}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}.${fma}.${batchKc}`, () => gemmFunc(m, K, N, transposeA, aStep, bStep, { mr, nv, fma, kc: batchKc }));
+      // A transposed A with a long shared dimension (a weight gradient; attention's dV = p^T dy
+      // over MiT-b1's 3136 tokens) walks it in blocks: the tile's choice, or defaultKc's.
+      const kcT = transposeA ? (kcAttr < 0 ? defaultKc(K, M) : kcAttr < K ? kcAttr : 0) : 0;
+      const kernel = (m: number) => compiledInfo(be, `gemm.${m}.${K}.${N}.${transposeA}.${aStep}.${bStep}.${mr}.${nv}.${fma}.${kcT}`, () => gemmFunc(m, K, N, transposeA, aStep, bStep, { mr, nv, fma, kc: kcT }));
       const out = be.makeOutput([batch, M, N], "float32");
       const [pa, pb, pc] = [addr(be, a!), addr(be, b!), addr(be, out)];
       const flops = 2 * M * K * N;
@@ -598,13 +599,12 @@ function register(): boolean {
         // One product op(A) = A^T (a weight gradient x^T dy, K = the batch's tokens): A read
         // in place, blocks of rows (columns of the stored A) per thread, K in blocks. B is
         // packed into panels where 256 or more rows share the copy's cost.
-        const kc = kcAttr < 0 ? defaultKc(K, M) : kcAttr < K ? kcAttr : 0;
         const pack = M >= 256;
         const panels = Math.ceil(N / (4 * nv));
         const packed = pack ? be.makeOutput([panels * K * 4 * nv], "float32") : undefined;
         if (packed) compiled(be, `packPanels.${N}.${nv}`, () => packPanelsFunc(N, nv))(pb, addr(be, packed), K);
         const pB = packed ? addr(be, packed) : pb;
-        const rowsKernel = (m: number) => compiledInfo(be, `gemmT.${m}.${K}.${N}.${M}.${mr}.${nv}.${fma}.${kc}.${pack}`, () => gemmFunc(m, K, N, true, 0, 0, { mr, nv, fma, kc, lda: M, packedB: pack }));
+        const rowsKernel = (m: number) => compiledInfo(be, `gemmT.${m}.${K}.${N}.${M}.${mr}.${nv}.${fma}.${kcT}.${pack}`, () => gemmFunc(m, K, N, true, 0, 0, { mr, nv, fma, kc: kcT, lda: M, packedB: pack }));
         try {
           runSplit(be, M, Math.max(mr, Math.ceil(MIN_PART_FLOPS / (2 * K * N))), (s, m) => ({ kernel: rowsKernel(m), args: [pa + 4 * s, pB, pc + 4 * s * N, 1, 0] }), mr);
         } finally {

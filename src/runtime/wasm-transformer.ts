@@ -143,7 +143,6 @@ function emitExp(emit: (...xs: number[][]) => void, v: number, n: number, r: num
 }
 const EXP_TAYLOR = [1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2, 1, 1];
 
-
 /**
  * The softmax's input gradient over rows of `T` floats: out = p (dp - sum(p dp)).
  * Params (p, dp, out, rows).
@@ -282,28 +281,6 @@ function elementwiseKernel(kernelName: string, key: string, make: () => FuncDef,
   });
 }
 
-/**
- * Register a kernel over rows of T floats (T, an attribute, is the first input's last
- * axis): the output is shaped like that input and its rows are split across the kernel
- * threads; `args` gives one part's parameters from the addresses (inputs, then output).
- */
-function rowsKernel(kernelName: string, key: string, make: (T: number) => FuncDef, inputNames: string[], args: (ptrs: number[], T: number, start: number, rows: number, inputs: tf.TensorInfo[]) => number[]): void {
-  tf.registerKernel({
-    kernelName,
-    backendName: "wasm",
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const be = backend as unknown as WasmBackendLike;
-      const T = (attrs as unknown as { T: number }).T;
-      const kernel = compiledKernelInfo(be, `${key}.${T}`, () => make(T));
-      const ins = inputNames.map((n) => (inputs as Record<string, tf.TensorInfo>)[n]!);
-      const out = be.makeOutput(ins[0]!.shape, "float32");
-      const ptrs = [...ins, out].map((t) => addr(be, t));
-      runSplit(be, tf.util.sizeFromShape(out.shape) / T, Math.ceil((4 * MIN_PART_VECTORS) / T), (st, n) => ({ kernel, args: args(ptrs, T, st, n, ins) }));
-      return out;
-    },
-  });
-}
-
 let registered: boolean | undefined;
 function register(): boolean {
   if (registered !== undefined) return registered;
@@ -334,7 +311,21 @@ function register(): boolean {
         return out;
       },
     });
-    rowsKernel(SOFTMAX_GRAD, "swin.softmaxGrad", softmaxGradFunc, ["p", "dp"], ([pp, pd, po], T, st, n) => [pp! + 4 * T * st, pd! + 4 * T * st, po! + 4 * T * st, n]);
+    tf.registerKernel({
+      kernelName: SOFTMAX_GRAD,
+      backendName: "wasm",
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const be = backend as unknown as WasmBackendLike;
+        const { p, dp } = inputs as { p: tf.TensorInfo; dp: tf.TensorInfo };
+        const T = (attrs as unknown as { T: number }).T;
+        const kernel = compiledKernelInfo(be, `swin.softmaxGrad.${T}`, () => softmaxGradFunc(T));
+        const out = be.makeOutput(p.shape, "float32");
+        const [pp, pd, po] = [addr(be, p), addr(be, dp), addr(be, out)];
+        // Whole rows per thread.
+        runSplit(be, tf.util.sizeFromShape(p.shape) / T, Math.ceil((4 * MIN_PART_VECTORS) / T), (st, n) => ({ kernel, args: [pp + 4 * T * st, pd + 4 * T * st, po + 4 * T * st, n] }));
+        return out;
+      },
+    });
     elementwiseKernel(GELU, "swin.gelu", () => geluFunc(false), ["x"]);
     elementwiseKernel(GELU_GRAD, "swin.geluGrad", () => geluFunc(true), ["x", "dy"]);
     tf.registerKernel({
