@@ -58,11 +58,14 @@ function forwardBackward(model: MixTransformer, x: tf.Tensor4D, vars: tf.Variabl
 function category(kernel: string, shapes: (number[] | null)[], batch: number): string | null {
   const k = kernel.toLowerCase();
   if (k === "unnamed scope" || k.endsWith("__op")) return null;
-  if (k.includes("batchmatmul") || k.includes("fusedmatmul")) {
+  if (k.includes("batchmatmul") || k.includes("fusedmatmul") || k === "pbipgemm") {
     const lead = shapes[0]?.[0] ?? 1;
     return lead === batch && batch > 1 ? "attention matMul (q k^T, p v) + grads" : "linear matMul (q, kv, proj, fc1, fc2, im2col) + grads";
   }
   if (k.includes("depthwise")) return "depthwise conv (Mix-FFN)";
+  if (k.startsWith("pbipgelu")) return "GELU (pbip's kernels)";
+  if (k.startsWith("pbiplayernorm")) return "LayerNorm (pbip's kernels)";
+  if (k === "pbipcolumnsums") return "bias gradients (column sums)";
   if (k.includes("conv2d")) return "conv (patch embed forward)";
   if (k.includes("softmax")) return "softmax";
   if (k.includes("transpose")) return "transpose";
@@ -117,7 +120,7 @@ async function main(): Promise<void> {
         if (category(k.name, k.inputShapes as (number[] | null)[], batch) === null) continue;
         const shapes = (k.inputShapes as (number[] | null)[]).filter((s): s is number[] => Array.isArray(s));
         let flops = 0;
-        if (/matmul/i.test(k.name) && shapes.length >= 2) {
+        if (/matmul|gemm/i.test(k.name) && shapes.length >= 2) {
           const out = k.outputShapes[0] as number[];
           const a = shapes[0]!;
           const kDim = out ? (tf.util.sizeFromShape(a) * tf.util.sizeFromShape(shapes[1]!)) / Math.max(1, tf.util.sizeFromShape(out)) : 0;
