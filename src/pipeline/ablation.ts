@@ -47,7 +47,10 @@ export const ABLATIONS: Record<string, AblationVariant> = {
 export interface AblationRecord {
   variant: string;
   seed: number;
+  /** Val pseudo-mask mIoU at the last validation (the end of training). */
   valMiou?: number;
+  /** The best val mIoU over the run's validations: that of the checkpoint whose test masks are scored. */
+  bestValMiou?: number;
   test: { miou: number; fwiou: number; mbiou: number; mdice: number };
   /** Per-image test mIoU, by patch id. */
   perImage: Record<string, number>;
@@ -61,6 +64,10 @@ export interface AblationRow {
   fwiou: { mean: number; std: number };
   mbiou: { mean: number; std: number };
   mdice: { mean: number; std: number };
+  /** Val pseudo-mask mIoU at the end of training, over the seeds that recorded it. */
+  val?: { mean: number; std: number; n: number };
+  /** The best epoch's val mIoU (the scored checkpoint's), over the seeds that recorded it. */
+  bestVal?: { mean: number; std: number; n: number };
   /** Paired t-test of per-image test mIoU against the reference (pooled over seeds). */
   vsReference?: { meanDiff: number; t: number; p: number; n: number };
 }
@@ -99,12 +106,16 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
         const { bank } = await ensureBank(run, encoder);
         const h = await stage1(run, { name: "model" }, encoder, bank);
         let valMiou: number | undefined;
+        let bestValMiou: number | undefined;
         for await (const ev of h.events()) {
           o.onEvent?.(variant, seed, ev);
           if (ev.type === "validation") valMiou = ev.score.miou;
-          if (ev.type === "done") valMiou = valMiou ?? ev.bestMiou;
+          if (ev.type === "done") {
+            valMiou = valMiou ?? ev.bestMiou;
+            bestValMiou = ev.bestMiou;
+          }
         }
-        const rec = await scoreStage1Run(run, "model", bank, { variant, seed, valMiou }, recFile);
+        const rec = await scoreStage1Run(run, "model", bank, { variant, seed, valMiou, bestValMiou }, recFile);
         records.push(rec);
         log(`${variant} seed ${seed}: test mIoU ${(100 * rec.test.miou).toFixed(2)}%${valMiou !== undefined ? `, val ${(100 * valMiou).toFixed(2)}%` : ""}`);
       } finally {
@@ -120,7 +131,7 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
  * (written once, reused), evaluated against the test masks; the record (with the
  * per-image mIoU the t-tests pair on) is written atomically to `file`.
  */
-export async function scoreStage1Run(run: PbipRun, stage1Variant: string, bank: ImageBank, id: Pick<AblationRecord, "variant" | "seed" | "valMiou">, file: string): Promise<AblationRecord> {
+export async function scoreStage1Run(run: PbipRun, stage1Variant: string, bank: ImageBank, id: Pick<AblationRecord, "variant" | "seed" | "valMiou" | "bestValMiou">, file: string): Promise<AblationRecord> {
   const { net, config, file: ckpt } = await loadStage1(run, stage1Variant, bank);
   let maskDir: string;
   try {
@@ -158,6 +169,12 @@ export function ablationTable(records: AblationRecord[], reference = "pbip"): Ab
       const m = meanStd(rs.map((r) => r.test[k]));
       return { mean: m.mean, std: m.std };
     };
+    const vs = (k: "valMiou" | "bestValMiou") => {
+      const xs = rs.map((r) => r[k]).filter((x): x is number => typeof x === "number");
+      if (!xs.length) return undefined;
+      const m = meanStd(xs);
+      return { mean: m.mean, std: m.std, n: xs.length };
+    };
     let vsReference: AblationRow["vsReference"];
     if (variant !== reference && ref.length) {
       const a: number[] = [];
@@ -177,17 +194,25 @@ export function ablationTable(records: AblationRecord[], reference = "pbip"): Ab
         vsReference = { meanDiff: t.meanDiff, t: t.t, p: t.p, n: t.n };
       }
     }
-    return { variant, description: ABLATIONS[variant]?.description ?? variant, seeds: rs.length, miou: ms("miou"), fwiou: ms("fwiou"), mbiou: ms("mbiou"), mdice: ms("mdice"), vsReference };
+    return { variant, description: ABLATIONS[variant]?.description ?? variant, seeds: rs.length, miou: ms("miou"), fwiou: ms("fwiou"), mbiou: ms("mbiou"), mdice: ms("mdice"), val: vs("valMiou"), bestVal: vs("bestValMiou"), vsReference };
   });
 }
 
-/** The table as text (percentages; std over seeds; p of the paired t-test). */
+/**
+ * The table as text (percentages; std over seeds; p of the paired t-test). Val mIoU is
+ * the end of training's; a second val column, the best epoch's, appears when some run
+ * validated more than once and its best epoch was not its last.
+ */
 export function formatAblationTable(rows: AblationRow[], reference = "pbip"): string {
   const pct = (m: { mean: number; std: number }, n: number) => `${(100 * m.mean).toFixed(2)}${n > 1 ? ` ± ${(100 * m.std).toFixed(2)}` : ""}`;
-  const head = ["variant", "seeds", "test mIoU", "FwIoU", "bIoU", "Dice", `vs ${reference}: per-image mIoU diff (points), paired t p`];
+  const opt = (m: { mean: number; std: number; n: number } | undefined) => (m ? pct(m, m.n) : "");
+  const withBest = rows.some((r) => r.bestVal && (!r.val || Math.abs(r.bestVal.mean - r.val.mean) > 1e-12 || r.bestVal.n !== r.val.n));
+  const head = ["variant", "seeds", "val mIoU", ...(withBest ? ["val, best epoch"] : []), "test mIoU", "FwIoU", "bIoU", "Dice", `vs ${reference}: per-image test mIoU diff (points), paired t p`];
   const body = rows.map((r) => [
     r.variant,
     String(r.seeds),
+    opt(r.val),
+    ...(withBest ? [opt(r.bestVal)] : []),
     pct(r.miou, r.seeds),
     pct(r.fwiou, r.seeds),
     pct(r.mbiou, r.seeds),

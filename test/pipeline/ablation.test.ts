@@ -33,8 +33,29 @@ test("ablation table: mean and sample std over seeds, paired t-test against the 
   assert.ok(Math.abs(cls.vsReference!.t - mean / (sd / Math.sqrt(6))) < 1e-9);
   assert.equal(cls.vsReference!.n, 6);
   const text = formatAblationTable(rows);
+  // No run recorded a val score: the val column stays empty, test mIoU follows.
   assert.match(text, /pbip\s+2\s+65\.00 ± 7\.07/);
   assert.match(text, /cls-only\s+2\s+50\.00 ± 14\.14/);
+  assert.doesNotMatch(text, /best epoch/);
+});
+
+test("ablation table: val mIoU at the end of training over the seeds that have it, and the best epoch's only where it differs", () => {
+  const withVal = (r: AblationRecord, valMiou?: number, bestValMiou?: number): AblationRecord => ({ ...r, valMiou, bestValMiou });
+  // One validation per run: last = best, one val column.
+  const once = [withVal(rec("pbip", 0, 0.6, [0.6]), 0.8, 0.8), withVal(rec("pbip", 1, 0.7, [0.7]), 0.9, 0.9), withVal(rec("cls-only", 0, 0.5, [0.5]), 0.7, 0.7)];
+  const rows = ablationTable(once);
+  const pbip = rows.find((r) => r.variant === "pbip")!;
+  assert.ok(Math.abs(pbip.val!.mean - 0.85) < 1e-12 && Math.abs(pbip.val!.std - Math.sqrt(0.005)) < 1e-12 && pbip.val!.n === 2);
+  const text = formatAblationTable(rows);
+  assert.doesNotMatch(text, /best epoch/);
+  assert.match(text, /pbip\s+2\s+85\.00 ± 7\.07\s+65\.00 ± 7\.07/);
+  assert.match(text, /cls-only\s+1\s+70\.00\s+50\.00/);
+  // Several epochs, the best not the last on one seed; a record without val (an older study) is left out of the mean.
+  const many = [withVal(rec("pbip", 0, 0.6, [0.6]), 0.8, 0.85), withVal(rec("pbip", 1, 0.7, [0.7]), 0.9, 0.9), rec("pbip", 2, 0.8, [0.8])];
+  const r2 = ablationTable(many)[0]!;
+  assert.equal(r2.val!.n, 2);
+  assert.ok(Math.abs(r2.bestVal!.mean - 0.875) < 1e-12);
+  assert.match(formatAblationTable([r2]), /val, best epoch[\s\S]*pbip\s+3\s+85\.00 ± 7\.07\s+87\.50 ± 3\.54\s+70\.00 ± 10\.00/);
 });
 
 test("every ablation variant is a valid override of the notebook profile", () => {
@@ -75,6 +96,7 @@ test("runAblation end to end on the quick embedded set: a scored record per run,
       assert.deepEqual(Object.keys(r.perImage).sort(), testIds, "one score per test patch");
       assert.ok(r.test.miou > 0 && r.test.miou <= 1, `test mIoU ${r.test.miou}`);
       assert.ok(r.valMiou !== undefined && r.valMiou > 0);
+      assert.ok(r.bestValMiou !== undefined && r.bestValMiou >= r.valMiou, "the best validation is at least the last");
       // The variant's switch reached the run that was scored.
       const cfg = JSON.parse(fs.readFileSync(path.join(dir, "stage1", "model", "config.json"), "utf8")).config;
       assert.equal(cfg.loss.useFg, r.variant === "pbip");

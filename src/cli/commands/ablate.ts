@@ -67,7 +67,7 @@ const ablate: Command = {
     console.log(text);
     writeJsonAtomic(path.join(out, "ablation.json"), { profile, seeds, variants, overrides, rows, records: records.map((r) => ({ ...r, perImage: undefined })) });
     writeFileAtomic(path.join(out, "ablation.txt"), text + "\n");
-    console.log(`\nwrote ${path.join(out, "ablation.json")} and ablation.txt (test split, ground-truth background counted)`);
+    console.log(`\nwrote ${path.join(out, "ablation.json")} and ablation.txt (val: pseudo-mask mIoU on the validation patches; test: the best checkpoint's test pseudo-masks; ground-truth background counted in both)`);
     return 0;
   },
 };
