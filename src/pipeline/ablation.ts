@@ -205,14 +205,15 @@ export function ablationTable(records: AblationRecord[], reference = "pbip"): Ab
  */
 export function formatAblationTable(rows: AblationRow[], reference = "pbip"): string {
   const pct = (m: { mean: number; std: number }, n: number) => `${(100 * m.mean).toFixed(2)}${n > 1 ? ` ± ${(100 * m.std).toFixed(2)}` : ""}`;
-  const opt = (m: { mean: number; std: number; n: number } | undefined) => (m ? pct(m, m.n) : "");
+  // A study resumed across versions may hold records without val: say over how many seeds.
+  const opt = (m: { mean: number; std: number; n: number } | undefined, seeds: number) => (m ? `${pct(m, m.n)}${m.n < seeds ? ` (${m.n} seeds)` : ""}` : "");
   const withBest = rows.some((r) => r.bestVal && (!r.val || Math.abs(r.bestVal.mean - r.val.mean) > 1e-12 || r.bestVal.n !== r.val.n));
   const head = ["variant", "seeds", "val mIoU", ...(withBest ? ["val, best epoch"] : []), "test mIoU", "FwIoU", "bIoU", "Dice", `vs ${reference}: per-image test mIoU diff (points), paired t p`];
   const body = rows.map((r) => [
     r.variant,
     String(r.seeds),
-    opt(r.val),
-    ...(withBest ? [opt(r.bestVal)] : []),
+    opt(r.val, r.seeds),
+    ...(withBest ? [opt(r.bestVal, r.seeds)] : []),
     pct(r.miou, r.seeds),
     pct(r.fwiou, r.seeds),
     pct(r.mbiou, r.seeds),

@@ -55,7 +55,7 @@ test("ablation table: val mIoU at the end of training over the seeds that have i
   const r2 = ablationTable(many)[0]!;
   assert.equal(r2.val!.n, 2);
   assert.ok(Math.abs(r2.bestVal!.mean - 0.875) < 1e-12);
-  assert.match(formatAblationTable([r2]), /val, best epoch[\s\S]*pbip\s+3\s+85\.00 ± 7\.07\s+87\.50 ± 3\.54\s+70\.00 ± 10\.00/);
+  assert.match(formatAblationTable([r2]), /val, best epoch[\s\S]*pbip\s+3\s+85\.00 ± 7\.07 \(2 seeds\)\s+87\.50 ± 3\.54 \(2 seeds\)\s+70\.00 ± 10\.00/);
 });
 
 test("every ablation variant is a valid override of the notebook profile", () => {
