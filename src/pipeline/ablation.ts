@@ -200,8 +200,8 @@ export function ablationTable(records: AblationRecord[], reference = "pbip"): Ab
 
 /**
  * The table as text (percentages; std over seeds; p of the paired t-test). Val mIoU is
- * the end of training's; a second val column, the best epoch's, appears when some run
- * validated more than once and its best epoch was not its last.
+ * the end of training's; a second val column, the best epoch's, appears when it differs
+ * from the first in some row (runs that validated more than once, best epoch not the last).
  */
 export function formatAblationTable(rows: AblationRow[], reference = "pbip"): string {
   const pct = (m: { mean: number; std: number }, n: number) => `${(100 * m.mean).toFixed(2)}${n > 1 ? ` ± ${(100 * m.std).toFixed(2)}` : ""}`;
