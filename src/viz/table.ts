@@ -62,21 +62,20 @@ export function isArqueroTable(x: unknown): x is ArqueroLike {
 }
 
 /**
- * A table for notebooks and logs from an array of records, or an arquero table
- * (rendered with arquero's own `toHTML`): HTML plus an aligned plain-text twin.
+ * A table for notebooks and logs from an array of records or an arquero table:
+ * HTML plus an aligned plain-text twin, numbers formatted alike in both.
  */
 export function table(rows: Record<string, unknown>[] | ArqueroLike, opts: TableOptions = {}): HtmlValue {
   const limit = opts.limit ?? 200;
   if (isArqueroTable(rows)) {
-    const n = rows.numRows();
-    const objs = rows.objects({ limit }) as Record<string, unknown>[];
-    const text = textTable(objs, opts.columns ?? rows.columnNames(), opts, n);
-    const cap = opts.caption ? `<div style="font-weight: bold; margin: 4px 0">${escapeXml(opts.caption)}</div>` : "";
-    return { kind: "html", html: cap + rows.toHTML({ limit }) + (n > limit ? `<div>… ${n - limit} more rows</div>` : ""), text };
+    return recordTable(rows.objects({ limit }) as Record<string, unknown>[], opts.columns ?? rows.columnNames(), opts, rows.numRows());
   }
-  const cols = opts.columns ?? [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  return recordTable(rows.slice(0, limit), opts.columns ?? [...new Set(rows.flatMap((r) => Object.keys(r)))], opts, rows.length);
+}
+
+/** The rows shown (already limited) of a table of `total` rows. */
+function recordTable(shown: Record<string, unknown>[], cols: string[], opts: TableOptions, total: number): HtmlValue {
   const pct = new Set(opts.percent ?? []);
-  const shown = rows.slice(0, limit);
   const numeric = cols.map((c) => shown.every((r) => r[c] === undefined || r[c] === null || typeof r[c] === "number"));
   const th = cols.map((c, j) => `<th style="text-align: ${numeric[j] ? "right" : "left"}">${escapeXml(opts.headers?.[c] ?? c)}</th>`).join("");
   const body = shown
@@ -85,9 +84,9 @@ export function table(rows: Record<string, unknown>[] | ArqueroLike, opts: Table
         `<tr>${cols.map((c, j) => `<td style="text-align: ${numeric[j] ? "right" : "left"}">${escapeXml(formatCell(r[c], opts.digits, pct.has(c)))}</td>`).join("")}</tr>`,
     )
     .join("");
-  const more = rows.length > limit ? `<tr><td colspan="${cols.length}">… ${rows.length - limit} more rows</td></tr>` : "";
+  const more = total > shown.length ? `<tr><td colspan="${cols.length}">… ${total - shown.length} more rows</td></tr>` : "";
   const cap = opts.caption ? `<caption style="font-weight: bold; text-align: left">${escapeXml(opts.caption)}</caption>` : "";
-  return { kind: "html", html: `<table>${cap}<thead><tr>${th}</tr></thead><tbody>${body}${more}</tbody></table>`, text: textTable(shown, cols, opts, rows.length) };
+  return { kind: "html", html: `<table>${cap}<thead><tr>${th}</tr></thead><tbody>${body}${more}</tbody></table>`, text: textTable(shown, cols, opts, total) };
 }
 
 function textTable(rows: Record<string, unknown>[], cols: string[], opts: TableOptions, total: number): string {

@@ -83,6 +83,11 @@ test("MIME bundles: PNG, SVG (+PNG fallback), tables, arquero, records, text", a
   const b4 = await toMimeBundle(aq.table({ a: [1, 2], b: ["x", "<y>"] }));
   assert.match(b4["text/html"]!, /&lt;y&gt;/);
   assert.match(b4["text/plain"]!, /a\s+b/);
+  // An arquero table's numbers are formatted as a record array's are, in the HTML too.
+  const b5 = await toMimeBundle(aq.table({ f1: [0.904762, 0.655172], n: [29, 3] }));
+  assert.match(b5["text/html"]!, />0\.9048</);
+  assert.doesNotMatch(b5["text/html"]!, /0\.904762/);
+  assert.match(b5["text/plain"]!, /0\.9048\s+29/);
   assert.deepEqual(await toMimeBundle("hello"), { "text/plain": "hello" });
   assert.match((await toMimeBundle({ a: 1 }))["text/plain"]!, /a: 1/);
 });
