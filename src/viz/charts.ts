@@ -443,7 +443,8 @@ export function heatmapChart(values: ArrayLike<number>[], opts: HeatmapChartOpti
   const gridW = cols * cs;
   const gridH = rows * cs;
   const barX = left + gridW + 14;
-  const W = opts.width ?? Math.ceil(barX + 16 + 60);
+  // Wide enough for the title (bold, one size up) as well as the grid and colour bar.
+  const W = opts.width ?? Math.ceil(Math.max(barX + 16 + 60, opts.title ? textWidth(opts.title, fs + 1) + 20 : 0));
   const H = opts.height ?? Math.ceil(top + gridH + (opts.xLabel ? 2 * fs + 10 : 10));
   const show = opts.showValues ?? rows * cols <= 400;
   const grad = uniqueId("cbar");

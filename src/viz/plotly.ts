@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import sharp from "sharp";
 import { scatterChart, heatmapChart, type ScatterSeries, type HeatmapChartOptions } from "./charts";
-import { escapeXml } from "./svg";
+import { escapeXml, textWidth } from "./svg";
 import { SERIES_COLORS } from "./colormap";
 import { FileError, writeFileAtomic } from "../util";
 
@@ -72,7 +72,8 @@ export function plotlyHeatmap(z: ArrayLike<number>[], opts: HeatmapChartOptions 
   const zz = z.map((r) => Array.from(r, (v) => (Number.isFinite(v) ? v : null)));
   const cs = opts.colormap === "jet" ? "Jet" : opts.colormap === "gray" ? "Greys" : "Viridis";
   const n = zz.length;
-  const width = opts.width ?? Math.max(360, Math.min(900, 160 + 28 * (zz[0]?.length ?? 1)));
+  // At least as wide as the title (plotly does not wrap it) and the grid.
+  const width = opts.width ?? Math.max(360, Math.min(900, Math.max(160 + 28 * (zz[0]?.length ?? 1), opts.title ? textWidth(opts.title, 17) + 40 : 0)));
   const height = opts.height ?? Math.max(320, Math.min(900, 140 + 28 * n));
   return plotlyFigure(
     [

@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import sharp from "sharp";
 import { lineChart, barChart, scatterChart, heatmapChart, panels, niceTicks, decimate, isSvg, svgSize, svgToPng, pngDimensions, fontReport } from "../../src/viz";
+import { textWidth } from "../../src/viz/svg";
 
 /** librsvg rejects malformed XML, so rasterising is a well-formedness check; the PNG must have the SVG's size. */
 async function assertRenders(svg: string): Promise<{ width: number; height: number }> {
@@ -69,6 +70,11 @@ test("bar, scatter and heatmap charts render; gradient ids are unique across cha
   const id2 = /linearGradient id="([^"]+)"/.exec(h2)![1];
   assert.notEqual(id1, id2);
   assert.throws(() => heatmapChart([]), /empty/);
+  // A title longer than the grid widens the chart instead of being cut at its edges.
+  const title = "confusion (rows: true class, columns: predicted)";
+  const h3 = heatmapChart(m, { title });
+  assert.ok(svgSize(h3).width >= textWidth(title, 13), `width ${svgSize(h3).width} holds the title`);
+  assert.ok(svgSize(heatmapChart(m)).width < textWidth(title, 13), "without the title the chart is narrower");
 });
 
 test("panels lay out charts side by side in one SVG", async () => {
