@@ -23,12 +23,14 @@ import { svgToPng, svgImgHtml } from "./show";
 /** One step's values (e.g. loss terms) for {@link LivePlot.push}. */
 export interface LivePoint {
   step: number;
+  /** The epoch as people count it, from 1 (the trainer's events index epochs from 0; {@link trainerEventToLive} adds 1). */
   epoch?: number;
   values: Record<string, number>;
 }
 
 /** One epoch's values (e.g. validation mIoU) for {@link LivePlot.pushEpoch}. */
 export interface LiveEpochPoint {
+  /** Counted from 1, as in {@link LivePoint.epoch}. */
   epoch: number;
   values: Record<string, number>;
 }
@@ -87,7 +89,9 @@ function numericEntries(o: Record<string, unknown> | undefined, rename: (k: stri
  * events give `score.miou` as "val mIoU" and any other numeric score as
  * "val <key>" (an `epoch` event with a `val` record works the same); `start`
  * fixes the axes to the run's total steps and epochs; `done`/`end`/`finish` end
- * the run; anything else (checkpoints, ...) is ignored (null).
+ * the run; anything else (checkpoints, ...) is ignored (null). The trainer's epoch
+ * index (from 0) becomes the epoch number people read (from 1), as the CLI and the
+ * notebooks print it.
  */
 export function trainerEventToLive(ev: unknown): LiveUpdate {
   if (typeof ev !== "object" || ev === null) return null;
@@ -95,13 +99,13 @@ export function trainerEventToLive(ev: unknown): LiveUpdate {
   if (e.type === "step") {
     const s = ev as TrainerStepEventLike;
     if (typeof s.step !== "number") return null;
-    return { kind: "step", point: { step: s.step, ...(typeof s.epoch === "number" ? { epoch: s.epoch } : {}), values: numericEntries(s.losses) }, ...(typeof s.lr === "number" ? { lr: s.lr } : {}) };
+    return { kind: "step", point: { step: s.step, ...(typeof s.epoch === "number" ? { epoch: s.epoch + 1 } : {}), values: numericEntries(s.losses) }, ...(typeof s.lr === "number" ? { lr: s.lr } : {}) };
   }
   const valName = (k: string) => (k === "miou" ? "val mIoU" : `val ${k}`);
   if (e.type === "epoch" || e.type === "validation") {
     const s = ev as { epoch?: unknown; score?: Record<string, unknown>; val?: Record<string, unknown> };
     if (typeof s.epoch !== "number") return null;
-    return { kind: "epoch", point: { epoch: s.epoch, values: numericEntries(e.type === "validation" ? s.score : s.val, valName) } };
+    return { kind: "epoch", point: { epoch: s.epoch + 1, values: numericEntries(e.type === "validation" ? s.score : s.val, valName) } };
   }
   if (e.type === "start") {
     const s = ev as TrainerStartEventLike;
@@ -111,13 +115,6 @@ export function trainerEventToLive(ev: unknown): LiveUpdate {
       ...(typeof s.totalSteps === "number" ? { totalSteps: s.totalSteps } : {}),
       ...(typeof s.epochs === "number" ? { epochs: s.epochs } : {}),
     };
-  }
-  if (e.type === "validation") {
-    // The training loop's validation event: { epoch, score: { miou, ... } }.
-    const s = ev as { epoch?: unknown; score?: Record<string, unknown> };
-    if (typeof s.epoch !== "number") return null;
-    const miou = s.score?.miou;
-    return { kind: "epoch", point: { epoch: s.epoch, values: typeof miou === "number" ? { "val mIoU": miou } : {} } };
   }
   if (e.type === "done" || e.type === "end" || e.type === "finish") return { kind: "end" };
   return null;
@@ -388,7 +385,7 @@ export class LivePlot {
           width: sideW,
           height: H,
           ...(inUnit ? { yMin: 0, yMax: 1 } : {}),
-          ...(this.extent.epochs ? { xMin: 0, xMax: Math.max(1, this.extent.epochs - 1) } : {}),
+          ...(this.extent.epochs ? { xMin: 1, xMax: Math.max(2, this.extent.epochs) } : {}),
         }),
       );
     }

@@ -15,20 +15,20 @@ function mockDisplay(): DisplayHandle & { bundles: MimeBundle[] } {
 
 const svgs = (d: { bundles: MimeBundle[] }) => d.bundles.filter((b) => !b["image/png"]);
 
-test("trainer events map to live points", () => {
+test("trainer events map to live points (the trainer's epoch index 0 is epoch 1)", () => {
   assert.deepEqual(trainerEventToLive({ type: "step", step: 7, epoch: 1, losses: { total: 1.5, cls: 1, fg: 0.3, bg: NaN, note: "x" }, lr: 5e-5 }), {
     kind: "step",
-    point: { step: 7, epoch: 1, values: { total: 1.5, cls: 1, fg: 0.3 } },
+    point: { step: 7, epoch: 2, values: { total: 1.5, cls: 1, fg: 0.3 } },
     lr: 5e-5,
   });
   assert.deepEqual(trainerEventToLive({ type: "epoch", epoch: 2, val: { miou: 0.61, fwiou: 0.7, ids: ["a"] } }), {
     kind: "epoch",
-    point: { epoch: 2, values: { "val mIoU": 0.61, "val fwiou": 0.7 } },
+    point: { epoch: 3, values: { "val mIoU": 0.61, "val fwiou": 0.7 } },
   });
   // src/train's TrainEvent shapes: validation carries `score`, start fixes the axes.
   assert.deepEqual(trainerEventToLive({ type: "validation", epoch: 3, step: 40, score: { miou: 0.55, perClass: [1] }, best: true }), {
     kind: "epoch",
-    point: { epoch: 3, values: { "val mIoU": 0.55 } },
+    point: { epoch: 4, values: { "val mIoU": 0.55 } },
   });
   assert.deepEqual(trainerEventToLive({ type: "start", task: "pbip", step: 0, totalSteps: 80, stepsPerEpoch: 10, epochs: 8 }), {
     kind: "start",
@@ -82,14 +82,14 @@ test("epoch values redraw at once, in their own panel; trainer events go through
   const b = d.bundles[d.bundles.length - 1]!;
   assert.match(b["image/svg+xml"]!, /per epoch/);
   assert.match(b["image/svg+xml"]!, /step \(of 40\)/, "the start event fixes the step axis");
-  assert.match(b["image/svg+xml"]!, />pbip \(step 2, epoch 0\)</, "and names the task");
+  assert.match(b["image/svg+xml"]!, />pbip \(step 2, epoch 1\)</, "and names the task, counting epochs from 1");
   assert.match(b["image/svg+xml"]!, />40</, "tick at the last step");
   assert.match(b["image/svg+xml"]!, /val mIoU 0\.42/);
-  assert.match(b["text/plain"]!, /epoch 0: val mIoU=0\.42/);
+  assert.match(b["text/plain"]!, /epoch 1: val mIoU=0\.42/);
   assert.equal(d.bundles.every((x) => !x["image/png"]), true, "png: false sends SVG only");
   live.push({ type: "done" });
   await live.close();
-  assert.match(d.bundles[d.bundles.length - 1]!["text/plain"]!, /step 2 \(epoch 0\) total=1\.8/);
+  assert.match(d.bundles[d.bundles.length - 1]!["text/plain"]!, /step 2 \(epoch 1\) total=1\.8/);
 });
 
 test("watch() passes events through and closes with the final chart, also on break", async () => {
