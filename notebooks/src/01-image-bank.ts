@@ -33,7 +33,7 @@ import {
   buildBankEvents, saveBank, prototypesTensor, withinAcrossCosine, spreadByK, pca, l2NormalizeRows,
   nearestToCentres, assignSubclasses, zeroShotEvents, subclassLabels, readImage, newDisplayHandle,
   show, table, imageGrid, plotlyFigure, plotlyHeatmap, scatterChart, lineChart, SERIES_COLORS,
-  type BankFeatures, type ImageBank, type ImageEncoder, type ZeroShotReport,
+  type BankFeatures, type ImageBank, type ImageEncoder, type ZeroShotReport, type ScatterSeries,
 } from "pbip";
 
 const report = await initBackend();
@@ -152,10 +152,12 @@ P.dispose();
 // %% [markdown]
 // ## What each subclass looks like
 //
-// The patches nearest each subclass centre, one row per subclass. Rows of the same class should
-// show different appearances of that class (on the synthetic set each class is painted in two
-// styles, e.g. solid and acinar tumour), while rows of different classes may look alike: that is
-// the inter-class homogeneity the paper fights with its matching losses.
+// The patches nearest each subclass centre, one row per subclass. The clustering splits a class
+// by whatever its encoder features vary with most. That may be the tissue's appearance (the
+// synthetic set paints each class in two styles, e.g. solid and acinar tumour), but it may also be
+// something else: with the stand-in encoder, some subclasses gather the patches that show much
+// glass. Rows of different classes may look alike: that is the inter-class homogeneity the paper
+// fights with its matching losses.
 
 // %%
 const near = nearestToCentres(bank, features, 6);
@@ -173,7 +175,9 @@ await show(grid);
 // A principal component analysis (PCA) of the L2-normalised features, the geometry the clustering
 // works in, projected onto its two main directions. Colour = class, marker = subclass; the stars
 // are the prototypes. Hover a point for its patch name. Two dimensions keep only part of the
-// variance (see the axis titles), so classes that overlap here may still be separable.
+// variance (see the axis titles), so classes that overlap here may still be separable. Where the
+// notebook is not trusted (or on GitHub) a static picture stands in: classes, and the prototypes
+// as black dots, without the subclass markers and hover.
 
 // %%
 const unitFeatures = l2NormalizeRows(features.features);
@@ -203,10 +207,10 @@ traces.push({
 });
 const pctX = (proj.explained[0]! * 100).toFixed(1);
 const pctY = (proj.explained[1]! * 100).toFixed(1);
-const preview = scatterChart(spec.codes.map((code, c) => {
+const preview = scatterChart(spec.codes.map((code, c): ScatterSeries => {
   const idx = [...features.classIndex.keys()].filter((i) => features.classIndex[i] === c);
   return { name: code, x: idx.map((i) => proj.projected[i]![0]!), y: idx.map((i) => proj.projected[i]![1]!) };
-}), { title: "PCA of bank features by class", xLabel: `PC1 (${pctX}%)`, yLabel: `PC2 (${pctY}%)`, width: 640, height: 460 });
+}).concat([{ name: "prototypes", x: protoXY.map((p) => p[0]!), y: protoXY.map((p) => p[1]!), color: "#111", size: 7 }]), { title: "PCA of the bank features by class, with the prototypes", xLabel: `PC1 (${pctX}%)`, yLabel: `PC2 (${pctY}%)`, width: 640, height: 460 });
 await show(plotlyFigure(traces, {
   title: { text: "PCA of the bank features (colour: class, marker: subclass, star: prototype)" },
   xaxis: { title: { text: `PC1 (${pctX}% of variance)` } }, yaxis: { title: { text: `PC2 (${pctY}% of variance)` } },
@@ -217,7 +221,9 @@ await show(plotlyFigure(traces, {
 // ## How similar are the prototypes?
 //
 // Cosine similarity between every pair of prototypes. Good prototypes are more alike within a class
-// (the blocks on the diagonal) than across classes. For reference, the release's own bank (MedCLIP
+// (the blocks on the diagonal) than across classes. A subclass that gathers patches by something
+// other than tissue (the glass-heavy ones above) can sit closer to another class's subclass than to
+// its siblings; check [1] at the end compares the averages. For reference, the release's own bank (MedCLIP
 // stand-in on BCSS-WSSS) has within-class cosines of 0.80–0.91 and across-class cosines of 0.44–0.90:
 // the classes overlap, which is why PBIP needs its contrastive matching losses.
 
@@ -261,7 +267,7 @@ const splits = (["val", "test"] as const).filter((s) => run.dataset.splits.inclu
 const zsProgress = newDisplayHandle();
 let zs!: ZeroShotReport;
 for await (const ev of zeroShotEvents(bank, splits, encoder)) {
-  if (ev.type === "selected") zsProgress.update({ "text/plain": `${ev.patches} single-class patches (${spec.codes.map((c, i) => `${c} ${ev.perClass[i]}`).join(", ")}); ${ev.skipped} mixed patches skipped` });
+  if (ev.type === "selected") console.log(`${ev.patches} single-class patches (${spec.codes.map((c, i) => `${c} ${ev.perClass[i]}`).join(", ")}); ${ev.skipped} mixed patches skipped`);
   else if (ev.type === "encode") zsProgress.update({ "text/plain": `encoded ${ev.done}/${ev.total}` });
   else if (ev.type === "done") {
     zs = ev.report;
@@ -269,7 +275,7 @@ for await (const ev of zeroShotEvents(bank, splits, encoder)) {
   }
 }
 await show(table(zs.table, { caption: `zero-shot classification by the nearest prototype (${zs.n} patches)` }));
-await show(plotlyHeatmap(zs.confusion, { rowLabels: spec.codes, colLabels: spec.codes, title: "confusion (rows: true class, columns: predicted)", colorbarLabel: "patches", digits: 0 }));
+await show(plotlyHeatmap(zs.confusion, { rowLabels: spec.codes, colLabels: spec.codes, title: "zero-shot confusion", yLabel: "true class", xLabel: "predicted class", colorbarLabel: "patches", digits: 0 }));
 
 // %% [markdown]
 // ## The two checked figures

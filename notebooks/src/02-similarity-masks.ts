@@ -14,9 +14,12 @@
 //
 //    $$M_i(n,k)[x,y] = s_i \cdot \frac{F_i[x,y]}{\lVert F_i[x,y]\rVert}\cdot P_i(n,k)$$
 //
-//    with a learnable scale $s_i$ (initialised to $1/0.07$). This is the authors' release; the
-//    paper's eq. 2 is a true cosine (the prototype normalised too), available as
-//    `model.similarity = "paper"`.
+//    with a learnable scale $s_i$ (initialised to $1/0.07$). This is the authors' release. The
+//    paper's eq. 2 is a true cosine (the prototype normalised too) averaged over the class's $K$
+//    subclasses, one map per class: $M_i(n) = \frac1K\sum_k \cos(F_i[x,y], P_i(n,k))$.
+//    `model.similarity = "paper"` computes the cosine and keeps one channel per subclass, whose
+//    mean over $k$ is that map; the pooled class logit is the same either way (pooling is linear,
+//    and training merges subclass logits by their mean).
 // 3. **Image-level logits.** Global average pooling of each map gives a subclass logit; the $K$
 //    subclass logits of a class are merged (mean while training, $\sum \mathrm{softmax}(s)\,s$ at
 //    inference) into one class logit, trained with the image-level label.
@@ -30,8 +33,8 @@
 // %%
 import {
   tf, initBackend, formatBackendReport, openRun, createEncoderFor, ensureBank, createClassNet, createLoader,
-  similarityMaps, mergeSubclasses, matchingMap, stage1Checkpoint, loadStage1, describeEncoder,
-  show, camHeatmaps, maskOverlay, paletteOf, imageGrid, table, heatmapChart, subclassLabels,
+  similarityMaps, mergeSubclasses, matchingMap, describeEncoder,
+  show, camHeatmaps, maskOverlay, paletteOf, table, heatmapChart, subclassLabels,
 } from "pbip";
 
 const report = await initBackend();
@@ -111,7 +114,7 @@ for (const row of F) for (const f of row) {
   const norm = Math.hypot(...f);
   for (const p of P) byHand.push(s * (f[0]! * p[0]! + f[1]! * p[1]! + f[2]! * p[2]!) / norm);
 }
-const lib = similarityMaps(tf.tensor4d(F.flat(2), [1, 2, 2, 3]), tf.tensor2d(P), s, "release");
+const lib = tf.tidy(() => similarityMaps(tf.tensor4d(F.flat(2), [1, 2, 2, 3]), tf.tensor2d(P), s, "release"));
 const libVals = Array.from(await lib.data());
 console.log("by hand: ", byHand.map((v) => v.toFixed(4)).join("  "));
 console.log("library: ", libVals.map((v) => v.toFixed(4)).join("  "));
@@ -127,9 +130,10 @@ lib.dispose();
 
 // %%
 const names = subclassLabels(bank);
+const image3 = image.squeeze([0]) as tf.Tensor3D;
 for (let i = 0; i < out.stages.length; i++) {
   const m = out.maps[i]!.squeeze([0]);
-  await show(await camHeatmaps(image.squeeze([0]), m, { classes: names, range: "per-class", title: `stage ${out.stages[i]} (stride ${net.backbone.stageStrides[out.stages[i]! - 1]}): M_${out.stages[i]} per subclass, untrained` }));
+  await show(await camHeatmaps(image3, m, { classes: names, range: "per-class", title: `stage ${out.stages[i]} (stride ${net.backbone.stageStrides[out.stages[i]! - 1]}): M_${out.stages[i]} per subclass, untrained` }));
   m.dispose();
 }
 
@@ -142,47 +146,25 @@ for (let i = 0; i < out.stages.length; i++) {
 
 // %%
 const lastMaps = out.maps[out.maps.length - 1]!;
-const merged = mergeSubclasses(lastMaps, net.k, "softmax").squeeze([0]);
-await show(await camHeatmaps(image.squeeze([0]), merged, { classes: spec.codes, range: "per-class", labels: labelVec, title: `stage ${out.stages[out.stages.length - 1]}: class maps (softmax merge of K subclasses)` }));
+const merged = tf.tidy(() => mergeSubclasses(lastMaps, net.k, "softmax").squeeze([0]));
+await show(await camHeatmaps(image3, merged, { classes: spec.codes, range: "per-class", labels: labelVec, title: `stage ${out.stages[out.stages.length - 1]}: class maps (softmax merge of K subclasses), untrained` }));
 const size: [number, number] = [cfg.data.inputSize, cfg.data.inputSize];
-const eq3 = mergeSubclasses(matchingMap(out.maps, size, "sum"), net.k, "softmax").squeeze([0]);
-await show(await camHeatmaps(image.squeeze([0]), eq3, { classes: spec.codes, range: "per-class", labels: labelVec, title: "eq. 3: sum of all stages' maps, upsampled, per class" }));
-tf.dispose([merged, eq3]);
-
-// %% [markdown]
-// ## Untrained vs trained
-//
-// If notebook 03 has trained ClassNet in this run folder, its checkpoint is loaded and the same
-// class maps are drawn again: training with the image-level labels and the prototype losses is
-// what turns these maps into usable pseudo-masks (notebook 04).
-
-// %%
-let trainedFile: string | undefined;
-try { trainedFile = stage1Checkpoint(run, "pbip").file; } catch { trainedFile = undefined; }
-if (!trainedFile) {
-  console.log("no trained checkpoint in this run folder yet: run notebook 03, then this cell again");
-} else {
-  const { net: trained } = await loadStage1(run, "pbip", bank);
-  const t = trained.forward(image, false);
-  const tm = mergeSubclasses(t.maps[t.maps.length - 1]!, trained.k, "softmax").squeeze([0]);
-  const um = mergeSubclasses(lastMaps, net.k, "softmax").squeeze([0]);
-  const gridRows = [];
-  for (const [name, m] of [["untrained", um], ["trained (notebook 03)", tm]] as const) {
-    gridRows.push(await camHeatmaps(image.squeeze([0]), m, { classes: spec.codes, range: "per-class", labels: labelVec, title: name }));
-  }
-  await show(await imageGrid(gridRows.map((g) => [g]), { title: `class maps of stage ${t.stages[t.stages.length - 1]}, before and after training (${trainedFile})` }));
-  tf.dispose([tm, um, ...t.features, ...t.maps, ...t.logits]);
-  trained.dispose();
-}
+const eq3 = tf.tidy(() => mergeSubclasses(matchingMap(out.maps, size, "sum"), net.k, "softmax").squeeze([0]));
+await show(await camHeatmaps(image3, eq3, { classes: spec.codes, range: "per-class", labels: labelVec, title: "eq. 3: sum of all stages' maps, upsampled, per class, untrained" }));
 
 // %% [markdown]
 // ## How similar are the subclass channels to each other?
 //
-// The correlation between the deepest stage's subclass maps over the pixels of this patch: before
-// training, maps of prototypes that are close in encoder space are close here too.
+// The correlation between the deepest stage's subclass maps over the pixels of this patch (the
+// colour scale spans the values found). Before training the maps are nearly one map: the
+// projection heads are random, so every channel follows the same few directions of the pixel
+// features, whatever its prototype. Training on the labels is what pulls them apart; notebook 04
+// draws the class maps before and after training on the same kind of patch.
 
 // %%
-const flat = (await lastMaps.reshape([-1, lastMaps.shape[3]]).array()) as number[][];
+const flat2d = lastMaps.reshape([-1, lastMaps.shape[3]]);
+const flat = (await flat2d.array()) as number[][];
+flat2d.dispose();
 const S = lastMaps.shape[3];
 const corr: number[][] = [];
 for (let a = 0; a < S; a++) {
@@ -195,8 +177,10 @@ for (let a = 0; a < S; a++) {
     corr[a]!.push(num / Math.sqrt(da * db + 1e-12));
   }
 }
-await show(heatmapChart(corr, { title: "correlation of subclass maps (deepest stage, this patch)", rowLabels: names, colLabels: names, vmin: -1, vmax: 1, colormap: "viridis" }));
-tf.dispose([...out.features, ...out.maps, ...out.logits, image, label, mask]);
+await show(heatmapChart(corr, { title: "correlation of subclass maps (deepest stage, this patch, untrained)", rowLabels: names, colLabels: names, colormap: "viridis", colorbarLabel: "correlation" }));
+const offDiag = corr.flatMap((r, a) => r.filter((_, b) => a !== b));
+console.log(`correlation between different subclass maps: ${Math.min(...offDiag).toFixed(2)} to ${Math.max(...offDiag).toFixed(2)}`);
+tf.dispose([...out.features, ...out.maps, ...out.logits, image, image3, label, mask, merged, eq3]);
 net.dispose();
 encoder.dispose();
 console.log(`tensors alive at the end: ${tf.memory().numTensors}`);

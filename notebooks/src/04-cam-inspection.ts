@@ -24,8 +24,8 @@ import * as path from "node:path";
 import {
   tf, initBackend, formatBackendReport, openRun, createEncoderFor, ensureBank, loadStage1, ensurePseudoMasks, createLoader,
   evaluateDirs, formatEvalTable, evalSummaryRecord, worstImages, comparePerImage, computeCams,
-  matchingMap, adaptiveThreshold, selectPairs, foregroundBackground, readMask, readImage,
-  show, table, maskOverlay, camHeatmaps, regionImages, compareModels, errorView, imageGrid, paletteOf, ProgressBar,
+  matchingMap, adaptiveThreshold, selectPairs, foregroundBackground, readMask, readImage, createClassNet, mergeSubclasses,
+  show, table, maskOverlay, camHeatmaps, regionImages, compareModels, errorView, imageGrid, paletteOf, newDisplayHandle,
   type EvalReport,
 } from "pbip";
 
@@ -54,9 +54,11 @@ for (const variant of models) {
   pseudo[variant] = {};
   for (const split of variant === "pbip" ? (["test", "train"] as const) : (["test"] as const)) {
     const n = run.dataset.split(split).samples.length;
-    const bar = new ProgressBar(`${variant} ${split}`, n);
+    const progress = newDisplayHandle();
     const t0 = Date.now();
-    const r = await ensurePseudoMasks(run, variant, split, net, config, file, (d) => bar.update(d));
+    const r = await ensurePseudoMasks(run, variant, split, net, config, file, (d) => {
+      if (d % 10 === 0 || d === n) progress.update({ "text/plain": `${variant} / ${split}: ${d}/${n} patches, ${((Date.now() - t0) / 1000).toFixed(0)} s` });
+    });
     pseudo[variant]![split] = r.outDir;
     console.log(`${variant} / ${split}: ${r.written} written, ${r.skipped} reused (${((Date.now() - t0) / Math.max(1, r.written)).toFixed(0)} ms per new mask) -> ${r.outDir}`);
   }
@@ -82,10 +84,38 @@ for (const variant of models) {
   }
 }
 console.log(formatEvalTable(reports.pbip!["count-bg"]!));
-await show(table(models.flatMap((v) => (["count-bg", "ignore-bg"] as const).map((c) => evalSummaryRecord(reports[v]![c]!, `${v === "pbip" ? "PBIP" : "L_CLS only"} (${c})`))), { caption: "pseudo-masks of the test split (stage 1)" }));
+const summary = models.flatMap((v) => (["count-bg", "ignore-bg"] as const).map((c) => evalSummaryRecord(reports[v]![c]!, `${v === "pbip" ? "PBIP" : "L_CLS only"} (${c})`)));
+await show(table(summary, { caption: "pseudo-masks of the test split (stage 1), %", percent: Object.keys(summary[0]!).filter((k) => !["run", "convention", "images"].includes(k)) }));
 const t = comparePerImage(reports.pbip!["count-bg"]!, reports["cls-only"]!["count-bg"]!, "miou");
 console.log(`paired t-test over ${t.n} test patches, per-image mIoU: PBIP - L_CLS only = ${(100 * t.meanDiff).toFixed(2)} points, t = ${t.t.toFixed(2)}, p = ${t.p.toExponential(2)}`);
 run.saveResult("stage1Test", Object.fromEntries(models.map((v) => [v, Object.fromEntries((["count-bg", "ignore-bg"] as const).map((c) => [c, evalSummaryRecord(reports[v]![c]!)]))])));
+
+// %% [markdown]
+// ## What the white rule marks as background
+//
+// ClassNet predicts no background: in these pseudo-masks it comes only from the white rule (grey
+// level above `cam.background.whiteGrey`, white blobs under `minBlob` pixels ignored). The
+// confusion matrix's background column is therefore the rule's output, set against the ground
+// truth below. Pixels of tissue it marks are lost to their class however good the CAMs are:
+// check this table on your data before keeping the rule or choosing its grey level.
+
+// %%
+if (run.config.cam.background.mode === "white") {
+  const r = reports.pbip!["count-bg"]!;
+  const label = (i: number) => (i < r.classes.length ? r.classes[i]! : i === r.backgroundId ? "background (glass)" : `id ${i}`);
+  const marked = r.confusion.map((row) => row[r.backgroundId] ?? 0);
+  const totalMarked = marked.reduce((a, b) => a + b, 0);
+  await show(table(r.confusion.map((row, i) => ({
+    "ground truth": label(i),
+    "pixels marked background": marked[i]!,
+    "share of the marked pixels (%)": (100 * marked[i]!) / Math.max(1, totalMarked),
+    "share of this class's pixels (%)": (100 * marked[i]!) / Math.max(1, row.reduce((a, b) => a + b, 0)),
+  })), { caption: `the white rule (grey > ${run.config.cam.background.whiteGrey}) on the test split, against the ground truth`, digits: 3 }));
+  const glass = marked[r.backgroundId] ?? 0;
+  console.log(`${((100 * glass) / Math.max(1, totalMarked)).toFixed(1)}% of the pixels the rule marks are glass in the ground truth; the rest is tissue taken from its class.`);
+} else {
+  console.log(`cam.background.mode is "${run.config.cam.background.mode}": the background column is not the white rule alone here`);
+}
 
 // %% [markdown]
 // ## Overlays (the paper's Figure 5a)
@@ -108,16 +138,23 @@ await show(await imageGrid(cells, { colLabels: ["ground truth", "PBIP pseudo-mas
 // ## CAM heatmaps and the foreground images $X_{FG}$ (Figure 5b)
 //
 // For one test patch: the fused CAM per class, then for each (patch, subclass) pair the
-// foreground and background images of eq. 5 that the encoder sees during training.
+// foreground and background images of eq. 5. In the method's `image` region mode these are the
+// images the encoder sees during training. In this project's `feature` mode (the `notebook`
+// profile's) the encoder never sees them: only their weights $b\cdot M$ and $(1-b)(1-M)$ are used,
+// averaged over the cells of the encoder's dense map of the whole patch (3×3 for the stand-in at
+// 112 px). They are drawn here in both cases, to show what each pair's foreground and background
+// are.
 
 // %%
 const { net, config } = await loadStage1(run, "pbip", bank);
+let patch!: { img: tf.Tensor4D; lab: tf.Tensor2D; id: string };
 const loader = createLoader(testSplit, { batchSize: 4, shuffle: false, inputSize: config.data.inputSize, withMasks: true });
 for await (const b of loader.epoch(0)) {
   const i = (await b.labels.array()).findIndex((l) => l.reduce((a, v) => a + v, 0) >= 2);
   const j = Math.max(0, i);
-  const img = b.images.slice([j, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D;
-  const lab = b.labels.slice([j, 0], [1, -1]) as tf.Tensor2D;
+  const img = tf.keep(b.images.slice([j, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D);
+  const lab = tf.keep(b.labels.slice([j, 0], [1, -1]) as tf.Tensor2D);
+  patch = { img, lab, id: b.ids[j]! };
   const { cams, gate, probs } = computeCams(net, img, lab, config.cam);
   const labels = Array.from(await lab.data());
   const img3 = img.squeeze([0]);
@@ -130,24 +167,57 @@ for await (const b of loader.epoch(0)) {
   const bmask = adaptiveThreshold(m, config.match.delta, config.match.maxOver);
   const regions = foregroundBackground(img, m, bmask, pairs, config.match);
   await show(await regionImages(regions.fg, regions.bg, { captions: pairs.subclass.map((s, k) => `${spec.codes[pairs.cls[k]!]}.${s - net.k.slice(0, pairs.cls[k]!).reduce((a, v) => a + v, 0)}`), scale: 2, title: "X_FG and X_BG of each matched (patch, subclass) pair (eq. 5)" }));
-  tf.dispose([img, lab, cams, gate, probs, img3, cam3, ...out.features, ...out.maps, ...out.logits, m, bmask, regions.fg, regions.bg, regions.fgWeight, regions.bgWeight, b.images, b.labels, b.masks]);
+  console.log(`region mode of this run: ${config.match.regionMode}${config.match.regionMode === "feature" ? " (the encoder pools its dense map with these weights; it does not see the images)" : " (these images go through the encoder)"}`);
+  tf.dispose([cams, gate, probs, img3, cam3, ...out.features, ...out.maps, ...out.logits, m, bmask, regions.fg, regions.bg, regions.fgWeight, regions.bgWeight, b.images, b.labels, b.masks]);
   break;
 }
+
+// %% [markdown]
+// ## Before and after training
+//
+// The same patch's class maps (deepest stage, subclasses merged by the inference rule) from a
+// freshly built ClassNet (the backbone's pretrained weights, random projection heads: the network
+// notebook 02 took apart) and from the trained one. Training on the image-level labels, with the
+// matching losses, is what turns them into the CAMs above.
+
+// %%
+const untrained = await createClassNet(config, bank, spec);
+const beforeAfter = [];
+for (const [name, n] of [["untrained", untrained], ["trained (notebook 03, PBIP)", net]] as const) {
+  const o = n.forward(patch.img, false);
+  const cm = tf.tidy(() => mergeSubclasses(o.maps[o.maps.length - 1]!, n.k, "softmax").squeeze([0]) as tf.Tensor3D);
+  const im = patch.img.squeeze([0]) as tf.Tensor3D;
+  beforeAfter.push([await camHeatmaps(im, cm, { classes: spec.codes, range: "per-class", labels: Array.from(await patch.lab.data()), scale: 2, title: name })]);
+  tf.dispose([cm, im, ...o.features, ...o.maps, ...o.logits]);
+}
+await show(await imageGrid(beforeAfter, { title: `${patch.id}: class maps of the deepest stage, before and after training` }));
+untrained.dispose();
 net.dispose();
+tf.dispose([patch.img, patch.lab]);
 
 // %% [markdown]
 // ## PBIP vs the classification-only model on the same patches
+//
+// Both ends of the per-patch difference: the patches where PBIP's pseudo-mask beats the
+// classification-only model's most, and those where it loses most. Per-image mIoU averages only
+// the classes present in the patch or its prediction, so a small wrong speck of a class the patch
+// does not have adds a class at IoU 0 and can move a patch's score by tens of points.
 
 // %%
 const byId = (r: EvalReport) => new Map(r.perImage.map((s) => [s.id, s]));
 const pA = byId(reports.pbip!["count-bg"]!), pB = byId(reports["cls-only"]!["count-bg"]!);
-const diffIds = testSplit.samples.map((s) => s.id).sort((a, b) => (pA.get(b)!.miou - pB.get(b)!.miou) - (pA.get(a)!.miou - pB.get(a)!.miou)).slice(0, 4);
-const items = [];
-for (const id of diffIds) {
-  const s = testSplit.samples.find((x) => x.id === id)!;
-  items.push({ id, image: await readImage(s.imagePath), gt: readMask(s.maskPath!, spec), a: readMask(path.join(pseudo.pbip!.test!, id), spec), b: readMask(path.join(pseudo["cls-only"]!.test!, id), spec), scores: [pA.get(id)!.miou, pB.get(id)!.miou] as [number, number] });
+const gainOf = (id: string) => pA.get(id)!.miou - pB.get(id)!.miou;
+const ranked = testSplit.samples.map((s) => s.id).filter((id) => Number.isFinite(gainOf(id))).sort((a, b) => gainOf(b) - gainOf(a));
+const better = ranked.filter((id) => gainOf(id) > 0).length, worse = ranked.filter((id) => gainOf(id) < 0).length;
+console.log(`PBIP's pseudo-mask scores higher on ${better} of ${ranked.length} test patches and lower on ${worse}; on average PBIP - L_CLS only = ${(100 * t.meanDiff).toFixed(2)} points per patch (p = ${t.p.toExponential(1)}, the t-test above).`);
+for (const [ids, title] of [[ranked.slice(0, 4), "where PBIP gains most over the classification-only model"], [ranked.slice(-4).reverse(), "where PBIP loses most against the classification-only model"]] as const) {
+  const items = [];
+  for (const id of ids) {
+    const s = testSplit.samples.find((x) => x.id === id)!;
+    items.push({ id, image: await readImage(s.imagePath), gt: readMask(s.maskPath!, spec), a: readMask(path.join(pseudo.pbip!.test!, id), spec), b: readMask(path.join(pseudo["cls-only"]!.test!, id), spec), scores: [pA.get(id)!.miou, pB.get(id)!.miou] as [number, number] });
+  }
+  await show(await compareModels(items, pal, { names: ["PBIP", "L_CLS only"], scoreName: "mIoU", title }));
 }
-await show(await compareModels(items, pal, { names: ["PBIP", "L_CLS only"], scoreName: "mIoU", title: "where PBIP gains most over the classification-only model" }));
 
 // %% [markdown]
 // ## The patches PBIP gets most wrong
