@@ -211,7 +211,7 @@ export const PAPER: PbipConfig = {
   loss: { ...RELEASE.loss, temperature: 1, alpha: 1, beta: 0.5, theta1: 1, theta2: 0.5, camRegWeight: 0, stageWeights: [0, 1, 1, 1] },
   optim: { ...RELEASE.optim, lr: 1e-5, weightDecay: 0.003, schedule: { kind: "constant", power: 1, warmupSteps: 0 } },
   train: { ...RELEASE.train, epochs: 10, batchSize: 10 },
-  encoder: { name: "onnx:weights/medclip-vision.onnx" },
+  encoder: { name: "onnx:weights/medclip.onnx" },
 };
 
 /**

@@ -15,7 +15,7 @@ export interface Preprocessing {
 
 /** Identity of an encoder, stored with a bank so a bank is never used with another encoder. */
 export interface EncoderIdentity {
-  /** Stable name, e.g. `mobilenetv2-nsfwjs` or `onnx:medclip-vision`. */
+  /** Stable name, e.g. `mobilenetv2-nsfwjs` or `onnx:medclip`. */
   name: string;
   /** Feature dimension d. */
   dim: number;
