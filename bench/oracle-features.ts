@@ -107,7 +107,7 @@ async function main(): Promise<void> {
           protos.dispose();
           net.dispose();
         }
-        const rec = await scoreStage1Run(run, variant, bank, { variant, seed, valMiou }, recFile);
+        const rec = await scoreStage1Run(run, variant, bank, { variant, seed, valMiou, config: cfg, encoder: encoder.identity }, recFile);
         records.push(rec);
         console.error(`${variant} seed ${seed}: val ${valMiou !== undefined ? (100 * valMiou).toFixed(2) : "?"}%, test ${(100 * rec.test.miou).toFixed(2)}% (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
       } finally {

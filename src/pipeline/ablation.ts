@@ -7,7 +7,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { ConfigOverride } from "../config/profiles";
+import type { ConfigOverride, PbipConfig } from "../config/profiles";
+import type { EncoderIdentity, ImageEncoder } from "../encoders/types";
 import { openRun, type OpenRunOptions, type PbipRun } from "./run";
 import type { ImageBank } from "../bank";
 import { createEncoderFor } from "./core";
@@ -15,7 +16,9 @@ import { ensureBank, stage1, loadStage1, ensurePseudoMasks } from "./stages";
 import { resultRow } from "./results";
 import { meanStd, pairedTTest } from "../eval/stats";
 import { writeJsonAtomic, readJson } from "../util/fs";
-import type { TrainEvent } from "../train/loop";
+import { latestCheckpoint, resumeMismatch, type TrainEvent } from "../train/loop";
+import { readMetadata } from "../io/checkpoint";
+import { stableStringify } from "../util/json";
 
 export interface AblationVariant {
   description: string;
@@ -54,6 +57,9 @@ export interface AblationRecord {
   test: { miou: number; fwiou: number; mbiou: number; mdice: number };
   /** Per-image test mIoU, by patch id. */
   perImage: Record<string, number>;
+  /** The run's resolved config and frozen encoder: a record is reused only while both still match. */
+  config?: PbipConfig;
+  encoder?: EncoderIdentity;
 }
 
 export interface AblationRow {
@@ -76,6 +82,8 @@ export interface AblationOptions extends Omit<OpenRunOptions, "root" | "override
   /** Folder of the study: one run folder per variant and seed. */
   out: string;
   variants: string[];
+  /** Variants of your own, by name, beside (or replacing) the built-in {@link ABLATIONS}. */
+  variantDefs?: Record<string, AblationVariant>;
   seeds: number[];
   /** Applied to every variant (e.g. a shorter budget). */
   overrides?: ConfigOverride;
@@ -85,26 +93,59 @@ export interface AblationOptions extends Omit<OpenRunOptions, "root" | "override
   onEvent?: (variant: string, seed: number, ev: TrainEvent) => void;
 }
 
-/** Run (or resume) every variant and seed; returns the records. */
+/**
+ * Why a finished record cannot stand for this run (undefined when it can): its
+ * config or encoder differ from the run's. A record written before records kept
+ * their config is checked against its stage-1 checkpoint's config instead.
+ */
+function staleRecord(rec: AblationRecord, run: PbipRun, encoder: () => Promise<ImageEncoder>): Promise<string | undefined> | string | undefined {
+  let config = rec.config;
+  if (!config) {
+    const ckpt = latestCheckpoint(run.paths.stage1("model"));
+    if (!ckpt) return undefined;
+    config = readMetadata<{ config: PbipConfig }>(ckpt).config;
+  }
+  const why = resumeMismatch({ config }, run.config);
+  if (why) return why;
+  if (!rec.encoder) return undefined;
+  const recorded = rec.encoder;
+  return encoder().then((e) => (stableStringify(e.identity) === stableStringify(recorded) ? undefined : `was made with another encoder (${recorded.name} ${recorded.weightsHash}, now ${e.identity.name} ${e.identity.weightsHash})`));
+}
+
+/**
+ * Run (or resume) every variant and seed; returns the records. A finished
+ * (variant, seed) is reused while its config and encoder match; otherwise its
+ * record is set aside (renamed, nothing deleted) and it runs again.
+ */
 export async function runAblation(o: AblationOptions): Promise<AblationRecord[]> {
   const log = o.log ?? ((l: string) => console.error(l));
-  for (const v of o.variants) if (!ABLATIONS[v]) throw new Error(`unknown ablation variant "${v}"; known: ${Object.keys(ABLATIONS).join(", ")}`);
+  const defs = { ...ABLATIONS, ...(o.variantDefs ?? {}) };
+  for (const v of o.variants) if (!defs[v]) throw new Error(`unknown ablation variant "${v}"; known: ${Object.keys(defs).join(", ")}`);
   const records: AblationRecord[] = [];
   for (const variant of o.variants) {
     for (const seed of o.seeds) {
       const root = path.resolve(o.out, variant, `seed${seed}`);
       const recFile = path.join(root, "ablation-record.json");
-      if (fs.existsSync(recFile)) {
-        records.push(readJson<AblationRecord>(recFile));
-        log(`${variant} seed ${seed}: done earlier`);
-        continue;
-      }
       const seedOver: ConfigOverride = { train: over({ seed }), bank: over({ seed }) };
-      const run = await openRun({ ...o, root, overrides: mergeOverrides(o.overrides, ABLATIONS[variant]!.overrides, seedOver), verbose: false });
-      const encoder = await createEncoderFor(run.config);
+      const run = await openRun({ ...o, root, overrides: mergeOverrides(o.overrides, defs[variant]!.overrides, seedOver), verbose: false });
+      let enc: ImageEncoder | undefined;
+      const encoder = async () => (enc ??= await createEncoderFor(run.config));
       try {
-        const { bank } = await ensureBank(run, encoder);
-        const h = await stage1(run, { name: "model" }, encoder, bank);
+        if (fs.existsSync(recFile)) {
+          const rec = readJson<AblationRecord>(recFile);
+          const why = await staleRecord(rec, run, encoder);
+          if (!why) {
+            records.push(rec);
+            log(`${variant} seed ${seed}: done earlier`);
+            continue;
+          }
+          const aside = recFile.replace(/\.json$/, `.old-${Date.now()}.json`);
+          fs.renameSync(recFile, aside);
+          log(`${variant} seed ${seed}: the finished run ${why}; its record moved to ${aside}, running again`);
+        }
+        const e = await encoder();
+        const { bank } = await ensureBank(run, e);
+        const h = await stage1(run, { name: "model" }, e, bank);
         let valMiou: number | undefined;
         let bestValMiou: number | undefined;
         for await (const ev of h.events()) {
@@ -115,11 +156,11 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
             bestValMiou = ev.bestMiou;
           }
         }
-        const rec = await scoreStage1Run(run, "model", bank, { variant, seed, valMiou, bestValMiou }, recFile);
+        const rec = await scoreStage1Run(run, "model", bank, { variant, seed, valMiou, bestValMiou, config: run.config, encoder: e.identity }, recFile);
         records.push(rec);
         log(`${variant} seed ${seed}: test mIoU ${(100 * rec.test.miou).toFixed(2)}%${valMiou !== undefined ? `, val ${(100 * valMiou).toFixed(2)}%` : ""}`);
       } finally {
-        encoder.dispose();
+        enc?.dispose();
       }
     }
   }
@@ -131,7 +172,7 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
  * (written once, reused), evaluated against the test masks; the record (with the
  * per-image mIoU the t-tests pair on) is written atomically to `file`.
  */
-export async function scoreStage1Run(run: PbipRun, stage1Variant: string, bank: ImageBank, id: Pick<AblationRecord, "variant" | "seed" | "valMiou" | "bestValMiou">, file: string): Promise<AblationRecord> {
+export async function scoreStage1Run(run: PbipRun, stage1Variant: string, bank: ImageBank, id: Pick<AblationRecord, "variant" | "seed" | "valMiou" | "bestValMiou" | "config" | "encoder">, file: string): Promise<AblationRecord> {
   const { net, config, file: ckpt } = await loadStage1(run, stage1Variant, bank);
   let maskDir: string;
   try {
@@ -160,7 +201,7 @@ export function mergeOverrides(...list: (ConfigOverride | undefined)[]): ConfigO
 }
 
 /** Rows of the ablation table: mean and std over seeds, and the t-test against the reference. */
-export function ablationTable(records: AblationRecord[], reference = "pbip"): AblationRow[] {
+export function ablationTable(records: AblationRecord[], reference = "pbip", defs: Record<string, AblationVariant> = ABLATIONS): AblationRow[] {
   const variants = [...new Set(records.map((r) => r.variant))];
   const ref = records.filter((r) => r.variant === reference);
   return variants.map((variant) => {
@@ -194,7 +235,7 @@ export function ablationTable(records: AblationRecord[], reference = "pbip"): Ab
         vsReference = { meanDiff: t.meanDiff, t: t.t, p: t.p, n: t.n };
       }
     }
-    return { variant, description: ABLATIONS[variant]?.description ?? variant, seeds: rs.length, miou: ms("miou"), fwiou: ms("fwiou"), mbiou: ms("mbiou"), mdice: ms("mdice"), val: vs("valMiou"), bestVal: vs("bestValMiou"), vsReference };
+    return { variant, description: defs[variant]?.description ?? ABLATIONS[variant]?.description ?? variant, seeds: rs.length, miou: ms("miou"), fwiou: ms("fwiou"), mbiou: ms("mbiou"), mdice: ms("mdice"), val: vs("valMiou"), bestVal: vs("bestValMiou"), vsReference };
   });
 }
 

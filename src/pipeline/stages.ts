@@ -12,8 +12,8 @@ import { buildBankEvents, saveBank, loadBank, prototypesTensor, type ImageBank, 
 import { encoderMismatch } from "../bank/bank";
 import { stableStringify, type PbipRun } from "./run";
 import { createClassNet, stage1Loaders, loadClassNet, writePseudoMasks, type PseudoMaskResult } from "./core";
-import { trainClassNet } from "../train/trainer";
-import { latestCheckpoint, plannedSteps, type TrainEvent } from "../train/loop";
+import { trainClassNet, classNetIdentity } from "../train/trainer";
+import { latestCheckpoint, plannedSteps, resumeMismatch, type TrainEvent } from "../train/loop";
 import { readMetadata } from "../io/checkpoint";
 import type { ClassNet } from "../model/classnet";
 import type { SplitName } from "../data/types";
@@ -82,11 +82,14 @@ export async function stage1(run: PbipRun, v: Stage1Variant, encoder: ImageEncod
   const last = latestCheckpoint(dir);
   let complete = false;
   if (last) {
-    const meta = readMetadata<{ config: PbipConfig; step: number }>(last);
-    if (stableStringify(meta.config) !== stableStringify(cfg)) {
+    const meta = readMetadata<{ config: PbipConfig; step: number; identity?: Record<string, unknown> }>(last);
+    const protos = prototypesTensor(bank);
+    const mismatch = resumeMismatch(meta, cfg, classNetIdentity(encoder, protos));
+    protos.dispose();
+    if (mismatch) {
       const aside = `${dir}.old-${Date.now()}`;
       fs.renameSync(dir, aside);
-      console.error(`stage 1 (${v.name}): ${dir} was trained with another config; moved it to ${aside}`);
+      console.error(`stage 1 (${v.name}): ${dir} ${mismatch}; moved it to ${aside}`);
     } else {
       const { train } = stage1Loaders(run.dataset, cfg);
       complete = meta.step >= plannedSteps(cfg, train.batchesPerEpoch);

@@ -117,6 +117,13 @@ export interface LoopOptions {
   stopAfter?: number;
   /** Stored in checkpoint metadata (e.g. the bank's identity). */
   metadata?: Record<string, unknown>;
+  /**
+   * What a checkpoint must have been trained with, besides the config, to be resumed
+   * (e.g. the hash of the bank's prototypes and the encoder's identity). Stored in its
+   * metadata; resuming one whose recorded identity differs is an error, as for the
+   * config (a checkpoint that recorded none is resumed).
+   */
+  identity?: Record<string, unknown>;
 }
 
 const CKPT_RE = /^step-(\d+)\.safetensors$/;
@@ -130,7 +137,33 @@ interface CheckpointMeta {
   optimizer: { step: number; paramSteps: Record<string, number> };
   bestMiou?: number;
   val?: ValidationScore;
+  identity?: Record<string, unknown>;
   [k: string]: unknown;
+}
+
+/**
+ * Why a checkpoint cannot be resumed with this config and identity (undefined
+ * when it can): the differing config keys, or the identity keys that differ.
+ */
+export function resumeMismatch(meta: { config: PbipConfig; identity?: Record<string, unknown> }, config: PbipConfig, identity?: Record<string, unknown>): string | undefined {
+  if (stableStringify(meta.config) !== stableStringify(config)) {
+    const keys = diffKeys(meta.config, config);
+    return `was trained with another config (${keys.slice(0, 6).join(", ")}${keys.length > 6 ? ", ..." : ""})`;
+  }
+  if (meta.identity && identity && stableStringify(meta.identity) !== stableStringify(identity)) {
+    const keys = diffKeys(meta.identity, identity);
+    return `was trained with another ${keys.join(", ")}`;
+  }
+  return undefined;
+}
+
+/** Dotted paths at which two JSON values differ. */
+function diffKeys(a: unknown, b: unknown, prefix = ""): string[] {
+  const isObj = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x);
+  if (isObj(a) && isObj(b)) {
+    return [...new Set([...Object.keys(a), ...Object.keys(b)])].flatMap((k) => diffKeys(a[k], b[k], prefix ? `${prefix}.${k}` : k));
+  }
+  return stableStringify(a ?? null) === stableStringify(b ?? null) ? [] : [prefix || "(value)"];
 }
 
 /** The newest `step-N.safetensors` in a folder. */
@@ -200,9 +233,8 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
   if (resumeFile) {
     const meta = readMetadata<CheckpointMeta>(resumeFile);
     if (meta.task !== task.name) throw new Error(`${resumeFile}: is a ${meta.task} checkpoint, not ${task.name}`);
-    if (stableStringify(meta.config) !== stableStringify(cfg)) {
-      throw new Error(`${resumeFile}: was written with another config; use a new output folder or delete it to start over`);
-    }
+    const mismatch = resumeMismatch(meta, cfg, o.identity);
+    if (mismatch) throw new Error(`${resumeFile}: ${mismatch}; use a new output folder or delete it to start over`);
     assertCleanLoad(resumeFile, loadVariables(resumeFile, vars, ["optim/"]));
     const all = readSafetensors(resumeFile, { filter: (n) => n.startsWith("optim/") });
     opt.setState(
@@ -237,6 +269,7 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
       step,
       epoch,
       config: cfg,
+      ...(o.identity ? { identity: o.identity } : {}),
       optimizer: { step: st.step, paramSteps: st.paramSteps },
       bestMiou: Number.isFinite(bestMiou) ? bestMiou : undefined,
       val,

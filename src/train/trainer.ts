@@ -19,7 +19,7 @@ import { matchingMap, adaptiveThreshold, selectPairs, foregroundBackground, enco
 import { canReadSync } from "../runtime/memory";
 import { WASM_HEAP_LIMIT_BYTES } from "../runtime/wasm-heap";
 import { recomputeGrads } from "../runtime/gradients";
-import { writeJsonAtomic } from "../util/fs";
+import { writeJsonAtomic, sha256 } from "../util/fs";
 import { scorePseudoMasks, type BatchSource } from "./validate";
 import { runTraining, type TrainTask, type StepResult, type TrainEvent, type ValidationScore } from "./loop";
 import type { ParamGroup } from "./optim";
@@ -354,7 +354,19 @@ export interface TrainClassNetOptions extends PbipTaskOptions {
 }
 
 /**
- * Train ClassNet with PBIP. Yields the loop's events; the last is `done`.
+ * What a stage-1 checkpoint must have been trained with, besides its config, to be
+ * resumed: the frozen encoder's identity and a hash of the prototypes (a bank rebuilt
+ * under the same config, e.g. after an encoder's weights changed, hashes otherwise).
+ */
+export function classNetIdentity(encoder: ImageEncoder, prototypes: tf.Tensor2D): Record<string, unknown> {
+  const v = prototypes.dataSync() as Float32Array;
+  return { encoder: encoder.identity, prototypesSha256: sha256(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)).slice(0, 16) };
+}
+
+/**
+ * Train ClassNet with PBIP. Yields the loop's events; the last is `done`. A run
+ * resumes from the newest checkpoint in `outDir` only if it was trained with the
+ * same config, encoder and prototypes ({@link classNetIdentity}).
  *
  * @example
  * for await (const ev of trainClassNet(opts)) if (ev.type === "step") console.log(ev.step, ev.losses.total);
@@ -371,6 +383,7 @@ export async function* trainClassNet(o: TrainClassNetOptions): AsyncGenerator<Tr
       resume: o.resume,
       stopAfter: o.stopAfter,
       metadata: { bank: o.bankIdentity, encoder: o.encoder.identity, backbone: o.net.backbone.name },
+      identity: classNetIdentity(o.encoder, o.bankPrototypes),
     });
   } finally {
     task.dispose();

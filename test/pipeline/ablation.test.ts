@@ -106,7 +106,27 @@ test("runAblation end to end on the quick embedded set: a scored record per run,
     lines.length = 0;
     assert.deepEqual(await runAblation(o), records);
     assert.deepEqual(lines, ["pbip seed 0: done earlier", "cls-only seed 0: done earlier"]);
+    assert.equal(records[1]!.config?.loss.useFg, false, "a record keeps the config it was made with");
+    // A variant redefined (here through variantDefs) no longer matches its finished run:
+    // the record is set aside, not reused, and the run is made again with the new config.
+    lines.length = 0;
+    const redefined = { "cls-only": { description: "L_CLS only, t = 1", overrides: { loss: { useFg: false, useBg: false, temperature: 1 } as never } } };
+    const again = await runAblation({ ...o, variants: ["cls-only"], variantDefs: redefined });
+    assert.match(lines[0]!, /^cls-only seed 0: the finished run was trained with another config \(loss\.temperature\); its record moved to .*ablation-record\.old-\d+\.json, running again$/);
+    assert.equal(again[0]!.config?.loss.temperature, 1);
+    const dir = path.join(out, "cls-only", "seed0");
+    assert.equal(fs.readdirSync(dir).filter((f) => /^ablation-record\.old-\d+\.json$/.test(f)).length, 1, "the old record is kept");
+    assert.equal(JSON.parse(fs.readFileSync(path.join(dir, "stage1", "model", "config.json"), "utf8")).config.loss.temperature, 1, "stage 1 trained again");
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }
+});
+
+test("pbip ablate --variant: a variant of your own from key=value settings; malformed and clashing names are usage errors", async () => {
+  const { commands } = await import("../../src/cli/commands/ablate");
+  const run = (args: string[]) => commands[0]!.run(args);
+  await assert.rejects(run(["--out", "/nonexistent-pbip", "--variant", "t1"]), /--variant: expected NAME:key=value/);
+  await assert.rejects(run(["--out", "/nonexistent-pbip", "--variant", "pbip:loss.temperature=1"]), /"pbip" is a built-in variant/);
+  await assert.rejects(run(["--out", "/nonexistent-pbip", "--variant", "t1:loss.temprature=1"]), /^UsageError: --variant t1:loss\.temprature=1: unknown config key "loss\.temprature"/);
+  await assert.rejects(run(["--out", "/nonexistent-pbip", "--variants", "t2"]), /unknown variant "t2".*--variant t2:key=value/);
 });

@@ -204,10 +204,10 @@ test("encoderKeepPlan: a number caps the kept images; auto keeps what fits the W
   assert.equal(auto.keep(16, 16, perImage), false, "16 plus 16 do not");
 });
 
-async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; val?: boolean; source?: BatchSource } = {}): Promise<TrainEvent[]> {
+async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; val?: boolean; source?: BatchSource; protoSeed?: number } = {}): Promise<TrainEvent[]> {
   const net = tinyNet(cfg);
   const encoder = new TinyEncoder(SIZE);
-  const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", 12) as tf.Tensor2D);
+  const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", extra.protoSeed ?? 12) as tf.Tensor2D);
   const events: TrainEvent[] = [];
   try {
     for await (const ev of trainClassNet({
@@ -260,6 +260,21 @@ test("resuming after a stop mid-epoch reaches the same final weights as an unint
     const la = full.filter((e) => e.type === "step").map((e) => (e as Extract<TrainEvent, { type: "step" }>).losses.total);
     const lb = [...first.filter((e) => e.type === "step").slice(0, 4), ...second.filter((e) => e.type === "step")].map((e) => (e as Extract<TrainEvent, { type: "step" }>).losses.total);
     assert.deepEqual(lb, la);
+  }
+});
+
+test("a checkpoint trained with another config or other prototypes is not resumed; the error names what differs", async () => {
+  await onBackend("wasm", () => undefined);
+  const cfg = config();
+  const dir = tmp("mismatch");
+  try {
+    await train(cfg, dir, { stopAfter: 5 });
+    await assert.rejects(train(cfg, dir, { protoSeed: 13 }), /step-000004\.safetensors: was trained with another prototypesSha256; use a new output folder/);
+    await assert.rejects(train({ ...cfg, loss: { ...cfg.loss, temperature: 0.5 } }, dir), /was trained with another config \(loss\.temperature\)/);
+    const resumed = await train(cfg, dir);
+    assert.equal((resumed.find((e) => e.type === "start") as Extract<TrainEvent, { type: "start" }>).step, 4, "the same config and prototypes resume");
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -3,7 +3,7 @@ import { type Command, parse, str, startBackend } from "../command";
 import { UsageError } from "../../util/errors";
 import { writeJsonAtomic, writeFileAtomic } from "../../util/fs";
 import { ProgressBar } from "../../util/progress";
-import { runAblation, ablationTable, formatAblationTable, ABLATIONS } from "../../pipeline/ablation";
+import { runAblation, ablationTable, formatAblationTable, mergeOverrides, ABLATIONS, type AblationVariant } from "../../pipeline/ablation";
 import { parseSetOverrides, PROFILES } from "../../config/profiles";
 
 const ablate: Command = {
@@ -12,6 +12,8 @@ const ablate: Command = {
   usage: [
     "--out DIR          study folder (one resumable run per variant and seed)",
     `--variants LIST    comma-separated, default pbip,cls-only; known: ${Object.keys(ABLATIONS).join(", ")}`,
+    "--variant NAME:key=value   define a variant of your own (repeat to set more keys; added to --variants),",
+    "                   e.g. --variant t1:loss.temperature=1 --variant t1:loss.useBg=false",
     "--seeds LIST       comma-separated seeds, default 0",
     "--profile NAME     default notebook",
     "--set key=value    applied to every variant (repeatable)",
@@ -26,6 +28,7 @@ const ablate: Command = {
       seeds: { type: "string" },
       profile: { type: "string" },
       set: { type: "string", multiple: true },
+      variant: { type: "string", multiple: true },
       dataset: { type: "string" },
       data: { type: "string" },
       quick: { type: "boolean" },
@@ -34,11 +37,27 @@ const ablate: Command = {
     const out = str(p, "out");
     if (!out) throw new UsageError("pbip ablate: --out DIR is required");
     const variants = (str(p, "variants") ?? "pbip,cls-only").split(",").map((s) => s.trim()).filter(Boolean);
-    for (const v of variants) if (!ABLATIONS[v]) throw new UsageError(`--variants: unknown variant "${v}"; known: ${Object.keys(ABLATIONS).join(", ")}`);
-    const seeds = (str(p, "seeds") ?? "0").split(",").map((s) => Number(s.trim()));
-    if (seeds.some((s) => !Number.isInteger(s) || s < 0)) throw new UsageError(`--seeds must be non-negative integers, got "${str(p, "seeds")}"`);
     const profile = str(p, "profile") ?? "notebook";
     if (!PROFILES[profile]) throw new UsageError(`--profile: unknown profile "${profile}"`);
+    const variantDefs: Record<string, AblationVariant> = {};
+    for (const d of (p.values.variant as string[] | undefined) ?? []) {
+      const m = /^([A-Za-z0-9][\w.-]*):(.+)$/.exec(d);
+      if (!m) throw new UsageError(`--variant: expected NAME:key=value (e.g. t1:loss.temperature=1), got "${d}"`);
+      const [, name, setting] = m as unknown as [string, string, string];
+      if (ABLATIONS[name]) throw new UsageError(`--variant: "${name}" is a built-in variant; give yours another name`);
+      let o;
+      try {
+        o = parseSetOverrides([setting], PROFILES[profile]);
+      } catch (e) {
+        throw new UsageError(`--variant ${d}: ${(e as Error).message.replace(/^--set [^:]*: /, "")}`);
+      }
+      const prev = variantDefs[name];
+      variantDefs[name] = { description: prev ? `${prev.description}, ${setting}` : setting, overrides: mergeOverrides(prev?.overrides, o) };
+      if (!variants.includes(name)) variants.push(name);
+    }
+    for (const v of variants) if (!ABLATIONS[v] && !variantDefs[v]) throw new UsageError(`--variants: unknown variant "${v}"; known: ${Object.keys(ABLATIONS).join(", ")} (or define one with --variant ${v}:key=value)`);
+    const seeds = (str(p, "seeds") ?? "0").split(",").map((s) => Number(s.trim()));
+    if (seeds.some((s) => !Number.isInteger(s) || s < 0)) throw new UsageError(`--seeds must be non-negative integers, got "${str(p, "seeds")}"`);
     let overrides;
     try {
       overrides = parseSetOverrides((p.values.set as string[] | undefined) ?? [], PROFILES[profile]);
@@ -50,6 +69,7 @@ const ablate: Command = {
     const records = await runAblation({
       out,
       variants,
+      variantDefs,
       seeds,
       profile,
       overrides,
@@ -62,10 +82,10 @@ const ablate: Command = {
         if (ev.type === "step") bars.get(key)?.update(ev.step, `loss ${ev.losses.total.toFixed(3)}`);
       },
     });
-    const rows = ablationTable(records, "pbip");
+    const rows = ablationTable(records, "pbip", { ...ABLATIONS, ...variantDefs });
     const text = formatAblationTable(rows, "pbip");
     console.log(text);
-    writeJsonAtomic(path.join(out, "ablation.json"), { profile, seeds, variants, overrides, rows, records: records.map((r) => ({ ...r, perImage: undefined })) });
+    writeJsonAtomic(path.join(out, "ablation.json"), { profile, seeds, variants, variantDefs, overrides, rows, records: records.map((r) => ({ ...r, perImage: undefined })) });
     writeFileAtomic(path.join(out, "ablation.txt"), text + "\n");
     console.log(`\nwrote ${path.join(out, "ablation.json")} and ablation.txt (val: pseudo-mask mIoU on the validation patches; test: the best checkpoint's test pseudo-masks; ground-truth background counted in both)`);
     return 0;
