@@ -109,10 +109,25 @@ export function bankProblems(bank: ImageBank): string[] {
   if (bank.prototypes.length !== rows * m.dim) p.push(`prototypes hold ${bank.prototypes.length} floats, expected sum K x d = ${rows} x ${m.dim}`);
   if (m.subclasses?.length !== rows) p.push(`${m.subclasses?.length} subclass records for ${rows} prototype rows`);
   if (m.encoder?.dim !== m.dim) p.push(`encoder dim ${m.encoder?.dim} differs from bank dim ${m.dim}`);
+  let finite = true;
   for (let i = 0; i < bank.prototypes.length; i++) {
     if (!Number.isFinite(bank.prototypes[i]!)) {
       p.push(`prototype value ${i} is not finite`);
+      finite = false;
       break;
+    }
+  }
+  if (finite && m.dim >= 1 && bank.prototypes.length === rows * m.dim && rows > 0) {
+    // A dead or constant encoder gives prototypes that are zero or all alike: matching against them means nothing.
+    const d = m.dim;
+    const row = (r: number) => bank.prototypes.subarray(r * d, (r + 1) * d);
+    const zero: number[] = [];
+    for (let r = 0; r < rows; r++) if (row(r).every((v) => v === 0)) zero.push(r);
+    if (zero.length) p.push(`prototype row${zero.length > 1 ? "s" : ""} ${zero.join(", ")} ${zero.length > 1 ? "are" : "is"} all zeros (the encoder gave zero features for those patches)`);
+    else if (rows > 1) {
+      let spread = 0;
+      for (let r = 1; r < rows; r++) for (let j = 0; j < d; j++) spread = Math.max(spread, Math.abs(row(r)[j]! - row(0)[j]!));
+      if (spread === 0) p.push(`all ${rows} prototypes are the same vector (the encoder's features do not vary with the patch)`);
     }
   }
   return p;

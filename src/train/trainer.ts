@@ -160,6 +160,7 @@ export class PbipTask implements TrainTask<PbipCtx> {
   private readonly protos: tf.Tensor2D;
   private readonly stageWeights: number[];
   private readonly useSim: boolean;
+  private warnedNoPairs = false;
 
   constructor(private readonly o: PbipTaskOptions) {
     this.protos = tf.keep(o.bankPrototypes.clone());
@@ -302,6 +303,13 @@ export class PbipTask implements TrainTask<PbipCtx> {
     if (this.useSim) {
       const sel = ctx.pairs ?? selectPairs(out.logits[out.logits.length - 1]!.dataSync(), ctx.labels, batch.ids.length, net.k);
       counts.pairs = sel.image.length;
+      if (sel.image.length === 0 && !this.warnedNoPairs) {
+        this.warnedNoPairs = true;
+        console.warn(
+          `pbip: step ${step}: no (image, subclass) pair was selected (every labelled class's subclass logits equal their mean), so L_FGS and L_BGS are 0 for it; ` +
+            "if this repeats, the similarity maps are constant (a dead encoder or bank, or a collapsed head)",
+        );
+      }
       if (sel.image.length > 0) {
         const m = matchingMap(out.maps, [batch.images.shape[1], batch.images.shape[2]], cfg.match.mapSource);
         const b = adaptiveThreshold(m, cfg.match.delta, cfg.match.maxOver);

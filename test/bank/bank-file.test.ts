@@ -131,3 +131,12 @@ test("damaged bank folders are errors naming the file", async () => {
   bad.prototypes[3] = NaN;
   await assert.rejects(saveBank(path.join(tmp(), "bank"), bad), /not finite/);
 });
+
+test("a bank of zero or identical prototypes (a dead or constant encoder) is refused when saving", async () => {
+  const zero = bankFromFeatures(handFeatures(), { config: { k: 2, seed: 1 } });
+  zero.prototypes.fill(0, 8, 24);
+  await assert.rejects(saveBank(path.join(tmp(), "bank"), zero), /prototype rows 1, 2 are all zeros \(the encoder gave zero features/);
+  const same = bankFromFeatures(handFeatures(), { config: { k: 2, seed: 1 } });
+  for (let r = 1; r < 6; r++) same.prototypes.copyWithin(r * 8, 0, 8);
+  await assert.rejects(saveBank(path.join(tmp(), "bank"), same), /all 6 prototypes are the same vector/);
+});

@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ablationTable, formatAblationTable, runAblation, ABLATIONS, type AblationRecord } from "../../src/pipeline/ablation";
+import { commands } from "../../src/cli/commands/ablate";
 import { openRun } from "../../src/pipeline/run";
 import { onBackend } from "../helpers";
 import { resolveConfig, parseSetOverrides, PROFILES } from "../../src/config/profiles";
@@ -123,7 +124,6 @@ test("runAblation end to end on the quick embedded set: a scored record per run,
 });
 
 test("pbip ablate --variant: a variant of your own from key=value settings; malformed and clashing names are usage errors", async () => {
-  const { commands } = await import("../../src/cli/commands/ablate");
   const run = (args: string[]) => commands[0]!.run(args);
   await assert.rejects(run(["--out", "/nonexistent-pbip", "--variant", "t1"]), /--variant: expected NAME:key=value/);
   await assert.rejects(run(["--out", "/nonexistent-pbip", "--variant", "pbip:loss.temperature=1"]), /"pbip" is a built-in variant/);
