@@ -20,7 +20,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { BankRule, PbipConfig } from "../config/profiles";
 import type { EncoderIdentity, ImageEncoder } from "../encoders/types";
 import { FileError } from "../util/errors";
-import { float32FromLE, float32ToLE, readJson, writeDirAtomic, writeFileAtomic, writeJsonAtomic } from "../util/fs";
+import { float32FromLE, float32ToLE, readJson, writeDirAtomic, writeFileAtomic, writeJsonAtomic, type ReplaceRule } from "../util/fs";
 import type { SubclassRecord } from "./prototypes";
 import type { SelectionStats } from "./select";
 
@@ -133,6 +133,9 @@ export function bankProblems(bank: ImageBank): string[] {
   return p;
 }
 
+/** A bank folder replaces only another bank folder (one holding bank.json), or an empty one. */
+export const BANK_FOLDER_RULE: ReplaceRule = { what: "an image bank (bank.json)", replaces: (d) => fs.existsSync(path.join(d, BANK_JSON)) };
+
 /** Write a bank folder atomically: `prototypes.f32` and `bank.json`. Returns the folder. */
 export async function saveBank(dir: string, bank: ImageBank): Promise<string> {
   const problems = bankProblems(bank);
@@ -140,7 +143,7 @@ export async function saveBank(dir: string, bank: ImageBank): Promise<string> {
   await writeDirAtomic(dir, (tmp) => {
     writeFileAtomic(path.join(tmp, BANK_PROTOTYPES), float32ToLE(bank.prototypes));
     writeJsonAtomic(path.join(tmp, BANK_JSON), bank.meta);
-  });
+  }, BANK_FOLDER_RULE);
   bank.dir = dir;
   return dir;
 }

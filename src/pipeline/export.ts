@@ -9,7 +9,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { writeDirAtomic, sha256File, readJson, projectRoot } from "../util/fs";
+import { writeDirAtomic, assertReplaceable, sha256File, readJson, projectRoot } from "../util/fs";
 import { FileError } from "../util/errors";
 import { resultsCsv, resultsMarkdown, type ResultRow } from "./results";
 import { pbipVersion } from "../io/checkpoint";
@@ -64,10 +64,24 @@ function gitCommit(): string | undefined {
   }
 }
 
-/** Gather `runDir` into `outDir` (replaced atomically). */
+/** True for a folder {@link exportRun} wrote (its environment.json names the source run). */
+function isExportDir(dir: string): boolean {
+  try {
+    return typeof readJson<{ sourceRun?: unknown }>(path.join(dir, "environment.json")).sourceRun === "string";
+  } catch {
+    return false;
+  }
+}
+
+const EXPORT_FOLDER_RULE = { what: "an export of a run (environment.json naming its source run)", replaces: isExportDir };
+
+/** Gather `runDir` into `outDir` (an earlier export there is replaced atomically; any other non-empty folder is refused). */
 export async function exportRun(runDir: string, outDir: string, backend: BackendReport | undefined = backendReport()): Promise<ExportSummary> {
   const run = path.resolve(runDir);
   if (!fs.existsSync(path.join(run, "run.json"))) throw new FileError(run, "is not a pbip run folder (no run.json); give a folder made by `npm run demo`, `pbip demo` or the notebooks");
+  const out = path.resolve(outDir);
+  if (run === out || run.startsWith(out + path.sep)) throw new FileError(out, `holds the run being exported (${run}); export to another folder`);
+  assertReplaceable(out, EXPORT_FOLDER_RULE);
   let notebooks = 0;
   let figures = 0;
   let checksums = 0;
@@ -157,6 +171,6 @@ export async function exportRun(runDir: string, outDir: string, backend: Backend
         ``,
       ].join("\n"),
     );
-  });
+  }, EXPORT_FOLDER_RULE);
   return { outDir: path.resolve(outDir), notebooks, figures, checksums };
 }

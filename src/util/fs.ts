@@ -45,12 +45,35 @@ export function readJson<T = unknown>(file: string): T {
   }
 }
 
+/** What an existing folder must be for {@link writeDirAtomic} to replace it. */
+export interface ReplaceRule {
+  /** True when the existing, non-empty folder is one this writer made (e.g. it holds `bank.json`). */
+  replaces(existing: string): boolean;
+  /** What the writer makes, for the refusal message (e.g. "an image bank"). */
+  what: string;
+}
+
+/**
+ * Throw (naming the folder) unless `dir` is absent, empty, or recognised by `rule`:
+ * the check {@link writeDirAtomic} makes, for commands to make before long work.
+ */
+export function assertReplaceable(dir: string, rule?: ReplaceRule): void {
+  if (!fs.existsSync(dir)) return;
+  if (!fs.statSync(dir).isDirectory()) throw new FileError(dir, "exists and is not a folder");
+  if (fs.readdirSync(dir).length > 0 && !(rule?.replaces(dir) ?? false)) {
+    throw new FileError(dir, `is a folder that is not ${rule?.what ?? "one pbip wrote"} and is not empty; writing here would replace its contents. Choose another folder, or empty it first`);
+  }
+}
+
 /**
  * Write a directory atomically: `fill` writes into a temporary sibling directory,
  * which then replaces `dir` in one rename (an existing `dir` is moved aside first
- * and removed after).
+ * and removed after). An existing folder is replaced only when it is empty or
+ * `rule.replaces` recognises it: anything else is refused before any work, so a
+ * mistyped output path never deletes a user's folder.
  */
-export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Promise<void> | void): Promise<void> {
+export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Promise<void> | void, rule?: ReplaceRule): Promise<void> {
+  assertReplaceable(dir, rule);
   const parent = path.dirname(path.resolve(dir));
   fs.mkdirSync(parent, { recursive: true });
   const tmp = path.join(parent, `.${path.basename(dir)}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`);

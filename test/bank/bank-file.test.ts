@@ -140,3 +140,16 @@ test("a bank of zero or identical prototypes (a dead or constant encoder) is ref
   for (let r = 1; r < 6; r++) same.prototypes.copyWithin(r * 8, 0, 8);
   await assert.rejects(saveBank(path.join(tmp(), "bank"), same), /all 6 prototypes are the same vector/);
 });
+
+test("saveBank replaces an earlier bank, but never a non-empty folder that is not a bank", async () => {
+  const root = tmp();
+  const dir = path.join(root, "bank");
+  await saveBank(dir, bankFromFeatures(handFeatures(), { config: { k: 2, seed: 1 } }));
+  await saveBank(dir, bankFromFeatures(handFeatures(), { config: { k: 1, seed: 1 } }));
+  assert.deepEqual(loadBank(dir).meta.k, [1, 1, 1], "an earlier bank is replaced");
+  const data = path.join(root, "dataset");
+  fs.mkdirSync(data);
+  fs.writeFileSync(path.join(data, "patch.png"), "x");
+  await assert.rejects(saveBank(data, bankFromFeatures(handFeatures(), { config: { k: 2, seed: 1 } })), (e: Error) => e.message.startsWith(data) && /not an image bank \(bank\.json\) and is not empty/.test(e.message));
+  assert.deepEqual(fs.readdirSync(data), ["patch.png"], "left as it was");
+});

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse, str, flag, backendOption, startBackend, type Command } from "../command";
 import { FileError, UsageError, ProgressBar } from "../../util";
-import { readJson, writeJsonAtomic } from "../../util/fs";
+import { readJson, writeJsonAtomic, assertReplaceable } from "../../util/fs";
 import { openDataset, type Dataset } from "../../data/dataset";
 import type { DatasetSpec } from "../../data/types";
 import { createEncoder, describeEncoder, ENCODER_NAMES } from "../../encoders/factory";
@@ -15,6 +15,7 @@ import { MobileNetV2Encoder } from "../../encoders/mobilenetv2";
 import { BUNDLED_MOBILENETV2 } from "../../encoders/bundled";
 import { resolveConfig, PROFILES, type PbipConfig } from "../../config/profiles";
 import { buildBankEvents, saveBank, loadBank, withinAcrossCosine, zeroShotEvents, type ImageBank } from "../../bank";
+import { BANK_FOLDER_RULE } from "../../bank/bank";
 
 const COMMON = `  --data DIR          dataset folder (LUAD-HistoSeg layout, BCSS-WSSS layout, or labels.csv)
   --dataset NAME      dataset manifest (luad-histoseg, bcss-wsss, synthetic, ...); default: the folder's card.json (synthetic sets)
@@ -25,7 +26,7 @@ const COMMON = `  --data DIR          dataset folder (LUAD-HistoSeg layout, BCSS
   --backend NAME      auto | webgpu | tensorflow | wasm | cpu (default: PBIP_BACKEND, else auto)`;
 
 const BUILD_USAGE = `${COMMON}
-  --out DIR           bank folder to write (prototypes.f32 + bank.json; replaced atomically)
+  --out DIR           bank folder to write (prototypes.f32 + bank.json; an earlier bank there is replaced atomically, any other non-empty folder refused)
   --profile NAME      defaults from a profile: ${Object.keys(PROFILES).join(", ")} (default notebook, as pbip train: the bundled stand-in at 112 px)
   --k K               subclasses per class: one number or one per class, e.g. 3 or 3,3,2,4 (profile: 3)
   --rule R            centroid (release) | nearest (paper: mean of the N_K nearest the centre) | random (Fig. 4 ablation)
@@ -143,6 +144,7 @@ export const commands: Command[] = [
       });
       const out = str(p, "out");
       if (!out) throw new UsageError(`pbip ${cmd}: --out DIR is required`);
+      assertReplaceable(out, BANK_FOLDER_RULE);
       const rule = str(p, "rule");
       if (rule !== undefined && !["centroid", "nearest", "random"].includes(rule)) throw new UsageError(`pbip ${cmd}: --rule must be centroid, nearest or random, got "${rule}"`);
       const zs = str(p, "zero-shot");

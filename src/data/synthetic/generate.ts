@@ -210,7 +210,7 @@ export async function generateSynthetic(opts: SynthOptions = {}): Promise<SynthR
     card = buildCard({ results, params, seed: o.seed, counts: { train: o.train, val: o.val, test: o.test }, trainMasks: o.trainMasks, version: SYNTH_GENERATOR_VERSION });
     await writeCard(tmp, card, results);
     o.onProgress?.({ phase: "card", done: 1, total: 1 });
-  });
+  }, { what: "a pbip synthetic set", replaces: (d) => opts.force === true || isSyntheticDir(d) });
   return { out, card: card!, seconds: (Date.now() - t0) / 1000, workers: used };
 }
 
