@@ -21,7 +21,17 @@ try {
 } catch {
   // no src/ beside dist/ (an installed package without sources): nothing to compare
 }
+let settled = false;
+// If the event loop runs dry while the command is still pending (a promise nothing will
+// ever settle, e.g. a worker thread that died while the backend started), Node would exit
+// 0 having done nothing: say so and fail instead.
+process.on("beforeExit", () => {
+  if (settled) return;
+  settled = true;
+  console.error("pbip: the command stopped before finishing (it was left waiting on work that can no longer complete, such as a worker thread that ended early); nothing was completed. Run it again; if it repeats, report it with `pbip doctor`'s output");
+  process.exitCode = 1;
+});
 require("../dist/cli/main.js").main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code ?? 0; },
-  (err) => { console.error(err instanceof Error ? err.message : err); process.exitCode = 1; },
+  (code) => { settled = true; process.exitCode = code ?? 0; },
+  (err) => { settled = true; console.error(err instanceof Error ? err.message : err); process.exitCode = 1; },
 );

@@ -30,6 +30,20 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 
+/**
+ * Write a script a worker is about to load: once (Emscripten asks for the same worker
+ * script for every pthread it starts), and by rename, so a worker that is already
+ * reading it never sees it truncated. Rewriting it in place for each new worker let an
+ * earlier worker load an empty script and exit at once, and the backend's start then
+ * waited on it forever: the process ran out of work and exited 0 having done nothing.
+ */
+function writeOnce(file: string, text: string): void {
+  if (fs.existsSync(file) && fs.readFileSync(file, "utf8") === text) return;
+  const tmp = `${file}.${process.pid}.${Math.random().toString(16).slice(2)}.tmp`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
+
 /** tfjs-backend-wasm version whose module-scope helper names the worker prelude knows. */
 const KNOWN_WASM_VERSION = "4.22.0";
 
@@ -66,7 +80,7 @@ export async function initWasmThreaded(threads: number, scratchDir?: string): Pr
       super(parts, options);
       const text = parts.map((p) => (typeof p === "string" ? p : "")).join("");
       texts.set(this, text);
-      if (text.startsWith("var WasmBackendModuleThreadedSimd")) fs.writeFileSync(mainFile, text);
+      if (text.startsWith("var WasmBackendModuleThreadedSimd")) writeOnce(mainFile, text);
     }
   }
   const origCreate = URL.createObjectURL;
@@ -77,7 +91,7 @@ export async function initWasmThreaded(threads: number, scratchDir?: string): Pr
     const text = texts.get(obj);
     if (text === undefined) return origCreate(obj);
     if (text.startsWith("var WasmBackendModuleThreadedSimd")) return mainFile;
-    fs.writeFileSync(workerFile, prelude + text);
+    writeOnce(workerFile, prelude + text);
     return workerFile;
   };
   osm.cpus = () => {

@@ -36,3 +36,18 @@ test("bin/pbip.js: a missing dist/ is a clear error; a source newer than dist/ i
   assert.match(r2.stderr, /1 source file\(s\) newer than dist\/ \(src\/edited\.ts\).*npm run build/);
   for (const d of [none, root]) fs.rmSync(d, { recursive: true, force: true });
 });
+
+test("bin/pbip.js: a command left waiting on work that can never finish fails with a message instead of exiting 0", { timeout: 60_000 }, () => {
+  const r = fakeRoot(false);
+  fs.mkdirSync(path.join(r, "dist", "cli"), { recursive: true });
+  // A command whose promise nothing will settle, with nothing else keeping the process alive.
+  fs.writeFileSync(path.join(r, "dist", "cli", "main.js"), "exports.main = () => new Promise(() => {});\n");
+  const hung = spawnSync(process.execPath, [path.join(r, "bin", "pbip.js"), "cam"], { encoding: "utf8" });
+  assert.equal(hung.status, 1);
+  assert.match(hung.stderr, /the command stopped before finishing .* nothing was completed/);
+  fs.writeFileSync(path.join(r, "dist", "cli", "main.js"), "exports.main = async () => { await new Promise((res) => setTimeout(res, 50)); return 0; };\n");
+  const ok = spawnSync(process.execPath, [path.join(r, "bin", "pbip.js"), "cam"], { encoding: "utf8" });
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.equal(ok.stderr, "");
+  fs.rmSync(r, { recursive: true, force: true });
+});
