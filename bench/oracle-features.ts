@@ -32,7 +32,7 @@ import { createEncoderFor, createClassNet, stage1Loaders } from "../src/pipeline
 import { ensureBank } from "../src/pipeline/stages";
 import { ablationTable, formatAblationTable, mergeOverrides, scoreStage1Run, type AblationRecord } from "../src/pipeline/ablation";
 import { parseSetOverrides, NOTEBOOK } from "../src/config/profiles";
-import { PbipTask, writeRunConfig } from "../src/train/trainer";
+import { PbipTask } from "../src/train/trainer";
 import { runTraining } from "../src/train/loop";
 import { oracleDense, oraclePrototypes } from "../src/bank/diagnostics";
 import { readJson } from "../src/util/fs";
@@ -96,8 +96,7 @@ async function main(): Promise<void> {
         let valMiou: number | undefined;
         const t0 = Date.now();
         try {
-          writeRunConfig(dir, cfg, { task: "classnet-oracle-diagnostic", grid });
-          for await (const ev of runTraining(task, { config: cfg, train, val, outDir: dir, metadata: { oracle: { grid }, backbone: net.backbone.name } })) {
+          for await (const ev of runTraining(task, { runRecord: { task: "classnet-oracle-diagnostic", grid }, config: cfg, train, val, outDir: dir, metadata: { oracle: { grid }, backbone: net.backbone.name } })) {
             if (ev.type === "step" && ev.step % 25 === 0) console.error(`${variant} seed ${seed}: step ${ev.step}, loss ${ev.losses.total.toFixed(4)} (fg ${ev.losses.fg?.toFixed(4)}, bg ${ev.losses.bg?.toFixed(4)})`);
             if (ev.type === "validation") valMiou = ev.score.miou;
             if (ev.type === "done") valMiou = valMiou ?? ev.bestMiou;

@@ -16,7 +16,6 @@ import { readMetadata } from "../io/checkpoint";
 import { runTraining, latestCheckpoint, type StepResult, type TrainEvent, type TrainTask, type ValidationScore } from "../train/loop";
 import type { ParamGroup } from "../train/optim";
 import type { BatchSource } from "../train/validate";
-import { writeRunConfig } from "../train/trainer";
 import { pixelCrossEntropy } from "./loss";
 import { checkMaskIds, IGNORE_ID } from "./data";
 import type { SegModel, SegModelConfig } from "./models";
@@ -227,9 +226,9 @@ export async function* trainSegmentation(o: TrainSegmentationOptions): AsyncGene
     }
   }
   fs.mkdirSync(o.outDir, { recursive: true });
-  writeRunConfig(o.outDir, o.config, { task: "seg", ...identity, ...(o.metadata ?? {}) });
   try {
     yield* runTraining(task, {
+      runRecord: { task: "seg", ...identity, ...(o.metadata ?? {}) },
       config: o.config,
       train: o.train,
       val: o.val,

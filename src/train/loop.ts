@@ -22,6 +22,7 @@ import { readSafetensors } from "../io/safetensors";
 import { assertCleanLoad } from "../io/tensors";
 import type { BatchSource } from "./validate";
 import { stableStringify } from "../util/json";
+import { writeJsonAtomic } from "../util/fs";
 
 /** Logged loss terms of a step: always `total`, plus the task's own terms. */
 export type LossRecord = { total: number } & Record<string, number>;
@@ -124,6 +125,12 @@ export interface LoopOptions {
    * config (a checkpoint that recorded none is resumed).
    */
   identity?: Record<string, unknown>;
+  /**
+   * Written with the config to `outDir/config.json` (the run's record of what it used)
+   * once the run is known to start or resume: a resume refused for another config
+   * leaves the folder's record as it was.
+   */
+  runRecord?: Record<string, unknown>;
 }
 
 const CKPT_RE = /^step-(\d+)\.safetensors$/;
@@ -257,6 +264,7 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
   } else {
     fs.rmSync(logFile, { force: true });
   }
+  if (o.runRecord) writeJsonAtomic(path.join(o.outDir, "config.json"), { ...o.runRecord, config: cfg });
 
   const writeCheckpoint = async (epoch: number, val?: ValidationScore): Promise<string> => {
     const st = await opt.getState();

@@ -382,8 +382,8 @@ export function classNetIdentity(encoder: ImageEncoder, prototypes: tf.Tensor2D)
 export async function* trainClassNet(o: TrainClassNetOptions): AsyncGenerator<TrainEvent> {
   const task = new PbipTask(o);
   try {
-    writeRunConfig(o.outDir, o.config, { task: "classnet", bank: o.bankIdentity, encoder: o.encoder.identity });
     yield* runTraining(task, {
+      runRecord: { task: "classnet", bank: o.bankIdentity, encoder: o.encoder.identity },
       config: o.config,
       train: o.train,
       val: o.val,

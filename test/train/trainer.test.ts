@@ -271,6 +271,9 @@ test("a checkpoint trained with another config or other prototypes is not resume
     await train(cfg, dir, { stopAfter: 5 });
     await assert.rejects(train(cfg, dir, { protoSeed: 13 }), /step-000004\.safetensors: was trained with another prototypesSha256; use a new output folder/);
     await assert.rejects(train({ ...cfg, loss: { ...cfg.loss, temperature: 0.5 } }, dir), /was trained with another config \(loss\.temperature\)/);
+    const record = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8"));
+    assert.equal(record.config.loss.temperature, cfg.loss.temperature, "a refused resume leaves the run's config.json as it was");
+    assert.equal(record.task, "classnet");
     const resumed = await train(cfg, dir);
     assert.equal((resumed.find((e) => e.type === "start") as Extract<TrainEvent, { type: "start" }>).step, 4, "the same config and prototypes resume");
   } finally {
