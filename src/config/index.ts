@@ -1,1 +1,2 @@
 export * from "./profiles";
+export { configProblems, configKeyTakes } from "./validate";

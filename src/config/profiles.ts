@@ -5,6 +5,8 @@
  * spreading: `resolveConfig("release", { optim: { lr: 1e-4 } })`.
  */
 
+import { configProblems } from "./validate";
+
 export type RegionMode = "image" | "feature";
 export type SimilarityForm = "release" | "paper";
 export type BankRule = "centroid" | "nearest" | "random";
@@ -264,11 +266,19 @@ export function resolveConfig(base: string | PbipConfig, ...overrides: (ConfigOv
     cfg = p;
   } else cfg = base;
   for (const o of overrides) cfg = deepMerge(cfg, o);
-  return JSON.parse(JSON.stringify(cfg)) as PbipConfig;
+  const out = JSON.parse(JSON.stringify(cfg)) as PbipConfig;
+  const problems = configProblems(out);
+  if (problems.length) throw new Error(`config (${out.profile} profile with overrides): ${problems.join("; ")}`);
+  return out;
 }
 
 /** Every leaf where two configs differ: `path: a -> b`. */
 export function diffConfigs(a: PbipConfig, b: PbipConfig): { path: string; a: unknown; b: unknown }[] {
+  return diffValues(a, b);
+}
+
+/** Every leaf (dotted path) where two JSON-like values differ. */
+export function diffValues(a: unknown, b: unknown): { path: string; a: unknown; b: unknown }[] {
   const out: { path: string; a: unknown; b: unknown }[] = [];
   const walk = (x: unknown, y: unknown, p: string) => {
     if (isPlainObject(x) && isPlainObject(y)) {
@@ -279,12 +289,16 @@ export function diffConfigs(a: PbipConfig, b: PbipConfig): { path: string; a: un
   return out;
 }
 
-/** The differences as aligned text lines. */
-export function formatConfigDiff(a: PbipConfig, b: PbipConfig): string {
+/**
+ * The differences as aligned text lines, headed by the two configs' names: their
+ * profiles unless `labels` are given (two configs of one profile would read
+ * "notebook -> notebook").
+ */
+export function formatConfigDiff(a: PbipConfig, b: PbipConfig, labels: [string, string] = [a.profile, b.profile]): string {
   const d = diffConfigs(a, b);
-  if (!d.length) return `${a.profile} and ${b.profile}: identical`;
+  if (!d.length) return `${labels[0]} and ${labels[1]}: identical`;
   const w = Math.max(...d.map((r) => r.path.length));
-  return [`${a.profile} -> ${b.profile}`, ...d.map((r) => `  ${r.path.padEnd(w)}  ${JSON.stringify(r.a)} -> ${JSON.stringify(r.b)}`)].join("\n");
+  return [`${labels[0]} -> ${labels[1]}`, ...d.map((r) => `  ${r.path.padEnd(w)}  ${JSON.stringify(r.a)} -> ${JSON.stringify(r.b)}`)].join("\n");
 }
 
 /** K per class for N classes. */
@@ -340,6 +354,8 @@ export function parseSetOverrides(items: readonly string[], base: PbipConfig = R
       if (i === keys.length - 1) node[k] = value;
       else node = (node[k] ??= {}) as Record<string, unknown>;
     });
+    const problems = configProblems(deepMerge(base, out as ConfigOverride)).filter((pr) => pr.startsWith(keys.join(".")));
+    if (problems.length) throw new Error(`--set ${item}: ${problems.join("; ")}`);
   }
   return out as ConfigOverride;
 }

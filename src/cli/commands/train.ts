@@ -1,5 +1,5 @@
 import * as path from "node:path";
-import { type Command, parse, str, flag, startBackend } from "../command";
+import { type Command, parse, str, flag, intArg, startBackend } from "../command";
 import { resolveConfig, parseSetOverrides, PROFILES, type PbipConfig, type ConfigOverride } from "../../config/profiles";
 import { openDataset } from "../../data/dataset";
 import { createEncoderFor, createClassNet, stage1Loaders, openBank } from "../../pipeline";
@@ -55,7 +55,12 @@ export function configFromArgs(values: Record<string, unknown>): PbipConfig {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  return resolveConfig(profile, shortcut, extra, sets);
+  try {
+    return resolveConfig(profile, shortcut, extra, sets);
+  } catch (e) {
+    // A value a key does not take (e.g. --epochs 0): name the option's key, exit as a usage error.
+    throw new UsageError((e as Error).message);
+  }
 }
 
 /** A one-line description of a step event for progress bars and logs. */
@@ -75,6 +80,7 @@ const train: Command = {
     "--out DIR          run folder: checkpoints, train-log.jsonl, config.json; an existing one is resumed",
     ...configUsage,
     "--no-resume        start over even if --out has checkpoints",
+    "--resize N         resize patches of another size to N on load (default: they are an error)",
     "--backend NAME     auto | webgpu | tensorflow | wasm | cpu (default: PBIP_BACKEND, else auto)",
     "--json             print one JSON event per line instead of a progress bar",
   ].join("\n"),
@@ -85,6 +91,7 @@ const train: Command = {
       bank: { type: "string" },
       out: { type: "string" },
       "no-resume": { type: "boolean" },
+      resize: { type: "string" },
       backend: { type: "string" },
       json: { type: "boolean" },
       ...configOptions,
@@ -95,7 +102,7 @@ const train: Command = {
     if (!data || !bankDir || !out) throw new UsageError("pbip train: --data, --bank and --out are required (see --help)");
     const cfg = configFromArgs(p.values);
     await startBackend(str(p, "backend"));
-    const ds = openDataset(data, { dataset: str(p, "dataset") ?? "synthetic" });
+    const ds = openDataset(data, { dataset: str(p, "dataset") ?? "synthetic", resize: intArg("train", "resize", str(p, "resize"), 16) });
     const encoder = await createEncoderFor(cfg);
     const bank = openBank(bankDir, encoder);
     const net = await createClassNet(cfg, bank, ds.spec);
