@@ -20,7 +20,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { BankRule, PbipConfig } from "../config/profiles";
 import type { EncoderIdentity, ImageEncoder } from "../encoders/types";
 import { FileError } from "../util/errors";
-import { float32FromLE, float32ToLE, readJson, writeDirAtomic, writeFileAtomic, writeJsonAtomic, type ReplaceRule } from "../util/fs";
+import { float32FromLE, float32ToLE, readJson, sha256, writeDirAtomic, writeFileAtomic, writeJsonAtomic, type ReplaceRule } from "../util/fs";
 import type { SubclassRecord } from "./prototypes";
 import type { SelectionStats } from "./select";
 
@@ -131,6 +131,11 @@ export function bankProblems(bank: ImageBank): string[] {
     }
   }
   return p;
+}
+
+/** SHA-256 (first 16 hex digits) of prototype values as little-endian float32 bytes: what a stage-1 checkpoint records of its bank. */
+export function prototypesSha256(values: Float32Array): string {
+  return sha256(float32ToLE(values)).slice(0, 16);
 }
 
 /** A bank folder replaces only another bank folder (one holding bank.json), or an empty one. */

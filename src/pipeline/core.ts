@@ -19,6 +19,7 @@ import { buildBackbone } from "../model/backbones";
 import type { Backbone } from "../model/backbones/types";
 import { ClassNet } from "../model/classnet";
 import { loadBank, prototypesTensor, type ImageBank } from "../bank";
+import { prototypesSha256 } from "../bank/bank";
 import { loadVariables, readMetadata } from "../io/checkpoint";
 import { assertCleanLoad } from "../io/tensors";
 import { computeCams, camsToMasks } from "../cam";
@@ -102,6 +103,8 @@ export interface ClassNetCheckpointMeta {
   step: number;
   config: PbipConfig;
   bank?: { dir?: string; encoder?: unknown };
+  /** What it was trained with besides the config (see `classNetIdentity`). */
+  identity?: { prototypesSha256?: string; encoder?: unknown };
   [k: string]: unknown;
 }
 
@@ -113,6 +116,14 @@ export interface ClassNetCheckpointMeta {
 export async function loadClassNet(file: string, bank: ImageBank, spec: DatasetSpec): Promise<{ net: ClassNet; config: PbipConfig; meta: ClassNetCheckpointMeta }> {
   const meta = readMetadata<ClassNetCheckpointMeta>(file);
   if (meta.task !== "classnet") throw new FileError(file, `is a ${meta.task} checkpoint, not a ClassNet one`);
+  const where = bank.dir ? ` (${bank.dir})` : "";
+  if (bank.meta.codes.join(",") !== spec.codes.join(",")) {
+    throw new FileError(file, `the bank${where} has classes ${bank.meta.codes.join(", ")} but the dataset ${spec.name} has ${spec.codes.join(", ")}: give the dataset the bank was built from`);
+  }
+  const trainedWith = meta.identity?.prototypesSha256;
+  if (trainedWith !== undefined && trainedWith !== prototypesSha256(bank.prototypes)) {
+    throw new FileError(file, `was trained with other prototypes than the bank${where} holds (prototype hash ${trainedWith}, the bank's ${prototypesSha256(bank.prototypes)}): give the bank it was trained with`);
+  }
   const net = await createClassNet(meta.config, bank, spec);
   assertCleanLoad(file, loadVariables(file, net.namedVariables(), ["optim/"]));
   return { net, config: meta.config, meta };

@@ -19,7 +19,8 @@ import { matchingMap, adaptiveThreshold, selectPairs, foregroundBackground, enco
 import { canReadSync } from "../runtime/memory";
 import { WASM_HEAP_LIMIT_BYTES } from "../runtime/wasm-heap";
 import { recomputeGrads } from "../runtime/gradients";
-import { writeJsonAtomic, sha256 } from "../util/fs";
+import { writeJsonAtomic } from "../util/fs";
+import { prototypesSha256 } from "../bank/bank";
 import { scorePseudoMasks, type BatchSource } from "./validate";
 import { runTraining, type TrainTask, type StepResult, type TrainEvent, type ValidationScore } from "./loop";
 import type { ParamGroup } from "./optim";
@@ -367,9 +368,9 @@ export interface TrainClassNetOptions extends PbipTaskOptions {
  * under the same config, e.g. after an encoder's weights changed, hashes otherwise).
  */
 export function classNetIdentity(encoder: ImageEncoder, prototypes: tf.Tensor2D): Record<string, unknown> {
-  const v = prototypes.dataSync() as Float32Array;
-  return { encoder: encoder.identity, prototypesSha256: sha256(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)).slice(0, 16) };
+  return { encoder: encoder.identity, prototypesSha256: prototypesSha256(prototypes.dataSync() as Float32Array) };
 }
+
 
 /**
  * Train ClassNet with PBIP. Yields the loop's events; the last is `done`. A run

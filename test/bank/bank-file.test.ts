@@ -22,7 +22,11 @@ import {
   numPrototypes,
   BANK_JSON,
   BANK_PROTOTYPES,
+  prototypesSha256,
 } from "../../src/bank/bank";
+import { loadClassNet } from "../../src/pipeline/core";
+import { saveVariables } from "../../src/io/checkpoint";
+import { NOTEBOOK } from "../../src/config/profiles";
 import { norm } from "../../src/bank/matrix";
 import { handFeatures, TEST_ENCODER } from "./fixtures";
 
@@ -152,4 +156,21 @@ test("saveBank replaces an earlier bank, but never a non-empty folder that is no
   fs.writeFileSync(path.join(data, "patch.png"), "x");
   await assert.rejects(saveBank(data, bankFromFeatures(handFeatures(), { config: { k: 2, seed: 1 } })), (e: Error) => e.message.startsWith(data) && /not an image bank \(bank\.json\) and is not empty/.test(e.message));
   assert.deepEqual(fs.readdirSync(data), ["patch.png"], "left as it was");
+});
+
+test("loadClassNet refuses a bank the checkpoint was not trained with, or a dataset with other classes, naming both", async () => {
+  await onBackend("cpu", async () => {
+    const dir = tmp();
+    const bank = bankFromFeatures(handFeatures(), { config: { k: 2, seed: 1 } });
+    await saveBank(path.join(dir, "bank"), bank);
+    const spec = { name: "hand", codes: [...bank.meta.codes], classes: [...bank.meta.classes] } as never;
+    const x = tf.zeros([1]);
+    const ck = path.join(dir, "ck.safetensors");
+    await saveVariables(ck, new Map([["x", x]]), { task: "classnet", step: 1, config: NOTEBOOK, identity: { prototypesSha256: "0000000000000000" } });
+    await assert.rejects(loadClassNet(ck, bank, spec), (e: Error) => e.message.startsWith(ck) && e.message.includes(`was trained with other prototypes than the bank (${path.join(dir, "bank")}) holds (prototype hash 0000000000000000, the bank's ${prototypesSha256(bank.prototypes)})`));
+    const other = { name: "bcss", codes: ["TUM", "STR", "LYM", "NEC"], classes: ["a", "b", "c", "d"] } as never;
+    await assert.rejects(loadClassNet(ck, bank, other), /the bank .* has classes A, B, C but the dataset bcss has TUM, STR, LYM, NEC/);
+    assert.notEqual(prototypesSha256(bank.prototypes), prototypesSha256(Float32Array.from(bank.prototypes, (v, i) => (i === 0 ? v + 1e-7 : v))), "one value's last bits change the hash");
+    x.dispose();
+  });
 });
