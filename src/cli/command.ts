@@ -49,6 +49,14 @@ export function flag(p: Parsed, name: string): boolean {
   return p.values[name] === true;
 }
 
+/** An optional integer option of at least `min`; undefined when not given. */
+export function intArg(cmd: string, name: string, v: string | undefined, min = 1): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`pbip ${cmd}: --${name} must be an integer >= ${min}, got "${v}"`);
+  return n;
+}
+
 export function intOption(cmd: string, name: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
   const n = Number(v);

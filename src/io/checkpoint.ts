@@ -32,7 +32,8 @@ export function readMetadata<T = Record<string, unknown>>(file: string): T {
   try {
     bytes = fs.readFileSync(file);
   } catch (e) {
-    throw new FileError(file, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new FileError(file, code === "ENOENT" ? "file not found" : `cannot read: ${code ?? (e as Error).message}`);
   }
   const h = parseSafetensorsHeader(bytes, file);
   const raw = h.metadata.pbip;

@@ -18,6 +18,8 @@ import { openDataset, type Dataset } from "../data/dataset";
 import { generateSynthetic, defaultSyntheticDir, SYNTH_GENERATOR_VERSION } from "../data/synthetic/generate";
 import { syntheticManifest } from "../data/synthetic/generate";
 import { verifyDataset } from "../data/verify";
+import { loadManifest } from "../data/manifest";
+import { FileError } from "../util/errors";
 import { projectRoot, readJson, writeJsonAtomic, sha256, cacheDir } from "../util/fs";
 import { stableStringify } from "../util/json";
 export { stableStringify };
@@ -112,7 +114,6 @@ export async function ensureSyntheticDataset(dir: string, quick: boolean, verbos
 /** Open (or create) a run folder with its dataset and config. */
 export async function openRun(o: OpenRunOptions = {}): Promise<PbipRun> {
   const root = path.resolve(o.root ?? process.env.PBIP_RUN_DIR ?? path.join(projectRoot(), "runs", "notebooks-dev"));
-  fs.mkdirSync(root, { recursive: true });
   const quick = o.quick ?? quickMode();
   const profile = o.profile ?? process.env.PBIP_PROFILE ?? "notebook";
   const envOverrides: ConfigOverride = {};
@@ -133,7 +134,9 @@ export async function openRun(o: OpenRunOptions = {}): Promise<PbipRun> {
     dataDir = quick ? path.join(path.dirname(defaultSyntheticDir()), "synthetic-quick") : defaultSyntheticDir();
     await ensureSyntheticDataset(dataDir, quick, o.verbose ?? true);
   }
+  if (!synthetic) loadManifest(datasetName); // an unknown name is an error naming the known ones
   if (!dataDir) throw new Error(`dataset ${datasetName}: give its folder (PBIP_DATA or --data)`);
+  if (!fs.existsSync(dataDir) || !fs.statSync(dataDir).isDirectory()) throw new FileError(path.resolve(dataDir), `dataset folder not found (dataset ${datasetName})`);
   let dataset: Dataset;
   if (synthetic) dataset = openDataset(dataDir, { dataset: syntheticManifest() });
   else {
@@ -150,6 +153,7 @@ export async function openRun(o: OpenRunOptions = {}): Promise<PbipRun> {
     }
     dataset = openDataset(dataDir, { dataset: datasetName });
   }
+  fs.mkdirSync(root, { recursive: true });
   const results = path.join(root, "results.json");
   const run: PbipRun = {
     root,

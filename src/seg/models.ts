@@ -416,12 +416,14 @@ async function makeBackbone(arch: SegArch, seed: number, mit: Partial<MiTConfig>
   return { backbone, start };
 }
 
+/** Whether a weights file is a pbip checkpoint; a missing or damaged file is an error saying so (not "neither"). */
 function hasPbipMetadata(file: string): boolean {
   try {
     readMetadata(file);
     return true;
-  } catch {
-    return false;
+  } catch (e) {
+    if (e instanceof FileError && /has no pbip metadata/.test(e.message)) return false;
+    throw e;
   }
 }
 

@@ -1,5 +1,5 @@
 import * as path from "node:path";
-import { type Command, parse, str, flag, startBackend } from "../command";
+import { type Command, parse, str, flag, intArg, startBackend } from "../command";
 import { openDataset } from "../../data/dataset";
 import { openBank, loadClassNet, writePseudoMasks } from "../../pipeline";
 import { ProgressBar } from "../../util/progress";
@@ -16,6 +16,7 @@ const cam: Command = {
     "--bank DIR         the bank the checkpoint was trained with",
     "--data DIR --dataset NAME   dataset folder and manifest name",
     "--split NAME       train | val | test (default test)",
+    "--resize N         resize patches of another size to N on load (default: they are an error)",
     "--out DIR          where the masks go (existing valid masks are kept)",
     "--tta / --no-tta   test-time augmentation h-flip x intensity 0.9/1.0/1.1 (default: the checkpoint's config)",
     "--gate gt|pred     gate CAM channels by ground-truth labels or predicted probabilities (default: config)",
@@ -34,6 +35,7 @@ const cam: Command = {
       "no-tta": { type: "boolean" },
       gate: { type: "string" },
       background: { type: "string" },
+      resize: { type: "string" },
       backend: { type: "string" },
     });
     const ckpt = str(p, "checkpoint");
@@ -42,7 +44,7 @@ const cam: Command = {
     const out = str(p, "out");
     if (!ckpt || !bankDir || !data || !out) throw new UsageError("pbip cam: --checkpoint, --bank, --data and --out are required (see --help)");
     await startBackend(str(p, "backend"));
-    const ds = openDataset(data, { dataset: str(p, "dataset") ?? "synthetic" });
+    const ds = openDataset(data, { dataset: str(p, "dataset") ?? "synthetic", resize: intArg("cam", "resize", str(p, "resize"), 16) });
     const splitName = (str(p, "split") ?? "test") as "train" | "val" | "test";
     const split = ds.split(splitName);
     const bank = openBank(bankDir);

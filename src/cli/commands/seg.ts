@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, str, flag, startBackend, type Command } from "../command";
+import { parse, str, flag, intArg, startBackend, type Command } from "../command";
 import { FileError, UsageError } from "../../util/errors";
 import { ProgressBar, formatDuration } from "../../util/progress";
 import { readJson, writeJsonAtomic } from "../../util/fs";
@@ -44,12 +44,6 @@ ${DATA_USAGE}
   --band W            boundary IoU band in pixels (default 2% of the image diagonal)
   --json FILE         where to write the metrics (default <out>/eval-<convention>.json)`;
 
-function intArg(cmd: string, name: string, v: string | undefined, min = 1): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`pbip ${cmd}: --${name} must be an integer >= ${min}, got "${v}"`);
-  return n;
-}
 
 /** The dataset argument: `--dataset NAME`, else the spec in the folder's card.json (synthetic sets). */
 function datasetArg(cmd: string, data: string, name: string | undefined): string | DatasetSpec {
