@@ -13,7 +13,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import type { PbipConfig } from "../config/profiles";
+import { diffValues, type PbipConfig } from "../config/profiles";
 import type { Batch } from "../data/types";
 import { AdamW, type ParamGroup } from "./optim";
 import { learningRate, type LrSchedule } from "./schedule";
@@ -145,6 +145,8 @@ interface CheckpointMeta {
   bestMiou?: number;
   val?: ValidationScore;
   identity?: Record<string, unknown>;
+  /** Written when the epoch's validation failed (e.g. a bad file): a resume validates that epoch first. */
+  pendingValidation?: boolean;
   [k: string]: unknown;
 }
 
@@ -154,24 +156,16 @@ interface CheckpointMeta {
  */
 export function resumeMismatch(meta: { config: PbipConfig; identity?: Record<string, unknown> }, config: PbipConfig, identity?: Record<string, unknown>): string | undefined {
   if (stableStringify(meta.config) !== stableStringify(config)) {
-    const keys = diffKeys(meta.config, config);
+    const keys = diffValues(meta.config, config).map((d) => d.path);
     return `was trained with another config (${keys.slice(0, 6).join(", ")}${keys.length > 6 ? ", ..." : ""})`;
   }
   if (meta.identity && identity && stableStringify(meta.identity) !== stableStringify(identity)) {
-    const keys = diffKeys(meta.identity, identity);
+    const keys = diffValues(meta.identity, identity).map((d) => d.path);
     return `was trained with another ${keys.join(", ")}`;
   }
   return undefined;
 }
 
-/** Dotted paths at which two JSON values differ. */
-function diffKeys(a: unknown, b: unknown, prefix = ""): string[] {
-  const isObj = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x);
-  if (isObj(a) && isObj(b)) {
-    return [...new Set([...Object.keys(a), ...Object.keys(b)])].flatMap((k) => diffKeys(a[k], b[k], prefix ? `${prefix}.${k}` : k));
-  }
-  return stableStringify(a ?? null) === stableStringify(b ?? null) ? [] : [prefix || "(value)"];
-}
 
 /** The newest `step-N.safetensors` in a folder. */
 export function latestCheckpoint(dir: string): string | undefined {
@@ -229,6 +223,10 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
   const nameOf = new Map([...vars].map(([n, v]) => [v.name, n]));
 
   let step = 0;
+  /** The step of the newest checkpoint (written or resumed from). */
+  let savedStep = 0;
+  /** Resumed from a checkpoint written when its epoch's validation failed: validate that epoch first. */
+  let pendingValidation = false;
   let bestMiou = -Infinity;
   let lastCkpt: string | undefined;
   let bestCkpt: string | undefined;
@@ -249,6 +247,8 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
       resumeFile,
     );
     step = meta.step;
+    savedStep = step;
+    pendingValidation = meta.pendingValidation === true && o.val !== undefined && task.validate !== undefined;
     bestMiou = meta.bestMiou ?? -Infinity;
     lastCkpt = resumeFile;
     if (fs.existsSync(bestFile)) bestCkpt = bestFile;
@@ -266,7 +266,7 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
   }
   if (o.runRecord) writeJsonAtomic(path.join(o.outDir, "config.json"), { ...o.runRecord, config: cfg });
 
-  const writeCheckpoint = async (epoch: number, val?: ValidationScore): Promise<string> => {
+  const writeCheckpoint = async (epoch: number, val?: ValidationScore, pendingValidation = false): Promise<string> => {
     const st = await opt.getState();
     const extra = new Map([...st.tensors].map(([n, t]) => [`optim/${n}`, t]));
     const file = path.join(o.outDir, `step-${String(step).padStart(6, "0")}.safetensors`);
@@ -281,8 +281,10 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
       optimizer: { step: st.step, paramSteps: st.paramSteps },
       bestMiou: Number.isFinite(bestMiou) ? bestMiou : undefined,
       val,
+      ...(pendingValidation ? { pendingValidation: true } : {}),
     };
     await saveVariables(file, vars, meta, extra);
+    savedStep = step;
     // Keep the newest step checkpoint only (best.safetensors is separate).
     for (const f of fs.readdirSync(o.outDir)) {
       if (CKPT_RE.test(f) && path.join(o.outDir, f) !== file) fs.rmSync(path.join(o.outDir, f), { force: true });
@@ -290,45 +292,79 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
     return file;
   };
 
+  const validationDue = (epoch: number) => o.val !== undefined && task.validate !== undefined && ((epoch + 1) % cfg.train.valEvery === 0 || step >= totalSteps);
+
+  /** An epoch's end: its validation score (if any) logged, then its checkpoint (and best.safetensors) when due. */
+  async function* endOfEpoch(epoch: number, valScore: ValidationScore | undefined): AsyncGenerator<TrainEvent> {
+    let isBest = false;
+    if (valScore) {
+      isBest = valScore.miou > bestMiou;
+      if (isBest) bestMiou = valScore.miou;
+      // Logged beside the steps so that a plot of a resumed or finished run can show every epoch.
+      fs.appendFileSync(logFile, JSON.stringify({ type: "validation", epoch, step, score: loggableScore(valScore), best: isBest }) + "\n");
+      yield { type: "validation", epoch, step, score: valScore, best: isBest };
+    }
+    if ((epoch + 1) % cfg.train.checkpointEvery === 0 || step >= totalSteps || pendingValidation) {
+      lastCkpt = await writeCheckpoint(epoch, valScore);
+      const noVal = !o.val || !task.validate;
+      if (isBest || (noVal && step >= totalSteps)) {
+        fs.copyFileSync(lastCkpt, bestFile + ".tmp");
+        fs.renameSync(bestFile + ".tmp", bestFile);
+        bestCkpt = bestFile;
+      }
+      yield { type: "checkpoint", epoch, step, file: lastCkpt, best: isBest };
+    }
+  }
+
   yield { type: "start", task: task.name, step, totalSteps, stepsPerEpoch, epochs, resumedFrom, config: cfg };
 
   let stepsThisCall = 0;
   const stopNow = () => o.stopAfter !== undefined && stepsThisCall >= o.stopAfter;
   try {
+    if (pendingValidation) {
+      // The run stopped in the validation of the epoch it had just trained: validate it now.
+      const epoch = step / stepsPerEpoch - 1;
+      yield* endOfEpoch(epoch, await task.validate!(o.val!, epoch));
+      pendingValidation = false;
+    }
     for (let epoch = Math.floor(step / stepsPerEpoch); epoch < epochs && step < totalSteps && !stopNow(); epoch++) {
       const skip = step - epoch * stepsPerEpoch;
       let bi = -1;
-      for await (const batch of o.train.epoch(epoch)) {
-        bi++;
-        if (bi < skip || step >= totalSteps || stopNow()) {
-          disposeBatch(batch);
-          if (bi < skip) continue;
-          break;
-        }
-        yield await trainStep(batch, epoch, bi);
-        stepsThisCall++;
-      }
-      if (stopNow()) break;
+      let inStep = false;
+      let validating = false;
       let valScore: ValidationScore | undefined;
-      let isBest = false;
-      if (o.val && task.validate && ((epoch + 1) % cfg.train.valEvery === 0 || step >= totalSteps)) {
-        valScore = await task.validate(o.val, epoch);
-        isBest = valScore.miou > bestMiou;
-        if (isBest) bestMiou = valScore.miou;
-        // Logged beside the steps so that a plot of a resumed or finished run can show every epoch.
-        fs.appendFileSync(logFile, JSON.stringify({ type: "validation", epoch, step, score: loggableScore(valScore), best: isBest }) + "\n");
-        yield { type: "validation", epoch, step, score: valScore, best: isBest };
-      }
-      if ((epoch + 1) % cfg.train.checkpointEvery === 0 || step >= totalSteps) {
-        lastCkpt = await writeCheckpoint(epoch, valScore);
-        const noVal = !o.val || !task.validate;
-        if (isBest || (noVal && step >= totalSteps)) {
-          fs.copyFileSync(lastCkpt, bestFile + ".tmp");
-          fs.renameSync(bestFile + ".tmp", bestFile);
-          bestCkpt = bestFile;
+      try {
+        for await (const batch of o.train.epoch(epoch)) {
+          bi++;
+          if (bi < skip || step >= totalSteps || stopNow()) {
+            disposeBatch(batch);
+            if (bi < skip) continue;
+            break;
+          }
+          inStep = true;
+          const ev = await trainStep(batch, epoch, bi);
+          inStep = false;
+          yield ev;
+          stepsThisCall++;
         }
-        yield { type: "checkpoint", epoch, step, file: lastCkpt, best: isBest };
+        if (stopNow()) break;
+        if (validationDue(epoch)) {
+          validating = true;
+          valScore = await task.validate!(o.val!, epoch);
+          validating = false;
+        }
+      } catch (e) {
+        // A bad file in the data (or anything else outside a step) stops the run; the steps
+        // trained since the last checkpoint are kept, so fixing the file and resuming loses
+        // nothing. A failed validation is redone when the run resumes.
+        if (!inStep && (step > savedStep || validating) && e instanceof Error) {
+          const trained = step - savedStep;
+          lastCkpt = await writeCheckpoint(epoch, undefined, validating);
+          e.message += `\n(${trained > 0 ? `the ${trained} step(s) trained since the last checkpoint were saved in ${lastCkpt}` : `the run is at ${lastCkpt}`}: fix the problem and run again to resume from step ${step}${validating ? `, starting with epoch ${epoch + 1}'s validation` : ""})`;
+        }
+        throw e;
       }
+      yield* endOfEpoch(epoch, valScore);
     }
   } finally {
     opt.dispose();

@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
+import { FileError } from "../../src/util/errors";
 import { onBackend, maxRelErr } from "../helpers";
 import { TinyBackbone, TinyEncoder } from "../tiny";
 import { ClassNet } from "../../src/model/classnet";
@@ -204,7 +205,7 @@ test("encoderKeepPlan: a number caps the kept images; auto keeps what fits the W
   assert.equal(auto.keep(16, 16, perImage), false, "16 plus 16 do not");
 });
 
-async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; val?: boolean; source?: BatchSource; protoSeed?: number } = {}): Promise<TrainEvent[]> {
+async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; val?: boolean; source?: BatchSource; valSource?: BatchSource; protoSeed?: number } = {}): Promise<TrainEvent[]> {
   const net = tinyNet(cfg);
   const encoder = new TinyEncoder(SIZE);
   const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", extra.protoSeed ?? 12) as tf.Tensor2D);
@@ -217,7 +218,7 @@ async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; 
       bankPrototypes: protos,
       backgroundId: 4,
       train: extra.source ?? memorySource(16, 4, 9),
-      val: extra.val === false ? undefined : memorySource(8, 4, 10),
+      val: extra.val === false ? undefined : (extra.valSource ?? memorySource(8, 4, 10)),
       outDir: dir,
       stopAfter: extra.stopAfter,
     })) {
@@ -278,6 +279,54 @@ test("a checkpoint trained with another config or other prototypes is not resume
     assert.equal((resumed.find((e) => e.type === "start") as Extract<TrainEvent, { type: "start" }>).step, 4, "the same config and prototypes resume");
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** `inner`, except that batch `failBatch` of epoch `failEpoch` is a bad file (a FileError, as the loader gives). */
+function failingSource(inner: BatchSource, failEpoch: number, failBatch: number): BatchSource {
+  return {
+    batchesPerEpoch: inner.batchesPerEpoch,
+    async *epoch(e: number): AsyncGenerator<Batch> {
+      let i = 0;
+      for await (const b of inner.epoch(e)) {
+        if (e === failEpoch && i === failBatch) {
+          tf.dispose([b.images, b.labels, b.masks]);
+          throw new FileError("/data/train/bad.png", "truncated or corrupt image (libpng read error)");
+        }
+        i++;
+        yield b;
+      }
+    },
+  };
+}
+
+test("a bad file met mid-epoch or in validation stops the run with its steps saved; fixing it and resuming gives the uninterrupted run", async () => {
+  await onBackend("wasm", () => undefined);
+  const cfg = config();
+  const dirs = [tmp("full"), tmp("bad-train"), tmp("bad-val")];
+  try {
+    const full = await train(cfg, dirs[0]!);
+    const doneFull = full.at(-1) as Extract<TrainEvent, { type: "done" }>;
+    const weights = (f: string) => [...readSafetensors(f)].filter(([n]) => !n.startsWith("optim/")).map(([n, t]) => [n, Array.from(t.data)]);
+
+    // Batch 2 of the second epoch is unreadable: 4 + 2 steps are trained, the last 2 not yet checkpointed.
+    await assert.rejects(train(cfg, dirs[1]!, { source: failingSource(memorySource(16, 4, 9), 1, 2) }), (e: Error) =>
+      e instanceof FileError && /^\/data\/train\/bad\.png: truncated or corrupt image/.test(e.message) && /the 2 step\(s\) trained since the last checkpoint were saved in .*step-000006\.safetensors: fix the problem and run again to resume from step 6\)$/.test(e.message));
+    const resumed = await train(cfg, dirs[1]!);
+    assert.equal((resumed[0] as Extract<TrainEvent, { type: "start" }>).step, 6);
+    const done1 = resumed.at(-1) as Extract<TrainEvent, { type: "done" }>;
+    assert.deepEqual(weights(done1.lastCheckpoint!), weights(doneFull.lastCheckpoint!), "the same final weights as the uninterrupted run");
+
+    // The first validation meets a bad file: the epoch is saved, and the resumed run validates it first.
+    await assert.rejects(train(cfg, dirs[2]!, { valSource: failingSource(memorySource(8, 4, 10), 0, 1) }), /starting with epoch 1's validation\)$/);
+    const again = await train(cfg, dirs[2]!);
+    assert.deepEqual(again.slice(0, 3).map((e) => [e.type, "step" in e ? e.step : undefined]), [["start", 4], ["validation", 4], ["checkpoint", 4]]);
+    const done2 = again.at(-1) as Extract<TrainEvent, { type: "done" }>;
+    assert.deepEqual(weights(done2.lastCheckpoint!), weights(doneFull.lastCheckpoint!));
+    assert.equal(done2.bestMiou, doneFull.bestMiou, "the same validations, so the same best");
+    assert.deepEqual(weights(done2.bestCheckpoint!), weights(doneFull.bestCheckpoint!));
+  } finally {
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   }
 });
 
