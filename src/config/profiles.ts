@@ -241,7 +241,14 @@ export const NOTEBOOK: PbipConfig = {
 export const PROFILES: Record<string, PbipConfig> = { release: RELEASE, paper: PAPER, notebook: NOTEBOOK };
 
 /** A deep-partial override of a config. */
-export type ConfigOverride = { [K in keyof PbipConfig]?: PbipConfig[K] extends object ? Partial<PbipConfig[K]> : PbipConfig[K] };
+/** A partial of T at every depth (arrays and other non-plain values are replaced whole). */
+export type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T;
+
+/**
+ * Changes to a config, at any depth: `{ cam: { background: { mode: "power" } } }`.
+ * Merged key by key (arrays replaced whole); `resolveConfig` checks the result.
+ */
+export type ConfigOverride = DeepPartial<PbipConfig>;
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);

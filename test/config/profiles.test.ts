@@ -35,3 +35,10 @@ test("a value a key does not take is an error naming the key and what it takes, 
   assert.throws(set("optim.betas=[0.9]"), /optim\.betas takes two numbers/);
   assert.deepEqual(parseSetOverrides(["train.epochs=3", "loss.useBg=false", "cam.tta.intensities=[0.9,1]"], PROFILES["notebook"]), { train: { epochs: 3 }, loss: { useBg: false }, cam: { tta: { intensities: [0.9, 1] } } });
 });
+
+test("overrides type-check at any depth, without casts, and merge key by key", () => {
+  const c = resolveConfig("notebook", { cam: { background: { mode: "power" } }, loss: { temperature: 1 } });
+  assert.equal(c.cam.background.mode, "power");
+  assert.equal(c.cam.background.whiteGrey, NOTEBOOK.cam.background.whiteGrey, "the section's other keys stay");
+  assert.equal(c.loss.temperature, 1);
+});
