@@ -9,6 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ConfigOverride, PbipConfig } from "../config/profiles";
 import type { EncoderIdentity, ImageEncoder } from "../encoders/types";
+import type { PbipHooks } from "../train/trainer";
 import { openRun, type OpenRunOptions, type PbipRun } from "./run";
 import type { ImageBank } from "../bank";
 import { createEncoderFor } from "./core";
@@ -23,6 +24,8 @@ import { stableStringify } from "../util/json";
 export interface AblationVariant {
   description: string;
   overrides: ConfigOverride;
+  /** Code-level changes to the objective; their `name` is kept in the records, so changed hooks need a new name to rerun. */
+  hooks?: PbipHooks;
 }
 
 const over = <T>(x: T) => x as never;
@@ -57,9 +60,10 @@ export interface AblationRecord {
   test: { miou: number; fwiou: number; mbiou: number; mdice: number };
   /** Per-image test mIoU, by patch id. */
   perImage: Record<string, number>;
-  /** The run's resolved config and frozen encoder: a record is reused only while both still match. */
+  /** The run's resolved config, frozen encoder and hooks' name: a record is reused only while these still match. */
   config?: PbipConfig;
   encoder?: EncoderIdentity;
+  hooks?: string;
 }
 
 export interface AblationRow {
@@ -98,7 +102,8 @@ export interface AblationOptions extends Omit<OpenRunOptions, "root" | "override
  * config or encoder differ from the run's. A record written before records kept
  * their config is checked against its stage-1 checkpoint's config instead.
  */
-function staleRecord(rec: AblationRecord, run: PbipRun, encoder: () => Promise<ImageEncoder>): Promise<string | undefined> | string | undefined {
+function staleRecord(rec: AblationRecord, run: PbipRun, encoder: () => Promise<ImageEncoder>, hooks: string | undefined): Promise<string | undefined> | string | undefined {
+  if (rec.config && rec.hooks !== hooks) return `was made with ${rec.hooks ? `hooks "${rec.hooks}"` : "no hooks"}, now ${hooks ? `hooks "${hooks}"` : "none"}`;
   let config = rec.config;
   if (!config) {
     const ckpt = latestCheckpoint(run.paths.stage1("model"));
@@ -133,7 +138,7 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
       try {
         if (fs.existsSync(recFile)) {
           const rec = readJson<AblationRecord>(recFile);
-          const why = await staleRecord(rec, run, encoder);
+          const why = await staleRecord(rec, run, encoder, defs[variant]!.hooks?.name);
           if (!why) {
             records.push(rec);
             log(`${variant} seed ${seed}: done earlier`);
@@ -145,7 +150,7 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
         }
         const e = await encoder();
         const { bank } = await ensureBank(run, e);
-        const h = await stage1(run, { name: "model" }, e, bank);
+        const h = await stage1(run, { name: "model", hooks: defs[variant]!.hooks }, e, bank);
         let valMiou: number | undefined;
         let bestValMiou: number | undefined;
         for await (const ev of h.events()) {
@@ -156,7 +161,7 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
             bestValMiou = ev.bestMiou;
           }
         }
-        const rec = await scoreStage1Run(run, "model", bank, { variant, seed, valMiou, bestValMiou, config: run.config, encoder: e.identity }, recFile);
+        const rec = await scoreStage1Run(run, "model", bank, { variant, seed, valMiou, bestValMiou, config: run.config, encoder: e.identity, ...(defs[variant]!.hooks ? { hooks: defs[variant]!.hooks!.name } : {}) }, recFile);
         records.push(rec);
         log(`${variant} seed ${seed}: test mIoU ${(100 * rec.test.miou).toFixed(2)}%${valMiou !== undefined ? `, val ${(100 * valMiou).toFixed(2)}%` : ""}`);
       } finally {
@@ -172,7 +177,7 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
  * (written once, reused), evaluated against the test masks; the record (with the
  * per-image mIoU the t-tests pair on) is written atomically to `file`.
  */
-export async function scoreStage1Run(run: PbipRun, stage1Variant: string, bank: ImageBank, id: Pick<AblationRecord, "variant" | "seed" | "valMiou" | "bestValMiou" | "config" | "encoder">, file: string): Promise<AblationRecord> {
+export async function scoreStage1Run(run: PbipRun, stage1Variant: string, bank: ImageBank, id: Pick<AblationRecord, "variant" | "seed" | "valMiou" | "bestValMiou" | "config" | "encoder" | "hooks">, file: string): Promise<AblationRecord> {
   const { net, config, file: ckpt } = await loadStage1(run, stage1Variant, bank);
   let maskDir: string;
   try {

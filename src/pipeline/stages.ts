@@ -12,7 +12,7 @@ import { buildBankEvents, saveBank, loadBank, prototypesTensor, type ImageBank, 
 import { encoderMismatch } from "../bank/bank";
 import { stableStringify, type PbipRun } from "./run";
 import { createClassNet, stage1Loaders, loadClassNet, writePseudoMasks, type PseudoMaskResult } from "./core";
-import { trainClassNet, classNetIdentity } from "../train/trainer";
+import { trainClassNet, classNetIdentity, type PbipHooks } from "../train/trainer";
 import { latestCheckpoint, plannedSteps, resumeMismatch, type TrainEvent } from "../train/loop";
 import { readMetadata } from "../io/checkpoint";
 import type { ClassNet } from "../model/classnet";
@@ -48,6 +48,8 @@ export async function ensureBank(run: PbipRun, encoder: ImageEncoder, onEvent?: 
 export interface Stage1Variant {
   name: string;
   overrides?: ConfigOverride;
+  /** Code-level changes to the objective (a threshold, a loss, extra terms); see {@link PbipHooks}. */
+  hooks?: PbipHooks;
 }
 
 /** Standard variants of notebook 03 and the results table. */
@@ -84,7 +86,7 @@ export async function stage1(run: PbipRun, v: Stage1Variant, encoder: ImageEncod
   if (last) {
     const meta = readMetadata<{ config: PbipConfig; step: number; identity?: Record<string, unknown> }>(last);
     const protos = prototypesTensor(bank);
-    const mismatch = resumeMismatch(meta, cfg, classNetIdentity(encoder, protos));
+    const mismatch = resumeMismatch(meta, cfg, classNetIdentity(encoder, protos, v.hooks));
     protos.dispose();
     if (mismatch) {
       const aside = `${dir}.old-${Date.now()}`;
@@ -106,6 +108,7 @@ export async function stage1(run: PbipRun, v: Stage1Variant, encoder: ImageEncod
       const protos = prototypesTensor(bank);
       try {
         yield* trainClassNet({
+          hooks: v.hooks,
           config: cfg,
           net,
           encoder,

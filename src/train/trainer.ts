@@ -9,11 +9,11 @@
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import type { PbipConfig } from "../config/profiles";
-import type { ClassNet } from "../model/classnet";
+import type { ClassNet, ClassNetOutput } from "../model/classnet";
 import type { ImageEncoder } from "../encoders/types";
 import type { Batch } from "../data/types";
 import { classificationLoss } from "../losses/classification";
-import { foregroundContrastiveLoss, backgroundContrastiveLoss } from "../losses/contrastive";
+import { foregroundContrastiveLoss, backgroundContrastiveLoss, type ContrastiveLossOptions } from "../losses/contrastive";
 import { pbipLoss } from "../losses/total";
 import { matchingMap, adaptiveThreshold, selectPairs, foregroundBackground, encodeRegionsImage, encodeRegionsFeature, type MatchPairs } from "../match";
 import { canReadSync } from "../runtime/memory";
@@ -25,7 +25,50 @@ import { scorePseudoMasks, type BatchSource } from "./validate";
 import { runTraining, type TrainTask, type StepResult, type TrainEvent, type ValidationScore } from "./loop";
 import type { ParamGroup } from "./optim";
 
+/**
+ * Pieces of the PBIP objective a researcher can replace or extend without forking
+ * the trainer. Each is called where the release's piece is, in both region modes
+ * (and both passes of the two-pass `image` mode). `name` identifies the variation:
+ * it is recorded in checkpoints, and a run with other hooks is not resumed from them.
+ *
+ * @example
+ * // An entropy penalty on the deepest stage's subclass maps, logged as "entropy".
+ * const hooks: PbipHooks = {
+ *   name: "entropy-0.01",
+ *   extraLoss: ({ out }) => ({ entropy: tf.tidy(() => {
+ *     const p = tf.softmax(out.maps[out.maps.length - 1]!);
+ *     return tf.mul(-0.01, tf.mean(tf.sum(tf.mul(p, tf.log(tf.add(p, 1e-8))), -1))) as tf.Scalar;
+ *   }) }),
+ * };
+ */
+export interface PbipHooks {
+  /** Names this variation in checkpoints and run records. */
+  name: string;
+  /**
+   * Eq. 4: the binary foreground mask b [B, H, W, S] of the matching map m
+   * [B, H, W, S] (values 0 or 1; its gradient is not used). Default:
+   * `adaptiveThreshold(m, match.delta, match.maxOver)`.
+   */
+  threshold?: (m: tf.Tensor4D, config: PbipConfig) => tf.Tensor4D;
+  /**
+   * Eq. 9-10: L_FGS from the foreground region features [P, d] (not normalised), the
+   * prototype row of each pair, and the prototypes [S, d]. Default:
+   * `foregroundContrastiveLoss`.
+   */
+  fgLoss?: (features: tf.Tensor2D, subclass: number[], prototypes: tf.Tensor2D, opts: ContrastiveLossOptions) => tf.Scalar;
+  /** Eq. 11-12: L_BGS, as `fgLoss` for the background features. Default: `backgroundContrastiveLoss`. */
+  bgLoss?: (features: tf.Tensor2D, subclass: number[], prototypes: tf.Tensor2D, opts: ContrastiveLossOptions) => tf.Scalar;
+  /**
+   * Terms added to the total loss, each logged under its name: computed inside the
+   * gradient tape from the step's ClassNet outputs, so their gradients train the
+   * network. `pairs` is this step's (image, subclass) selection.
+   */
+  extraLoss?: (x: { out: ClassNetOutput; batch: Batch; labels: tf.Tensor2D; pairs?: MatchPairs; step: number; config: PbipConfig }) => Record<string, tf.Scalar>;
+}
+
 export interface PbipTaskOptions {
+  /** Replace or extend parts of the objective (see {@link PbipHooks}). */
+  hooks?: PbipHooks;
   config: PbipConfig;
   net: ClassNet;
   /** The frozen encoder phi used for region features (the one that built the bank). */
@@ -181,6 +224,20 @@ export class PbipTask implements TrainTask<PbipCtx> {
     return m !== 1 ? [{ name: "heads", match: /^head\//, lrScale: m }] : [];
   }
 
+  /** Eq. 4, or the hooks' threshold. */
+  private threshold(m: tf.Tensor4D): tf.Tensor4D {
+    const h = this.o.hooks?.threshold;
+    return h ? h(m, this.o.config) : adaptiveThreshold(m, this.o.config.match.delta, this.o.config.match.maxOver);
+  }
+
+  private fgLoss(f: tf.Tensor2D, subclass: number[], protos: tf.Tensor2D, opts: ContrastiveLossOptions): tf.Scalar {
+    return (this.o.hooks?.fgLoss ?? foregroundContrastiveLoss)(f, subclass, protos, opts);
+  }
+
+  private bgLoss(f: tf.Tensor2D, subclass: number[], protos: tf.Tensor2D, opts: ContrastiveLossOptions): tf.Scalar {
+    return (this.o.hooks?.bgLoss ?? backgroundContrastiveLoss)(f, subclass, protos, opts);
+  }
+
   /** Whether `image` mode runs in two passes with the encoder in chunks (see {@link regionGradients}). */
   private twoPass(): boolean {
     return this.useSim && this.o.config.match.regionMode === "image" && (this.o.config.match.encoderChunk ?? 0) > 0;
@@ -235,7 +292,7 @@ export class PbipTask implements TrainTask<PbipCtx> {
     const p = pairs.image.length;
     const regions = tf.tidy(() => {
       const m = matchingMap(maps, [batch.images.shape[1], batch.images.shape[2]], cfg.match.mapSource);
-      const b = adaptiveThreshold(m, cfg.match.delta, cfg.match.maxOver);
+      const b = this.threshold(m);
       const r = foregroundBackground(batch.images, m, b, pairs, cfg.match);
       return tf.concat([r.fg, r.bg], 0) as tf.Tensor4D;
     });
@@ -266,11 +323,11 @@ export class PbipTask implements TrainTask<PbipCtx> {
         const f = tf.concat(feats, 0) as tf.Tensor2D;
         const terms: tf.Scalar[] = [];
         if (w.useFg) {
-          fgT = tf.keep(foregroundContrastiveLoss(tf.slice(f, 0, p) as tf.Tensor2D, pairs.subclass, this.protos, opts));
+          fgT = tf.keep(this.fgLoss(tf.slice(f, 0, p) as tf.Tensor2D, pairs.subclass, this.protos, opts));
           terms.push(tf.mul(fgT, w.beta * w.theta1));
         }
         if (w.useBg) {
-          bgT = tf.keep(backgroundContrastiveLoss(tf.slice(f, p, p) as tf.Tensor2D, pairs.subclass, this.protos, opts));
+          bgT = tf.keep(this.bgLoss(tf.slice(f, p, p) as tf.Tensor2D, pairs.subclass, this.protos, opts));
           terms.push(tf.mul(bgT, w.beta * w.theta2));
         }
         return tf.addN(terms) as tf.Scalar;
@@ -301,8 +358,10 @@ export class PbipTask implements TrainTask<PbipCtx> {
     let bg: tf.Scalar | undefined;
     let surrogate: tf.Scalar | undefined;
     counts.pairs = 0;
+    let pairs: MatchPairs | undefined;
     if (this.useSim) {
       const sel = ctx.pairs ?? selectPairs(out.logits[out.logits.length - 1]!.dataSync(), ctx.labels, batch.ids.length, net.k);
+      pairs = sel;
       counts.pairs = sel.image.length;
       if (sel.image.length === 0 && !this.warnedNoPairs) {
         this.warnedNoPairs = true;
@@ -313,7 +372,7 @@ export class PbipTask implements TrainTask<PbipCtx> {
       }
       if (sel.image.length > 0) {
         const m = matchingMap(out.maps, [batch.images.shape[1], batch.images.shape[2]], cfg.match.mapSource);
-        const b = adaptiveThreshold(m, cfg.match.delta, cfg.match.maxOver);
+        const b = this.threshold(m);
         const g = ctx.regionGrad;
         if (g) {
           // Pass 2 of the two-pass image mode: values from pass 1, gradient through sum(X * G).
@@ -329,8 +388,8 @@ export class PbipTask implements TrainTask<PbipCtx> {
           const feats = cfg.match.regionMode === "image" ? encodeRegionsImage(encoder, regions) : encodeRegionsFeature(ctx.dense!, regions, sel);
           seconds.regions = (Date.now() - tr) / 1000;
           const opts = { temperature: cfg.loss.temperature, reduction: cfg.loss.reduction };
-          if (cfg.loss.useFg) fg = foregroundContrastiveLoss(feats.fg, sel.subclass, this.protos, opts);
-          if (cfg.loss.useBg) bg = backgroundContrastiveLoss(feats.bg, sel.subclass, this.protos, opts);
+          if (cfg.loss.useFg) fg = this.fgLoss(feats.fg, sel.subclass, this.protos, opts);
+          if (cfg.loss.useBg) bg = this.bgLoss(feats.bg, sel.subclass, this.protos, opts);
         }
       }
     }
@@ -338,7 +397,15 @@ export class PbipTask implements TrainTask<PbipCtx> {
     const t = pbipLoss({ cls: cls.total, fg, bg, camReg }, cfg.loss);
     const terms: Record<string, tf.Scalar> = { cls: t.cls, fg: t.fg, bg: t.bg, camReg: t.camReg };
     out.stages.forEach((s, i) => (terms[`cls_stage${s}`] = cls.perStage[i]!));
-    return { total: surrogate ? (tf.add(t.total, surrogate) as tf.Scalar) : t.total, terms };
+    let total = surrogate ? (tf.add(t.total, surrogate) as tf.Scalar) : t.total;
+    const extra = this.o.hooks?.extraLoss?.({ out, batch, labels: batch.labels, pairs, step, config: cfg }) ?? {};
+    for (const [name, v] of Object.entries(extra)) {
+      if (name in terms || name === "total") throw new Error(`PbipHooks.extraLoss: the term name "${name}" is taken by the objective's own terms; choose another`);
+      if (v.rank !== 0) throw new Error(`PbipHooks.extraLoss: term "${name}" must be a scalar, got shape [${v.shape}]`);
+      terms[name] = v;
+      total = tf.add(total, v) as tf.Scalar;
+    }
+    return { total, terms };
   }
 
   async validate(source: BatchSource): Promise<ValidationScore> {
@@ -367,8 +434,8 @@ export interface TrainClassNetOptions extends PbipTaskOptions {
  * resumed: the frozen encoder's identity and a hash of the prototypes (a bank rebuilt
  * under the same config, e.g. after an encoder's weights changed, hashes otherwise).
  */
-export function classNetIdentity(encoder: ImageEncoder, prototypes: tf.Tensor2D): Record<string, unknown> {
-  return { encoder: encoder.identity, prototypesSha256: prototypesSha256(prototypes.dataSync() as Float32Array) };
+export function classNetIdentity(encoder: ImageEncoder, prototypes: tf.Tensor2D, hooks?: PbipHooks): Record<string, unknown> {
+  return { encoder: encoder.identity, prototypesSha256: prototypesSha256(prototypes.dataSync() as Float32Array), ...(hooks ? { hooks: hooks.name } : {}) };
 }
 
 
@@ -384,7 +451,7 @@ export async function* trainClassNet(o: TrainClassNetOptions): AsyncGenerator<Tr
   const task = new PbipTask(o);
   try {
     yield* runTraining(task, {
-      runRecord: { task: "classnet", bank: o.bankIdentity, encoder: o.encoder.identity },
+      runRecord: { task: "classnet", bank: o.bankIdentity, encoder: o.encoder.identity, ...(o.hooks ? { hooks: o.hooks.name } : {}) },
       config: o.config,
       train: o.train,
       val: o.val,
@@ -392,7 +459,7 @@ export async function* trainClassNet(o: TrainClassNetOptions): AsyncGenerator<Tr
       resume: o.resume,
       stopAfter: o.stopAfter,
       metadata: { bank: o.bankIdentity, encoder: o.encoder.identity, backbone: o.net.backbone.name },
-      identity: classNetIdentity(o.encoder, o.bankPrototypes),
+      identity: classNetIdentity(o.encoder, o.bankPrototypes, o.hooks),
     });
   } finally {
     task.dispose();

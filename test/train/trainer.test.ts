@@ -9,7 +9,8 @@ import { onBackend, maxRelErr } from "../helpers";
 import { TinyBackbone, TinyEncoder } from "../tiny";
 import { ClassNet } from "../../src/model/classnet";
 import { resolveConfig, type PbipConfig, type ConfigOverride } from "../../src/config/profiles";
-import { PbipTask, trainClassNet, checkpointed, encoderKeepPlan, regionSurrogate } from "../../src/train/trainer";
+import { PbipTask, trainClassNet, checkpointed, encoderKeepPlan, regionSurrogate, type PbipHooks } from "../../src/train/trainer";
+import { foregroundContrastiveLoss } from "../../src/losses/contrastive";
 import { adaptiveThreshold, foregroundBackground } from "../../src/match";
 import { runTraining, TrainingDivergedError, type TrainEvent } from "../../src/train/loop";
 import type { BatchSource } from "../../src/train/validate";
@@ -205,13 +206,14 @@ test("encoderKeepPlan: a number caps the kept images; auto keeps what fits the W
   assert.equal(auto.keep(16, 16, perImage), false, "16 plus 16 do not");
 });
 
-async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; val?: boolean; source?: BatchSource; valSource?: BatchSource; protoSeed?: number } = {}): Promise<TrainEvent[]> {
+async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; val?: boolean; source?: BatchSource; valSource?: BatchSource; protoSeed?: number; hooks?: PbipHooks } = {}): Promise<TrainEvent[]> {
   const net = tinyNet(cfg);
   const encoder = new TinyEncoder(SIZE);
   const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", extra.protoSeed ?? 12) as tf.Tensor2D);
   const events: TrainEvent[] = [];
   try {
     for await (const ev of trainClassNet({
+      hooks: extra.hooks,
       config: cfg,
       net,
       encoder,
@@ -327,6 +329,45 @@ test("a bad file met mid-epoch or in validation stops the run with its steps sav
     assert.deepEqual(weights(done2.bestCheckpoint!), weights(doneFull.bestCheckpoint!));
   } finally {
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test("hooks replace eq. 4's threshold and the matching losses and add terms, in one-pass and two-pass image mode alike; their name guards resume", async () => {
+  await onBackend("wasm", () => undefined);
+  for (const chunk of [0, 3]) {
+    const cfg = config({ match: { regionMode: "image", encoderChunk: chunk } as PbipConfig["match"] });
+    const dirs = [tmp("plain"), tmp("hooked"), tmp("hooked2")];
+    try {
+      const firstStep = (evs: TrainEvent[]) => evs.find((e) => e.type === "step") as Extract<TrainEvent, { type: "step" }>;
+      const plain = firstStep(await train(cfg, dirs[0]!, { stopAfter: 1, val: false }));
+      let thresholdCalls = 0;
+      const hooks: PbipHooks = {
+        name: "double-fg-ones-mask-l2",
+        // Every pixel foreground: b = 1.
+        threshold: (m) => (thresholdCalls++, tf.onesLike(m)),
+        fgLoss: (f, sub, p, o) => tf.mul(2, foregroundContrastiveLoss(f, sub, p, o)) as tf.Scalar,
+        extraLoss: ({ out }) => ({ mapL2: tf.mul(1e-3, tf.mean(tf.square(out.maps[out.maps.length - 1]!))) as tf.Scalar }),
+      };
+      const hooked = firstStep(await train(cfg, dirs[1]!, { stopAfter: 1, val: false, hooks }));
+      assert.ok(thresholdCalls >= 1, "the threshold hook was used");
+      // With b = 1 everywhere, X_BG = 0: every background region is black, whatever the maps.
+      const ones = firstStep(await train(cfg, dirs[2]!, { stopAfter: 1, val: false, hooks: { name: "ones", threshold: (m) => tf.onesLike(m) } }));
+      assert.notEqual(ones.losses.bg, plain.losses.bg, "another mask, another L_BGS");
+      assert.ok(Math.abs(hooked.losses.fg! - 2 * ones.losses.fg!) <= 1e-5 * Math.abs(ones.losses.fg!), `fgLoss hook doubles L_FGS (${hooked.losses.fg} vs 2 x ${ones.losses.fg})`);
+      assert.ok(hooked.losses.mapL2! > 0, "the extra term is logged under its name");
+      const expected = ones.losses.total + (hooked.losses.fg! - ones.losses.fg!) * cfg.loss.beta * cfg.loss.theta1 + hooked.losses.mapL2!;
+      assert.ok(Math.abs(hooked.losses.total - expected) <= 1e-5 * Math.abs(expected), `the total adds the extra term (${hooked.losses.total} vs ${expected})`);
+      // A checkpoint trained with hooks is not resumed without them (or with others).
+      const d = tmp("resume-hooks");
+      try {
+        await train(cfg, d, { stopAfter: 5, hooks });
+        await assert.rejects(train(cfg, d), /was trained with another hooks/);
+      } finally {
+        fs.rmSync(d, { recursive: true, force: true });
+      }
+    } finally {
+      for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+    }
   }
 });
 
