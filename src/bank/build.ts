@@ -16,6 +16,7 @@ import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import type { Sample, Split } from "../data/types";
 import { readSample } from "../data/loader";
+import { rgbToTensor } from "../data/image";
 import type { ImageEncoder } from "../encoders/types";
 import { RELEASE, type PbipConfig } from "../config/profiles";
 import { cacheDir, float32FromLE, float32ToLE, readJson, sha256, writeFileAtomic, writeJsonAtomic } from "../util/fs";
@@ -99,16 +100,6 @@ export type EncodeEvent =
   | { type: "encode"; done: number; total: number; kept: number; white: number; seconds: number }
   | { type: "features"; features: FeatureMatrix; kept: number[]; whiteFractions: Float32Array; seconds: number };
 
-function toTensor(rgbs: Uint8Array[], size: number): tf.Tensor4D {
-  const n = rgbs.length;
-  const data = new Float32Array(n * size * size * 3);
-  rgbs.forEach((rgb, i) => {
-    const off = i * size * size * 3;
-    for (let j = 0; j < rgb.length; j++) data[off + j] = rgb[j]! / 255;
-  });
-  return tf.tensor4d(data, [n, size, size, 3]);
-}
-
 /**
  * Encode patches of a split in batches with `encoder` (pooled features), reading
  * them with the data loader's reader; optionally drop mostly white ones on the
@@ -143,7 +134,7 @@ export async function* encodeSamples(split: Split, samples: readonly Sample[], e
     for (const j of keepIdx) bySize.set(batch[j]!.size, [...(bySize.get(batch[j]!.size) ?? []), j]);
     const rows = new Map<number, Float32Array>();
     for (const [size, js] of bySize) {
-      const x = toTensor(js.map((j) => batch[j]!.rgb), size);
+      const x = rgbToTensor(js.map((j) => batch[j]!.rgb), size);
       const out = await encoder.encode(x);
       x.dispose();
       if (out.pooled.shape[1] !== d) throw new Error(`${encoder.identity.name}: pooled features have ${out.pooled.shape[1]} values, the encoder declares d = ${d}`);

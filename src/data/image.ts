@@ -12,6 +12,7 @@
  */
 import * as fs from "node:fs";
 import sharp from "sharp";
+import * as tf from "@tensorflow/tfjs";
 import { FileError } from "../util/errors";
 import { writeFileAtomic } from "../util/fs";
 import { decodePng, encodePalettePng, encodeRgbPng, isPng } from "./png";
@@ -39,13 +40,42 @@ export interface ReadImageOptions {
   resize?: number;
 }
 
-function fileProblem(file: string, e: unknown): FileError {
+/** The PNG signature and the IEND chunk a complete PNG ends with. */
+const PNG_IEND = Buffer.from([0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82]);
+
+function fileProblem(file: string, e: unknown, bytes?: Uint8Array): FileError {
   if (e instanceof FileError) return e;
   const code = (e as NodeJS.ErrnoException).code;
   if (code === "ENOENT") return new FileError(file, "file not found");
   if (code) return new FileError(file, `cannot read: ${code}`);
   const msg = (e as Error).message ?? String(e);
+  // libpng's messages do not always reach sharp ("Unknown error"): look at the bytes too.
+  if (bytes && bytes.length === 0) return new FileError(file, "empty file");
+  if (bytes && isPng(bytes) && !Buffer.from(bytes.subarray(Math.max(0, bytes.length - 8))).equals(PNG_IEND)) return new FileError(file, `truncated PNG: it does not end with an IEND chunk (${bytes.length} bytes; decoder: ${msg})`);
   return new FileError(file, /read error|truncat|premature|corrupt|crc|unexpected end/i.test(msg) ? `truncated or corrupt image (${msg})` : `unreadable image (${msg})`);
+}
+
+/** RGB images (bytes, each `size` x `size`) as one [N, size, size, 3] float tensor in [0, 1]: the input every pbip network and encoder takes. */
+export function rgbToTensor(rgbs: readonly Uint8Array[], size: number): tf.Tensor4D {
+  const data = new Float32Array(rgbs.length * size * size * 3);
+  rgbs.forEach((rgb, i) => {
+    if (rgb.length !== size * size * 3) throw new Error(`rgbToTensor: image ${i} has ${rgb.length} bytes, expected ${size} x ${size} x 3`);
+    const off = i * size * size * 3;
+    for (let j = 0; j < rgb.length; j++) data[off + j] = rgb[j]! / 255;
+  });
+  return tf.tensor4d(data, [rgbs.length, size, size, 3]);
+}
+
+/**
+ * Read image files of any size into one [N, size, size, 3] float tensor in [0, 1]
+ * (resized bilinearly where needed), e.g. your own patches for `computeCams`:
+ *
+ * @example
+ * const x = await readImagesTensor(["a.png", "b.png"], config.data.inputSize);
+ */
+export async function readImagesTensor(files: readonly string[], size: number): Promise<tf.Tensor4D> {
+  const imgs = await Promise.all(files.map((f) => readImage(f, { resize: size })));
+  return rgbToTensor(imgs.map((im) => im.data), size);
 }
 
 /**
@@ -55,11 +85,12 @@ function fileProblem(file: string, e: unknown): FileError {
  */
 export async function readImage(file: string, opts: ReadImageOptions = {}): Promise<RgbImage> {
   let out: { data: Buffer; info: sharp.OutputInfo };
+  let buf: Buffer | undefined;
   try {
-    const buf = await fs.promises.readFile(file);
+    buf = await fs.promises.readFile(file);
     out = await sharp(buf, { failOn: "truncated" }).removeAlpha().toColourspace("srgb").raw().toBuffer({ resolveWithObject: true });
   } catch (e) {
-    throw fileProblem(file, e);
+    throw fileProblem(file, e, buf);
   }
   let { data } = out;
   const { width, height, channels } = out.info;

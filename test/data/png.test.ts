@@ -10,7 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import sharp from "sharp";
 import { crc32, decodePng, encodePalettePng, encodeRgbPng } from "../../src/data/png";
-import { readImage, readMask, writeMask, maskIdsFromPng, colorizeMask } from "../../src/data/image";
+import { readImage, readMask, writeMask, maskIdsFromPng, colorizeMask, readImagesTensor, rgbToTensor } from "../../src/data/image";
 import { FileError } from "../../src/util/errors";
 import type { RGB } from "../../src/data/types";
 
@@ -188,5 +188,34 @@ test("readImage gives RGB, drops alpha, expands grey, and refuses another size u
   const trunc = path.join(dir, "trunc.png");
   fs.writeFileSync(trunc, fs.readFileSync(rgba).subarray(0, 60));
   await assert.rejects(readImage(trunc), (e: unknown) => e instanceof FileError && e.file === trunc);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test("readImage: a truncated or empty image file says so, whatever message the decoder gives", async () => {
+  const dir = tmpDir();
+  const good = encodeRgbPng(new Uint8Array(32 * 32 * 3).map((_, i) => i % 251), 32, 32);
+  for (const [name, bytes, re] of [
+    ["cut.png", good.subarray(0, Math.floor(good.length * 0.6)), /truncated PNG: it does not end with an IEND chunk/],
+    ["empty.png", Buffer.alloc(0), /: empty file$/],
+  ] as const) {
+    const f = path.join(dir, name);
+    fs.writeFileSync(f, bytes);
+    await assert.rejects(readImage(f), (e: unknown) => e instanceof FileError && e.file === f && re.test(e.message));
+  }
+  fs.rmSync(dir, { recursive: true });
+});
+
+test("readImagesTensor: files of any size become one [N, size, size, 3] tensor in [0, 1]", async () => {
+  const dir = tmpDir();
+  const a = new Uint8Array(8 * 8 * 3).map((_, i) => (i * 7) % 256);
+  fs.writeFileSync(path.join(dir, "a.png"), encodeRgbPng(a, 8, 8));
+  fs.writeFileSync(path.join(dir, "b.png"), encodeRgbPng(new Uint8Array(16 * 16 * 3).fill(255), 16, 16));
+  const x = await readImagesTensor([path.join(dir, "a.png"), path.join(dir, "b.png")], 8);
+  assert.deepEqual(x.shape, [2, 8, 8, 3]);
+  const v = await x.data();
+  for (let i = 0; i < a.length; i++) assert.ok(Math.abs(v[i]! - a[i]! / 255) < 1e-7, "an image of the right size is not resampled");
+  for (let i = a.length; i < v.length; i++) assert.ok(Math.abs(v[i]! - 1) < 1e-6, "white stays white when resized");
+  x.dispose();
+  assert.throws(() => rgbToTensor([new Uint8Array(5)], 8), /image 0 has 5 bytes, expected 8 x 8 x 3/);
   fs.rmSync(dir, { recursive: true });
 });
