@@ -33,8 +33,19 @@ export function parse(cmd: string, argv: string[], options: Options, allowPositi
 export const backendOption = { backend: { type: "string" as const } };
 
 /** Initialise the backend from `--backend` (else PBIP_BACKEND, else auto) and print what was chosen. */
+/** `--backend NAME` checked as a usage error (exit 2) before anything starts. */
+export function backendArg(value: string | undefined): ReturnType<typeof parseBackendChoice> | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return parseBackendChoice(value, "--backend");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
 export async function startBackend(value: string | undefined, quiet = false): Promise<BackendReport> {
-  const report = await initBackend(value ? { backend: parseBackendChoice(value, "--backend") } : {});
+  const choice = backendArg(value);
+  const report = await initBackend(choice ? { backend: choice } : {});
   if (!quiet) console.error(formatBackendReport(report).split("\n").slice(0, 2).join("\n"));
   return report;
 }

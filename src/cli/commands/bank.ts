@@ -13,7 +13,7 @@ import { createEncoder, describeEncoder, ENCODER_NAMES } from "../../encoders/fa
 import { createEncoderFor } from "../../pipeline/core";
 import { MobileNetV2Encoder } from "../../encoders/mobilenetv2";
 import { BUNDLED_MOBILENETV2 } from "../../encoders/bundled";
-import { resolveConfig, PROFILES, type PbipConfig } from "../../config/profiles";
+import { resolveConfig, kPerClass, PROFILES, type PbipConfig } from "../../config/profiles";
 import { buildBankEvents, saveBank, loadBank, withinAcrossCosine, zeroShotEvents, type ImageBank } from "../../bank";
 import { BANK_FOLDER_RULE } from "../../bank/bank";
 
@@ -165,6 +165,11 @@ export const commands: Command[] = [
       const batch = num(cmd, "batch", str(p, "batch"), (n) => Number.isInteger(n) && n >= 1, "a positive integer");
       const maxPerClass = num(cmd, "max-per-class", str(p, "max-per-class"), (n) => Number.isInteger(n) && n >= 1, "a positive integer");
       const ds = openBankDataset(cmd, str(p, "data"), str(p, "dataset"), resize);
+      try {
+        kPerClass(cfg, ds.spec.classes.length); // a K list of the wrong length, before any encoding
+      } catch (e) {
+        throw new UsageError(`pbip ${cmd}: --k: ${(e as Error).message} (${ds.spec.codes.join(", ")})`);
+      }
       await startBackend(str(p, "backend"));
       // The profile's encoder (with its input size: the notebook profile runs the
       // bundled MobileNetV2 at 112 px), unless --encoder names another.

@@ -43,6 +43,7 @@ const cam: Command = {
     const data = str(p, "data");
     const out = str(p, "out");
     if (!ckpt || !bankDir || !data || !out) throw new UsageError("pbip cam: --checkpoint, --bank, --data and --out are required (see --help)");
+    if (flag(p, "tta") && flag(p, "no-tta")) throw new UsageError("pbip cam: --tta and --no-tta contradict each other; give one");
     await startBackend(str(p, "backend"));
     const ds = openDataset(data, { dataset: str(p, "dataset") ?? "synthetic", resize: intArg("cam", "resize", str(p, "resize"), 16) });
     const splitName = (str(p, "split") ?? "test") as "train" | "val" | "test";

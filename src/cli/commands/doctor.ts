@@ -12,7 +12,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { fontReport } from "../../viz/svg";
 import type { Command } from "../command";
-import { parse, str, flag } from "../command";
+import { parse, str, flag, backendArg } from "../command";
 import {
   initBackend,
   parseBackendChoice,
@@ -386,6 +386,7 @@ export const commands: Command[] = [
     usage: USAGE,
     async run(argv: string[]): Promise<number> {
       const p = parse("doctor", argv, { backend: { type: "string" }, json: { type: "boolean" } });
+      backendArg(str(p, "backend")); // an unknown name is a usage error, not a failed report
       const report = await doctorReport({ backend: str(p, "backend") });
       console.log(flag(p, "json") ? JSON.stringify(report, null, 2) : formatDoctor(report));
       return report.ok ? 0 : 1;

@@ -1,0 +1,43 @@
+// Options a command cannot take are usage errors (exit 2) found before any work:
+// no backend started, no dataset read, no folder made.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { UsageError } from "../../src/util/errors";
+import { commands as doctor } from "../../src/cli/commands/doctor";
+import { commands as cam } from "../../src/cli/commands/cam";
+import { commands as train } from "../../src/cli/commands/train";
+import { commands as bank } from "../../src/cli/commands/bank";
+import { generateSynthetic } from "../../src/data/synthetic/generate";
+
+const usage = (re: RegExp) => (e: unknown) => e instanceof UsageError && re.test(e.message);
+const find = (cmds: typeof doctor, name: string) => cmds.find((c) => c.name.join(" ") === name)!;
+
+test("unknown backends, contradicting flags and out-of-range values are usage errors before any work", async () => {
+  await assert.rejects(find(doctor, "doctor").run(["--backend", "foo"]), usage(/--backend: unknown backend "foo"; use one of auto, webgpu/));
+  const camArgs = ["--checkpoint", "c", "--bank", "b", "--data", "/nonexistent-pbip", "--out", "o"];
+  await assert.rejects(find(cam, "cam").run([...camArgs, "--tta", "--no-tta"]), usage(/--tta and --no-tta contradict/));
+  await assert.rejects(find(cam, "cam").run([...camArgs, "--backend", "gpu9"]), usage(/unknown backend "gpu9"/));
+  const trainArgs = ["--data", "/nonexistent-pbip", "--bank", "b", "--out", "o"];
+  await assert.rejects(find(train, "train").run([...trainArgs, "--epochs", "0"]), usage(/train\.epochs takes an integer of at least 1, got 0/));
+  await assert.rejects(find(train, "train").run([...trainArgs, "--batch", "0"]), usage(/train\.batchSize takes an integer of at least 1, got 0/));
+  await assert.rejects(find(train, "train").run([...trainArgs, "--set", "train.epochs=abc"]), usage(/--set train\.epochs=abc: train\.epochs takes an integer/));
+});
+
+test("bank build: a K list of the wrong length is a usage error before encoding; --out never replaces a folder that is not a bank", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-cli-"));
+  try {
+    const data = path.join(dir, "data");
+    await generateSynthetic({ out: data, train: 8, val: 2, test: 2, size: 32, seed: 1 } as never);
+    const build = find(bank, "bank build");
+    await assert.rejects(build.run(["--data", data, "--out", path.join(dir, "bank"), "--k", "3,3"]), usage(/--k: bank\.k has 2 entries for 4 classes/));
+    assert.ok(!fs.existsSync(path.join(dir, "bank")));
+    const before = fs.readdirSync(data).sort();
+    await assert.rejects(build.run(["--data", data, "--out", data]), (e: Error) => e.message.startsWith(data) && /not an image bank \(bank\.json\) and is not empty/.test(e.message));
+    assert.deepEqual(fs.readdirSync(data).sort(), before, "the dataset is untouched");
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
