@@ -44,6 +44,30 @@ function writeOnce(file: string, text: string): void {
   fs.renameSync(tmp, file);
 }
 
+/** Remove `pbip-wasm-threads-<pid>-*` folders of processes that no longer run (interrupted by a signal). */
+export function removeOrphanScratch(tmp = os.tmpdir()): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = fs.readdirSync(tmp);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const m = /^pbip-wasm-threads-(\d+)-/.exec(name);
+    if (!m || Number(m[1]) === process.pid) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+      continue; // still running
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ESRCH") continue; // not ours to judge (EPERM: another user's live process)
+    }
+    fs.rmSync(path.join(tmp, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
 /** tfjs-backend-wasm version whose module-scope helper names the worker prelude knows. */
 const KNOWN_WASM_VERSION = "4.22.0";
 
@@ -59,7 +83,9 @@ export async function initWasmThreaded(threads: number, scratchDir?: string): Pr
   if (!Number.isInteger(threads) || threads < 2) throw new Error(`initWasmThreaded: threads must be an integer >= 2, got ${threads}`);
   if (!scratchDir) {
     // The worker scripts live as long as the process (Emscripten may start workers later).
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-wasm-threads-"));
+    // A process killed by a signal skips its exit handler: remove what such processes left.
+    removeOrphanScratch();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pbip-wasm-threads-${process.pid}-`));
     process.once("exit", () => fs.rmSync(dir, { recursive: true, force: true }));
     scratchDir = dir;
   }

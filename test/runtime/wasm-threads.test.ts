@@ -2,6 +2,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as path from "node:path";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import { removeOrphanScratch } from "../../src/runtime/wasm-threads";
 import { initBackend, parseWasmThreads } from "../../src/runtime";
 
 const CHILD = path.join(__dirname, "..", "fixtures", "runtime", "wasm-threads-child.ts");
@@ -41,4 +44,16 @@ test("asking for another thread count once WASM has started says that it cannot 
   const again = await initBackend({ backend: "wasm", wasmThreads: first.threads + 1 });
   assert.equal(again.threads, first.threads);
   assert.match(again.device, new RegExp(`\\(${first.threads + 1} requested: the WASM backend had already started in this process`));
+});
+
+test("removeOrphanScratch removes the scratch folders of processes that are gone, and only those", () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-orphans-"));
+  try {
+    // A pid that cannot be running (above the kernel's pid_max), our own, and an unrelated folder.
+    for (const n of ["pbip-wasm-threads-4194305-abc", `pbip-wasm-threads-${process.pid}-def`, "pbip-wasm-threads-x", "other"]) fs.mkdirSync(path.join(tmp, n));
+    assert.deepEqual(removeOrphanScratch(tmp), ["pbip-wasm-threads-4194305-abc"]);
+    assert.deepEqual(fs.readdirSync(tmp).sort(), [`pbip-wasm-threads-${process.pid}-def`, "other", "pbip-wasm-threads-x"].sort());
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
 });
