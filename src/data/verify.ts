@@ -84,6 +84,28 @@ async function checkImage(file: string, spec: DatasetSpec): Promise<DataProblem[
   return out;
 }
 
+/** Problem kinds that are notes: the files still read correctly, and `ok` stays true. */
+const NOTE_KINDS: string[] = ["mask-format", "mask-palette"];
+
+const hexOf = (c: readonly number[]) => `#${c.map((v) => v.toString(16).padStart(2, "0")).join("")}`;
+
+/**
+ * A palette mask whose file palette gives the ids it uses other colours than the
+ * dataset's, and not a reordering of them either: its ids are read as class ids
+ * (the PIL convention), which is right unless it was written for another palette.
+ */
+function paletteNote(data: ArrayLike<number>, pal: readonly (readonly number[])[], spec: DatasetSpec): string | undefined {
+  const used = new Set<number>();
+  for (let i = 0; i < data.length; i++) used.add(data[i]!);
+  const same = (a: readonly number[], b: readonly number[]) => a[0] === b[0] && a[1] === b[1] && a[2] === b[2];
+  const off = [...used].filter((k) => k < spec.palette.length && (k >= pal.length || !same(pal[k]!, spec.palette[k]!))).sort((a, b) => a - b);
+  if (!off.length) return undefined;
+  if ([...used].every((k) => k < pal.length && spec.palette.some((c) => same(c, pal[k]!)))) return undefined; // a reordered palette: read by colour
+  const names = [...spec.codes, "background"];
+  const k = off[0]!;
+  return `the file's palette colours ids ${off.join(", ")} differently from the ${spec.name} palette (id ${k}: ${k < pal.length ? hexOf(pal[k]!) : "no entry"} in the file, ${names[k] ?? `id ${k}`} is ${hexOf(spec.palette[k]!)}); its ids are read as class ids, which is wrong if the mask was written with another class order`;
+}
+
 function checkMask(file: string, spec: DatasetSpec, imageFile: string | undefined): DataProblem[] {
   let buf: Buffer;
   try {
@@ -96,6 +118,10 @@ function checkMask(file: string, spec: DatasetSpec, imageFile: string | undefine
     const d = decodePng(buf, file);
     const out: DataProblem[] = [];
     if (d.colorType !== 3) out.push({ file, kind: "mask-format", problem: `mask is colour type ${d.colorType}, not palette mode (read anyway)` });
+    else if (d.palette) {
+      const note = paletteNote(d.data, d.palette, spec);
+      if (note) out.push({ file, kind: "mask-palette", problem: note });
+    }
     const ids = maskIdsFromPng(d, file, spec);
     const h = idHistogram(ids);
     const bad: string[] = [];
@@ -170,7 +196,7 @@ export async function verifyDataset(root: string, opts: VerifyOptions): Promise<
     if (exp && exp.count !== null && images !== exp.count && !exp.also.includes(images) && images > 0) {
       splitProblems.push({ file: scan.root, kind: "count", problem: `${images} images, expected ${exp.count}${exp.also.length ? ` (or ${exp.also.join(", ")})` : ""}` });
     }
-    const badFiles = new Set(splitProblems.filter((p) => !["count", "empty-split", "missing-folder", "mask-format"].includes(p.kind)).map((p) => p.file)).size;
+    const badFiles = new Set(splitProblems.filter((p) => !["count", "empty-split", "missing-folder", ...NOTE_KINDS].includes(p.kind)).map((p) => p.file)).size;
     rows.push({
       split: scan.split,
       folder: scan.root,
@@ -182,8 +208,8 @@ export async function verifyDataset(root: string, opts: VerifyOptions): Promise<
     });
     problems.push(...splitProblems);
   }
-  // `mask-format` (a grey or RGB mask that still reads correctly) is a note, not a failure.
-  const ok = problems.every((p) => p.kind === "mask-format");
+  // Notes (a grey or RGB mask that still reads; a palette mask coloured otherwise) are not failures.
+  const ok = problems.every((p) => NOTE_KINDS.includes(p.kind));
   return { dataset: spec.name, root, layout, rows, problems, ok };
 }
 
@@ -201,8 +227,8 @@ export function formatVerifyReport(r: VerifyReport): string {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
   const out = [`dataset ${r.dataset} at ${r.root} (layout ${r.layout})`, "", line(head), line(widths.map((w) => "-".repeat(w))), ...body.map(line), ""];
-  const real = r.problems.filter((p) => p.kind !== "mask-format");
-  const notes = r.problems.filter((p) => p.kind === "mask-format");
+  const real = r.problems.filter((p) => !NOTE_KINDS.includes(p.kind));
+  const notes = r.problems.filter((p) => NOTE_KINDS.includes(p.kind));
   if (real.length === 0) out.push(`OK: no problems found${notes.length ? ` (${notes.length} note${notes.length > 1 ? "s" : ""} below)` : ""}`);
   else {
     const byKind = new Map<string, number>();
@@ -210,6 +236,10 @@ export function formatVerifyReport(r: VerifyReport): string {
     out.push(`FAILED: ${real.length} problem${real.length > 1 ? "s" : ""} (${[...byKind].map(([k, n]) => `${k} ${n}`).join(", ")})`);
     for (const p of real) out.push(`  [${p.kind}] ${p.file}: ${p.problem}`);
   }
-  for (const p of notes) out.push(`  [note] ${p.file}: ${p.problem}`);
+  for (const kind of NOTE_KINDS) {
+    const ofKind = notes.filter((p) => p.kind === kind);
+    for (const p of ofKind.slice(0, 5)) out.push(`  [note] ${p.file}: ${p.problem}`);
+    if (ofKind.length > 5) out.push(`  [note] ... and ${ofKind.length - 5} more masks like these (${kind})`);
+  }
   return out.join("\n");
 }

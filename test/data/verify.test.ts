@@ -141,3 +141,22 @@ test("pbip data synth twice with the same seed gives identical files", async () 
   assert.equal(hash(again.out), hash(a.out));
   fs.rmSync(dir, { recursive: true });
 });
+
+test("a palette mask coloured otherwise than the dataset's palette is a note (its ids are read as class ids); a reordered palette is read by colour, silently", async () => {
+  const { out, card } = await smallSet();
+  const dir = copyDir(out, path.join(tmpDir(), "palette"));
+  const masks = fs.readdirSync(path.join(dir, "val", "mask")).sort();
+  const ids = new Uint8Array(SMALL.size * SMALL.size).map((_, i) => i % 3);
+  const grey = card.spec.palette.map((_, k): [number, number, number] => [10 * k, 10 * k, 10 * k]);
+  const other = path.join(dir, "val", "mask", masks[0]!);
+  fs.writeFileSync(other, encodePalettePng(ids, SMALL.size, SMALL.size, grey));
+  // The same colours in another order: the file's id 0 is the dataset's colour 1, and so on.
+  const order = card.spec.palette.map((_, k) => (k + 1) % card.spec.palette.length);
+  const reordered = path.join(dir, "val", "mask", masks[1]!);
+  fs.writeFileSync(reordered, encodePalettePng(ids, SMALL.size, SMALL.size, order.map((j) => card.spec.palette[j]!)));
+  const r = await verifyDataset(dir, { dataset: "synthetic" });
+  assert.equal(r.ok, true, "notes do not fail the check");
+  assert.deepEqual(r.problems.map((p) => [p.kind, p.file]), [["mask-palette", other]]);
+  assert.match(r.problems[0]!.problem, /palette colours ids 0, 1, 2 differently from the synthetic palette \(id 0: #000000 in the file, TE is #[0-9a-f]{6}\)/);
+  assert.match(formatVerifyReport(r), /OK: no problems found \(1 note below\)[\s\S]*\[note\] .*palette colours ids/);
+});
