@@ -103,7 +103,7 @@ export interface AblationOptions extends Omit<OpenRunOptions, "root" | "override
  * their config is checked against its stage-1 checkpoint's config instead.
  */
 function staleRecord(rec: AblationRecord, run: PbipRun, encoder: () => Promise<ImageEncoder>, hooks: string | undefined): Promise<string | undefined> | string | undefined {
-  if (rec.config && rec.hooks !== hooks) return `was made with ${rec.hooks ? `hooks "${rec.hooks}"` : "no hooks"}, now ${hooks ? `hooks "${hooks}"` : "none"}`;
+  if ((rec.config || hooks) && rec.hooks !== hooks) return `was made with ${rec.hooks ? `hooks "${rec.hooks}"` : "no hooks"}, now ${hooks ? `hooks "${hooks}"` : "none"}`;
   let config = rec.config;
   if (!config) {
     const ckpt = latestCheckpoint(run.paths.stage1("model"));

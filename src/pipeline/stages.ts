@@ -84,7 +84,7 @@ export async function stage1(run: PbipRun, v: Stage1Variant, encoder: ImageEncod
   const last = latestCheckpoint(dir);
   let complete = false;
   if (last) {
-    const meta = readMetadata<{ config: PbipConfig; step: number; identity?: Record<string, unknown> }>(last);
+    const meta = readMetadata<{ config: PbipConfig; step: number; identity?: Record<string, unknown>; pendingValidation?: boolean }>(last);
     const protos = prototypesTensor(bank);
     const mismatch = resumeMismatch(meta, cfg, classNetIdentity(encoder, protos, v.hooks));
     protos.dispose();
@@ -94,7 +94,7 @@ export async function stage1(run: PbipRun, v: Stage1Variant, encoder: ImageEncod
       console.error(`stage 1 (${v.name}): ${dir} ${mismatch}; moved it to ${aside}`);
     } else {
       const { train } = stage1Loaders(run.dataset, cfg);
-      complete = meta.step >= plannedSteps(cfg, train.batchesPerEpoch);
+      complete = meta.step >= plannedSteps(cfg, train.batchesPerEpoch) && meta.pendingValidation !== true;
     }
   }
   return {

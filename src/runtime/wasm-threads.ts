@@ -44,7 +44,16 @@ function writeOnce(file: string, text: string): void {
   fs.renameSync(tmp, file);
 }
 
-/** Remove `pbip-wasm-threads-<pid>-*` folders of processes that no longer run (interrupted by a signal). */
+/** This machine's name as it goes into scratch folder names (containers sharing /tmp have their own PIDs and, as a rule, their own host names). */
+function scratchHost(): string {
+  return os.hostname().replace(/[^A-Za-z0-9]/g, "").slice(0, 32) || "host";
+}
+
+/**
+ * Remove `pbip-wasm-threads-<host>-<pid>-*` folders that this host's processes
+ * left when they were interrupted by a signal: only this host's, only our user's,
+ * only where the process no longer runs.
+ */
 export function removeOrphanScratch(tmp = os.tmpdir()): string[] {
   const removed: string[] = [];
   let names: string[];
@@ -54,16 +63,23 @@ export function removeOrphanScratch(tmp = os.tmpdir()): string[] {
     return removed;
   }
   for (const name of names) {
-    const m = /^pbip-wasm-threads-(\d+)-/.exec(name);
-    if (!m || Number(m[1]) === process.pid) continue;
+    const m = /^pbip-wasm-threads-([A-Za-z0-9]+)-(\d+)-/.exec(name);
+    if (!m || m[1] !== scratchHost() || Number(m[2]) === process.pid) continue;
     try {
-      process.kill(Number(m[1]), 0);
+      process.kill(Number(m[2]), 0);
       continue; // still running
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ESRCH") continue; // not ours to judge (EPERM: another user's live process)
     }
-    fs.rmSync(path.join(tmp, name), { recursive: true, force: true });
-    removed.push(name);
+    // Only our own user's folders (a shared /tmp holds others'), and never fail the backend's start over one.
+    try {
+      const dir = path.join(tmp, name);
+      if (typeof process.getuid === "function" && fs.statSync(dir).uid !== process.getuid()) continue;
+      fs.rmSync(dir, { recursive: true, force: true });
+      removed.push(name);
+    } catch {
+      /* left for its owner */
+    }
   }
   return removed;
 }
@@ -85,7 +101,7 @@ export async function initWasmThreaded(threads: number, scratchDir?: string): Pr
     // The worker scripts live as long as the process (Emscripten may start workers later).
     // A process killed by a signal skips its exit handler: remove what such processes left.
     removeOrphanScratch();
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pbip-wasm-threads-${process.pid}-`));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pbip-wasm-threads-${scratchHost()}-${process.pid}-`));
     process.once("exit", () => fs.rmSync(dir, { recursive: true, force: true }));
     scratchDir = dir;
   }

@@ -227,6 +227,8 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
   let savedStep = 0;
   /** Resumed from a checkpoint written when its epoch's validation failed: validate that epoch first. */
   let pendingValidation = false;
+  /** The epoch of that validation (the checkpoint's; a run capped by maxSteps validates mid-epoch). */
+  let pendingEpoch = 0;
   let bestMiou = -Infinity;
   let lastCkpt: string | undefined;
   let bestCkpt: string | undefined;
@@ -249,6 +251,7 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
     step = meta.step;
     savedStep = step;
     pendingValidation = meta.pendingValidation === true && o.val !== undefined && task.validate !== undefined;
+    pendingEpoch = meta.epoch;
     bestMiou = meta.bestMiou ?? -Infinity;
     lastCkpt = resumeFile;
     if (fs.existsSync(bestFile)) bestCkpt = bestFile;
@@ -323,8 +326,7 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
   try {
     if (pendingValidation) {
       // The run stopped in the validation of the epoch it had just trained: validate it now.
-      const epoch = step / stepsPerEpoch - 1;
-      yield* endOfEpoch(epoch, await task.validate!(o.val!, epoch));
+      yield* endOfEpoch(pendingEpoch, await task.validate!(o.val!, pendingEpoch));
       pendingValidation = false;
     }
     for (let epoch = Math.floor(step / stepsPerEpoch); epoch < epochs && step < totalSteps && !stopNow(); epoch++) {
@@ -346,6 +348,8 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
           inStep = false;
           yield ev;
           stepsThisCall++;
+          // Stop here rather than pull a batch that will not be trained on (a bad file in it would stop a finished run).
+          if (step >= totalSteps || stopNow()) break;
         }
         if (stopNow()) break;
         if (validationDue(epoch)) {
@@ -359,8 +363,12 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
         // nothing. A failed validation is redone when the run resumes.
         if (!inStep && (step > savedStep || validating) && e instanceof Error) {
           const trained = step - savedStep;
-          lastCkpt = await writeCheckpoint(epoch, undefined, validating);
-          e.message += `\n(${trained > 0 ? `the ${trained} step(s) trained since the last checkpoint were saved in ${lastCkpt}` : `the run is at ${lastCkpt}`}: fix the problem and run again to resume from step ${step}${validating ? `, starting with epoch ${epoch + 1}'s validation` : ""})`;
+          try {
+            lastCkpt = await writeCheckpoint(epoch, undefined, validating);
+            e.message += `\n(${trained > 0 ? `the ${trained} step(s) trained since the last checkpoint were saved in ${lastCkpt}` : `the run is at ${lastCkpt}`}: fix the problem and run again to resume from step ${step}${validating ? `, starting with epoch ${epoch + 1}'s validation` : ""})`;
+          } catch (saveError) {
+            e.message += `\n(the ${trained} step(s) since the last checkpoint could not be saved: ${(saveError as Error).message})`;
+          }
         }
         throw e;
       }

@@ -49,10 +49,13 @@ test("asking for another thread count once WASM has started says that it cannot 
 test("removeOrphanScratch removes the scratch folders of processes that are gone, and only those", () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-orphans-"));
   try {
-    // A pid that cannot be running (above the kernel's pid_max), our own, and an unrelated folder.
-    for (const n of ["pbip-wasm-threads-4194305-abc", `pbip-wasm-threads-${process.pid}-def`, "pbip-wasm-threads-x", "other"]) fs.mkdirSync(path.join(tmp, n));
-    assert.deepEqual(removeOrphanScratch(tmp), ["pbip-wasm-threads-4194305-abc"]);
-    assert.deepEqual(fs.readdirSync(tmp).sort(), [`pbip-wasm-threads-${process.pid}-def`, "other", "pbip-wasm-threads-x"].sort());
+    // On this host: a pid that cannot be running (above the kernel's largest pid_max) and our own;
+    // the same dead pid on another host (a container sharing /tmp); unrelated folders.
+    const host = os.hostname().replace(/[^A-Za-z0-9]/g, "").slice(0, 32) || "host";
+    const kept = [`pbip-wasm-threads-${host}-${process.pid}-def`, "pbip-wasm-threads-otherhost0-4194305-ghi", "pbip-wasm-threads-x", "other"];
+    for (const n of [`pbip-wasm-threads-${host}-4194305-abc`, ...kept]) fs.mkdirSync(path.join(tmp, n));
+    assert.deepEqual(removeOrphanScratch(tmp), [`pbip-wasm-threads-${host}-4194305-abc`]);
+    assert.deepEqual(fs.readdirSync(tmp).sort(), kept.sort());
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

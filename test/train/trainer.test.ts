@@ -332,6 +332,37 @@ test("a bad file met mid-epoch or in validation stops the run with its steps sav
   }
 });
 
+/** `inner`, except that its `call`-th epoch() (from 0) meets a bad file at its first batch. */
+function failingOnCall(inner: BatchSource, call: number): BatchSource {
+  let calls = 0;
+  return {
+    batchesPerEpoch: inner.batchesPerEpoch,
+    epoch(e: number): AsyncIterable<Batch> {
+      return calls++ === call ? failingSource(inner, e, 0).epoch(e) : inner.epoch(e);
+    },
+  };
+}
+
+test("a run capped by maxSteps: a bad file in a batch it would not train on is never read, and a failed final validation resumes at its own epoch", async () => {
+  await onBackend("wasm", () => undefined);
+  const cfg = config({ train: { maxSteps: 6 } as PbipConfig["train"] }); // 2 epochs of 4 batches, capped at 6 steps
+  const dirs = [tmp("cap"), tmp("cap-val")];
+  try {
+    const evs = await train(cfg, dirs[0]!, { source: failingSource(memorySource(16, 4, 9), 1, 2) });
+    const done = evs.at(-1) as Extract<TrainEvent, { type: "done" }>;
+    assert.equal(done.step, 6);
+    assert.deepEqual(evs.filter((e) => e.type === "validation").map((e) => (e as Extract<TrainEvent, { type: "validation" }>).epoch), [0, 1], "both validations ran");
+
+    await assert.rejects(train(cfg, dirs[1]!, { valSource: failingOnCall(memorySource(8, 4, 10), 1) }), /resume from step 6, starting with epoch 2's validation\)$/);
+    const again = await train(cfg, dirs[1]!);
+    const v = again.find((e) => e.type === "validation") as Extract<TrainEvent, { type: "validation" }>;
+    assert.deepEqual([v.epoch, v.step], [1, 6], "the pending validation keeps its epoch (not step / stepsPerEpoch - 1)");
+    assert.equal((again.at(-1) as Extract<TrainEvent, { type: "done" }>).bestMiou, done.bestMiou);
+  } finally {
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  }
+});
+
 test("hooks replace eq. 4's threshold and the matching losses and add terms, in one-pass and two-pass image mode alike; their name guards resume", async () => {
   await onBackend("wasm", () => undefined);
   for (const chunk of [0, 3]) {

@@ -74,7 +74,11 @@ export function segConfigFromArgs(values: Record<string, unknown>): PbipConfig {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  return stage2Config(profile, shortcut, sets);
+  try {
+    return stage2Config(profile, shortcut, sets);
+  } catch (e) {
+    throw new UsageError((e as Error).message); // a value a key does not take (e.g. --size 8)
+  }
 }
 
 const train: Command = {
