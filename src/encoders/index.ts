@@ -7,3 +7,4 @@ export * from "./tfjs-model";
 export * from "./frozen";
 export * from "./factory";
 export * from "./swin";
+export * from "./identity";
