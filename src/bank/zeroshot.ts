@@ -131,7 +131,7 @@ export function dominantClassSamples(split: Split, opts: DominantClassOptions = 
   let skipped = 0;
   for (const s of split.samples) {
     if (!s.maskPath) throw new Error(`dominantClassSamples: split ${split.name} sample ${s.id} has no mask; zero-shot scoring needs masked val/test patches`);
-    const m = readMask(s.maskPath, spec);
+    const m = readMask(s.maskPath, spec, { expectSize: spec.patchSize, resize: split.resize }); // as the loader reads it: a mask of another size is an error
     const h = idHistogram(m.ids);
     let fg = 0;
     let best = 0;

@@ -14,6 +14,7 @@ test("weightsHashOf: by hand on one tensor; name order does not matter; a value,
   assert.equal(weightsHashOf({ a, b }), weightsHashOf({ b, a }));
   const a2 = tf.tensor2d([1, 2, 3, 4.0001], [2, 2]);
   const flat = tf.tensor1d([1, 2, 3, 4]);
-  for (const other of [{ a: a2, b }, { a: flat, b }, { c: a, b }]) assert.notEqual(weightsHashOf(other), weightsHashOf({ a, b }));
+  const others: Record<string, tf.Tensor>[] = [{ a: a2, b }, { a: flat, b }, { c: a, b }];
+  for (const other of others) assert.notEqual(weightsHashOf(other), weightsHashOf({ a, b }));
   tf.dispose([a, b, a2, flat]);
 });
