@@ -11,6 +11,9 @@ import { commands as cam } from "../../src/cli/commands/cam";
 import { commands as train } from "../../src/cli/commands/train";
 import { commands as bank } from "../../src/cli/commands/bank";
 import { generateSynthetic } from "../../src/data/synthetic/generate";
+import { dominantClassSamples } from "../../src/bank/zeroshot";
+import { openDataset } from "../../src/data/dataset";
+import { encodePalettePng } from "../../src/data/png";
 
 const usage = (re: RegExp) => (e: unknown) => e instanceof UsageError && re.test(e.message);
 const find = (cmds: typeof doctor, name: string) => cmds.find((c) => c.name.join(" ") === name)!;
@@ -37,6 +40,21 @@ test("bank build: a K list of the wrong length is a usage error before encoding;
     const before = fs.readdirSync(data).sort();
     await assert.rejects(build.run(["--data", data, "--out", data]), (e: Error) => e.message.startsWith(data) && /not an image bank \(bank\.json\) and is not empty/.test(e.message));
     assert.deepEqual(fs.readdirSync(data).sort(), before, "the dataset is untouched");
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("zero-shot scoring reads masks as the loader does: a mask of another size than its patch is an error naming it", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-zs-"));
+  try {
+    const data = path.join(dir, "data");
+    await generateSynthetic({ out: data, train: 4, val: 2, test: 2, size: 32, seed: 1 } as never);
+    const ds = openDataset(data, { dataset: JSON.parse(fs.readFileSync(path.join(data, "card.json"), "utf8")).spec });
+    assert.equal(dominantClassSamples(ds.split("val")).samples.length + dominantClassSamples(ds.split("val")).skipped, 2);
+    const mask = path.join(data, "val", "mask", fs.readdirSync(path.join(data, "val", "mask")).sort()[0]!);
+    fs.writeFileSync(mask, encodePalettePng(new Uint8Array(20 * 20), 20, 20, ds.spec.palette));
+    assert.throws(() => dominantClassSamples(ds.split("val")), (e: Error) => e.message.startsWith(mask) && /20x20/.test(e.message));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
