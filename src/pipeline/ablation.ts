@@ -131,14 +131,15 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
     for (const seed of o.seeds) {
       const root = path.resolve(o.out, variant, `seed${seed}`);
       const recFile = path.join(root, "ablation-record.json");
+      const def = defs[variant]!;
       const seedOver: ConfigOverride = { train: over({ seed }), bank: over({ seed }) };
-      const run = await openRun({ ...o, root, overrides: mergeOverrides(o.overrides, defs[variant]!.overrides, seedOver), verbose: false });
+      const run = await openRun({ ...o, root, overrides: mergeOverrides(o.overrides, def.overrides, seedOver), verbose: false });
       let enc: ImageEncoder | undefined;
       const encoder = async () => (enc ??= await createEncoderFor(run.config));
       try {
         if (fs.existsSync(recFile)) {
           const rec = readJson<AblationRecord>(recFile);
-          const why = await staleRecord(rec, run, encoder, defs[variant]!.hooks?.name);
+          const why = await staleRecord(rec, run, encoder, def.hooks?.name);
           if (!why) {
             records.push(rec);
             log(`${variant} seed ${seed}: done earlier`);
@@ -150,7 +151,7 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
         }
         const e = await encoder();
         const { bank } = await ensureBank(run, e);
-        const h = await stage1(run, { name: "model", hooks: defs[variant]!.hooks }, e, bank);
+        const h = await stage1(run, { name: "model", hooks: def.hooks }, e, bank);
         let valMiou: number | undefined;
         let bestValMiou: number | undefined;
         for await (const ev of h.events()) {
@@ -161,7 +162,7 @@ export async function runAblation(o: AblationOptions): Promise<AblationRecord[]>
             bestValMiou = ev.bestMiou;
           }
         }
-        const rec = await scoreStage1Run(run, "model", bank, { variant, seed, valMiou, bestValMiou, config: run.config, encoder: e.identity, ...(defs[variant]!.hooks ? { hooks: defs[variant]!.hooks!.name } : {}) }, recFile);
+        const rec = await scoreStage1Run(run, "model", bank, { variant, seed, valMiou, bestValMiou, config: run.config, encoder: e.identity, ...(def.hooks ? { hooks: def.hooks.name } : {}) }, recFile);
         records.push(rec);
         log(`${variant} seed ${seed}: test mIoU ${(100 * rec.test.miou).toFixed(2)}%${valMiou !== undefined ? `, val ${(100 * valMiou).toFixed(2)}%` : ""}`);
       } finally {

@@ -121,8 +121,9 @@ export async function loadClassNet(file: string, bank: ImageBank, spec: DatasetS
     throw new FileError(file, `the bank${where} has classes ${bank.meta.codes.join(", ")} but the dataset ${spec.name} has ${spec.codes.join(", ")}: give the dataset the bank was built from`);
   }
   const trainedWith = meta.identity?.prototypesSha256;
-  if (trainedWith !== undefined && trainedWith !== prototypesSha256(bank.prototypes)) {
-    throw new FileError(file, `was trained with other prototypes than the bank${where} holds (prototype hash ${trainedWith}, the bank's ${prototypesSha256(bank.prototypes)}): give the bank it was trained with`);
+  const bankHash = trainedWith !== undefined ? prototypesSha256(bank.prototypes) : undefined;
+  if (trainedWith !== bankHash) {
+    throw new FileError(file, `was trained with other prototypes than the bank${where} holds (prototype hash ${trainedWith}, the bank's ${bankHash}): give the bank it was trained with`);
   }
   const net = await createClassNet(meta.config, bank, spec);
   assertCleanLoad(file, loadVariables(file, net.namedVariables(), ["optim/"]));

@@ -166,7 +166,6 @@ export function resumeMismatch(meta: { config: PbipConfig; identity?: Record<str
   return undefined;
 }
 
-
 /** The newest `step-N.safetensors` in a folder. */
 export function latestCheckpoint(dir: string): string | undefined {
   if (!fs.existsSync(dir)) return undefined;
@@ -269,7 +268,7 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
   }
   if (o.runRecord) writeJsonAtomic(path.join(o.outDir, "config.json"), { ...o.runRecord, config: cfg });
 
-  const writeCheckpoint = async (epoch: number, val?: ValidationScore, pendingValidation = false): Promise<string> => {
+  const writeCheckpoint = async (epoch: number, val?: ValidationScore, validationPending = false): Promise<string> => {
     const st = await opt.getState();
     const extra = new Map([...st.tensors].map(([n, t]) => [`optim/${n}`, t]));
     const file = path.join(o.outDir, `step-${String(step).padStart(6, "0")}.safetensors`);
@@ -284,7 +283,7 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
       optimizer: { step: st.step, paramSteps: st.paramSteps },
       bestMiou: Number.isFinite(bestMiou) ? bestMiou : undefined,
       val,
-      ...(pendingValidation ? { pendingValidation: true } : {}),
+      ...(validationPending ? { pendingValidation: true } : {}),
     };
     await saveVariables(file, vars, meta, extra);
     savedStep = step;

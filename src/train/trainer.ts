@@ -6,7 +6,6 @@
  * encoder (`image` mode) or from its dense map (`feature` mode); L_FGS and L_BGS
  * against the bank's prototypes (eq. 9-13); the total loss (eq. 6).
  */
-import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import type { PbipConfig } from "../config/profiles";
 import type { ClassNet, ClassNetOutput } from "../model/classnet";
@@ -19,7 +18,6 @@ import { matchingMap, adaptiveThreshold, selectPairs, foregroundBackground, enco
 import { canReadSync } from "../runtime/memory";
 import { WASM_HEAP_LIMIT_BYTES } from "../runtime/wasm-heap";
 import { recomputeGrads } from "../runtime/gradients";
-import { writeJsonAtomic } from "../util/fs";
 import { prototypesSha256 } from "../bank/bank";
 import { scorePseudoMasks, type BatchSource } from "./validate";
 import { runTraining, type TrainTask, type StepResult, type TrainEvent, type ValidationScore } from "./loop";
@@ -63,7 +61,7 @@ export interface PbipHooks {
    * gradient tape from the step's ClassNet outputs, so their gradients train the
    * network. `pairs` is this step's (image, subclass) selection.
    */
-  extraLoss?: (x: { out: ClassNetOutput; batch: Batch; labels: tf.Tensor2D; pairs?: MatchPairs; step: number; config: PbipConfig }) => Record<string, tf.Scalar>;
+  extraLoss?: (x: { out: ClassNetOutput; batch: Batch; pairs?: MatchPairs; step: number; config: PbipConfig }) => Record<string, tf.Scalar>;
 }
 
 export interface PbipTaskOptions {
@@ -398,7 +396,7 @@ export class PbipTask implements TrainTask<PbipCtx> {
     const terms: Record<string, tf.Scalar> = { cls: t.cls, fg: t.fg, bg: t.bg, camReg: t.camReg };
     out.stages.forEach((s, i) => (terms[`cls_stage${s}`] = cls.perStage[i]!));
     let total = surrogate ? (tf.add(t.total, surrogate) as tf.Scalar) : t.total;
-    const extra = this.o.hooks?.extraLoss?.({ out, batch, labels: batch.labels, pairs, step, config: cfg }) ?? {};
+    const extra = this.o.hooks?.extraLoss?.({ out, batch, pairs, step, config: cfg }) ?? {};
     for (const [name, v] of Object.entries(extra)) {
       if (name in terms || name === "total") throw new Error(`PbipHooks.extraLoss: the term name "${name}" is taken by the objective's own terms; choose another`);
       if (v.rank !== 0) throw new Error(`PbipHooks.extraLoss: term "${name}" must be a scalar, got shape [${v.shape}]`);
@@ -438,7 +436,6 @@ export function classNetIdentity(encoder: ImageEncoder, prototypes: tf.Tensor2D,
   return { encoder: encoder.identity, prototypesSha256: prototypesSha256(prototypes.dataSync() as Float32Array), ...(hooks ? { hooks: hooks.name } : {}) };
 }
 
-
 /**
  * Train ClassNet with PBIP. Yields the loop's events; the last is `done`. A run
  * resumes from the newest checkpoint in `outDir` only if it was trained with the
@@ -464,9 +461,4 @@ export async function* trainClassNet(o: TrainClassNetOptions): AsyncGenerator<Tr
   } finally {
     task.dispose();
   }
-}
-
-/** Write the resolved config a run used (every run records it). */
-export function writeRunConfig(dir: string, cfg: PbipConfig, extra: Record<string, unknown> = {}): void {
-  writeJsonAtomic(path.join(dir, "config.json"), { ...extra, config: cfg });
 }
