@@ -5,7 +5,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend } from "../helpers";
@@ -29,8 +28,9 @@ import { saveVariables } from "../../src/io/checkpoint";
 import { NOTEBOOK } from "../../src/config/profiles";
 import { norm } from "../../src/bank/matrix";
 import { handFeatures, TEST_ENCODER } from "./fixtures";
+import { tmpDir } from "../tmp";
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "pbip-bank-"));
+const tmp = () => tmpDir("pbip-bank-");
 
 test("the same features and seed give byte-identical bank files; another seed does not", async () => {
   const f = handFeatures();

@@ -9,7 +9,6 @@
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend } from "../helpers";
@@ -21,11 +20,12 @@ import { saveBank, loadBank, BANK_JSON, BANK_PROTOTYPES } from "../../src/bank/b
 import { withinAcrossCosine } from "../../src/bank/stats";
 import { zeroShotClassification } from "../../src/bank/zeroshot";
 import { commands } from "../../src/cli/commands/bank";
+import { tmpDir } from "../tmp";
 
 let root: string;
 let ds: Dataset;
 let enc: MobileNetV2Encoder;
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "pbip-bankbuild-"));
+const tmp = () => tmpDir("pbip-bankbuild-");
 // Measured over bank seeds 0-9 on this set (encoder at 160 px): within - across 0.055 to 0.142,
 // zero-shot accuracy 0.84 to 0.94 (chance 0.25); seed 3 is one of them.
 const CONFIG = { k: 2, seed: 3 };

@@ -1,7 +1,5 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend } from "../helpers";
@@ -10,6 +8,7 @@ import type { ImageBank } from "../../src/bank";
 import type { ImageEncoder, EncoderOutput } from "../../src/encoders/types";
 import type { DatasetSpec, Split } from "../../src/data/types";
 import { writeImage, writeMask } from "../../src/data/image";
+import { tmpDir } from "../tmp";
 
 /** An "encoder" whose dense features are the mean RGB of each 4x4 cell: exact and readable. */
 const colourEncoder: ImageEncoder = {
@@ -30,7 +29,7 @@ const colourEncoder: ImageEncoder = {
 
 test("prototype segmentation by hand: nearest prototype per dense cell, gated by the image label, white prior", async () => {
   await onBackend("cpu", () => undefined);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-protoseg-"));
+  const dir = tmpDir("pbip-protoseg-");
   const spec: DatasetSpec = {
     name: "toy", classes: ["red", "green", "blue"], codes: ["R", "G", "B"], palette: [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]],
     backgroundId: 3, labelFormat: "csv", patchSize: 16, normalization: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },

@@ -16,6 +16,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { readGpuEmulationEnv, withGpuEmulation, GPU_EMULATION_HINT } from "../../src/nbrun";
 import type { BenchReport } from "../../src/cli/commands/bench";
+import { tmpDir } from "../tmp";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const DIST = path.join(ROOT, "dist-gpu");
@@ -110,85 +111,81 @@ test("GPU bundle: under 60 MiB, no node_modules, smoke benchmark on lavapipe wit
   for (const f of ["run.sh", "app/pbip.cjs", "app/tfjs-backend-wasm-simd.wasm", "README.txt", "torch-reference.py"]) assert.ok(fs.existsSync(path.join(DIST, f)), `dist-gpu/${f} exists`);
 
   // 3. A PATH without Node, a fresh unpack folder, a fresh HOME; the lavapipe driver.
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-bundle-test-"));
-  try {
-    const payload = (JSON.parse(fs.readFileSync(manifest, "utf8")) as { payload: { file: string } }).payload.file;
-    const bin = toolboxPath(path.join(tmp, "bin"), payload.endsWith(".xz") ? ["xz"] : []);
-    assert.notEqual(spawnSync("sh", ["-c", "command -v node"], { env: { PATH: bin } }).status, 0, "node must not be on the test PATH");
-    const lava = withGpuEmulation({}, emu);
-    const env: NodeJS.ProcessEnv = {
-      PATH: bin,
-      HOME: path.join(tmp, "home"),
-      PBIP_GPU_CACHE: path.join(tmp, "unpacked"),
-      VK_ICD_FILENAMES: lava.VK_ICD_FILENAMES,
-      LD_LIBRARY_PATH: lava.LD_LIBRARY_PATH,
-      // lavapipe compiles every shader on first use (most of this test's time); its
-      // disk cache in the project makes reruns faster (a fresh clone starts cold).
-      MESA_SHADER_CACHE_DIR: path.join(ROOT, ".cache", "mesa-shader-cache"),
-    };
-    fs.mkdirSync(env.HOME!, { recursive: true });
+  const tmp = tmpDir("pbip-bundle-test-");
+  const payload = (JSON.parse(fs.readFileSync(manifest, "utf8")) as { payload: { file: string } }).payload.file;
+  const bin = toolboxPath(path.join(tmp, "bin"), payload.endsWith(".xz") ? ["xz"] : []);
+  assert.notEqual(spawnSync("sh", ["-c", "command -v node"], { env: { PATH: bin } }).status, 0, "node must not be on the test PATH");
+  const lava = withGpuEmulation({}, emu);
+  const env: NodeJS.ProcessEnv = {
+    PATH: bin,
+    HOME: path.join(tmp, "home"),
+    PBIP_GPU_CACHE: path.join(tmp, "unpacked"),
+    VK_ICD_FILENAMES: lava.VK_ICD_FILENAMES,
+    LD_LIBRARY_PATH: lava.LD_LIBRARY_PATH,
+    // lavapipe compiles every shader on first use (most of this test's time); its
+    // disk cache in the project makes reruns faster (a fresh clone starts cold).
+    MESA_SHADER_CACHE_DIR: path.join(ROOT, ".cache", "mesa-shader-cache"),
+  };
+  fs.mkdirSync(env.HOME!, { recursive: true });
 
-    // The software adapter is refused without --allow-software (this run also unpacks the payload).
-    const probe = await runLauncher(["probe"], env, 5 * 60_000);
-    console.log(`run.sh probe (first run: unpack + adapter): ${probe.seconds.toFixed(1)} s, exit ${probe.code}`);
-    assert.equal(probe.code, 3, `probe on lavapipe must refuse the software adapter (exit 3):\n${probe.err.slice(-2000)}`);
-    assert.match(probe.err, /llvmpipe/);
-    assert.match(probe.err, /SOFTWARE/);
-    assert.ok(fs.existsSync(path.join(env.PBIP_GPU_CACHE!)), "the payload was unpacked into PBIP_GPU_CACHE");
-    assert.doesNotMatch(probe.err, /the system lacks/, "this machine has glvnd and the X11 libraries: no bundled copy is used");
+  // The software adapter is refused without --allow-software (this run also unpacks the payload).
+  const probe = await runLauncher(["probe"], env, 5 * 60_000);
+  console.log(`run.sh probe (first run: unpack + adapter): ${probe.seconds.toFixed(1)} s, exit ${probe.code}`);
+  assert.equal(probe.code, 3, `probe on lavapipe must refuse the software adapter (exit 3):\n${probe.err.slice(-2000)}`);
+  assert.match(probe.err, /llvmpipe/);
+  assert.match(probe.err, /SOFTWARE/);
+  assert.ok(fs.existsSync(path.join(env.PBIP_GPU_CACHE!)), "the payload was unpacked into PBIP_GPU_CACHE");
+  assert.doesNotMatch(probe.err, /the system lacks/, "this machine has glvnd and the X11 libraries: no bundled copy is used");
 
-    // A system without glvnd's dispatcher and EGL (an NVIDIA driver mounted alone: its
-    // ICD then yields no vkCreateInstance): the launcher fills in exactly those two.
-    const realLdconfig = ["/sbin/ldconfig", "/usr/sbin/ldconfig"].find((f) => fs.existsSync(f));
-    assert.ok(realLdconfig, "the launcher test needs ldconfig");
-    const hide = path.join(tmp, "hide-glvnd");
-    fs.mkdirSync(hide);
-    fs.writeFileSync(path.join(hide, "ldconfig"), `#!/bin/sh\n${realLdconfig} -p | grep -v -e 'libGLdispatch\\.so\\.0 ' -e 'libEGL\\.so\\.1 '\n`, { mode: 0o755 });
-    const hidden = await runLauncher(["probe"], { ...env, PATH: `${hide}:${bin}` }, 5 * 60_000);
-    assert.equal(hidden.code, 3, `probe without glvnd in the linker cache:\n${hidden.err.slice(-2000)}`);
-    assert.match(hidden.err, /the system lacks (libEGL\.so\.1 libGLdispatch\.so\.0|libGLdispatch\.so\.0 libEGL\.so\.1): using the bundled copies/);
-    const unpacked = fs.readdirSync(env.PBIP_GPU_CACHE!).filter((d) => fs.existsSync(path.join(env.PBIP_GPU_CACHE!, d, ".complete")));
-    assert.equal(unpacked.length, 1);
-    const fills = fs.readdirSync(path.join(env.PBIP_GPU_CACHE!, unpacked[0]!)).filter((d) => d.startsWith("fill-"));
-    assert.equal(fills.length, 1, "one folder of links for the missing set");
-    const links = fs.readdirSync(path.join(env.PBIP_GPU_CACHE!, unpacked[0]!, fills[0]!)).sort();
-    assert.deepEqual(links, ["libEGL.so.1", "libGLdispatch.so.0"]);
-    for (const l of links) assert.ok(fs.statSync(path.join(env.PBIP_GPU_CACHE!, unpacked[0]!, fills[0]!, l)).size > 10_000, `${l} resolves to the bundled library`);
+  // A system without glvnd's dispatcher and EGL (an NVIDIA driver mounted alone: its
+  // ICD then yields no vkCreateInstance): the launcher fills in exactly those two.
+  const realLdconfig = ["/sbin/ldconfig", "/usr/sbin/ldconfig"].find((f) => fs.existsSync(f));
+  assert.ok(realLdconfig, "the launcher test needs ldconfig");
+  const hide = path.join(tmp, "hide-glvnd");
+  fs.mkdirSync(hide);
+  fs.writeFileSync(path.join(hide, "ldconfig"), `#!/bin/sh\n${realLdconfig} -p | grep -v -e 'libGLdispatch\\.so\\.0 ' -e 'libEGL\\.so\\.1 '\n`, { mode: 0o755 });
+  const hidden = await runLauncher(["probe"], { ...env, PATH: `${hide}:${bin}` }, 5 * 60_000);
+  assert.equal(hidden.code, 3, `probe without glvnd in the linker cache:\n${hidden.err.slice(-2000)}`);
+  assert.match(hidden.err, /the system lacks (libEGL\.so\.1 libGLdispatch\.so\.0|libGLdispatch\.so\.0 libEGL\.so\.1): using the bundled copies/);
+  const unpacked = fs.readdirSync(env.PBIP_GPU_CACHE!).filter((d) => fs.existsSync(path.join(env.PBIP_GPU_CACHE!, d, ".complete")));
+  assert.equal(unpacked.length, 1);
+  const fills = fs.readdirSync(path.join(env.PBIP_GPU_CACHE!, unpacked[0]!)).filter((d) => d.startsWith("fill-"));
+  assert.equal(fills.length, 1, "one folder of links for the missing set");
+  const links = fs.readdirSync(path.join(env.PBIP_GPU_CACHE!, unpacked[0]!, fills[0]!)).sort();
+  assert.deepEqual(links, ["libEGL.so.1", "libGLdispatch.so.0"]);
+  for (const l of links) assert.ok(fs.statSync(path.join(env.PBIP_GPU_CACHE!, unpacked[0]!, fills[0]!, l)).size > 10_000, `${l} resolves to the bundled library`);
 
-    // The smoke benchmark with --allow-software.
-    const out = path.join(tmp, "runs");
-    const r = await runLauncher(["bench", "--smoke", "--allow-software", "--only", SMOKE_CASES, "--out", out], env, 15 * 60_000);
-    console.log(`run.sh bench --smoke --allow-software --only ${SMOKE_CASES}: ${r.seconds.toFixed(1)} s, exit ${r.code}`);
-    assert.equal(r.code, 0, `smoke benchmark failed:\n${r.err.slice(-4000)}\n${r.out.slice(-2000)}`);
-    assert.match(r.err, /SOFTWARE adapter/);
-    const benchDir = path.join(out, "bench");
-    const stamps = fs.readdirSync(benchDir);
-    assert.equal(stamps.length, 1);
-    const file = path.join(benchDir, stamps[0]!, "bench.json");
-    const rep = JSON.parse(fs.readFileSync(file, "utf8")) as BenchReport;
-    assert.equal(rep.kind, "pbip-bench");
-    assert.equal(rep.backends.length, 1);
-    const b = rep.backends[0]!;
-    assert.equal(b.backend, "webgpu");
-    assert.equal(b.software, true);
-    assert.match(`${b.adapter?.description} ${b.adapter?.device}`, /llvmpipe/i);
-    assert.equal(b.sizes, "smoke");
-    assert.deepEqual(b.failures, []);
-    assert.deepEqual(
-      b.cases.map((c) => c.name),
-      SMOKE_CASES.split(","),
-    );
-    for (const c of b.cases) {
-      if (c.kind === "train") {
-        assert.ok(c.median.step > 0 && Number.isFinite(c.median.step), `${c.name}: a timed step`);
-        assert.ok(c.median.pairs > 0, `${c.name}: the step matched pairs`);
-      } else {
-        assert.ok(c.noTta.msPerPatch > 0 && c.tta.msPerPatch > 0, "cam timings");
-      }
+  // The smoke benchmark with --allow-software.
+  const out = path.join(tmp, "runs");
+  const r = await runLauncher(["bench", "--smoke", "--allow-software", "--only", SMOKE_CASES, "--out", out], env, 15 * 60_000);
+  console.log(`run.sh bench --smoke --allow-software --only ${SMOKE_CASES}: ${r.seconds.toFixed(1)} s, exit ${r.code}`);
+  assert.equal(r.code, 0, `smoke benchmark failed:\n${r.err.slice(-4000)}\n${r.out.slice(-2000)}`);
+  assert.match(r.err, /SOFTWARE adapter/);
+  const benchDir = path.join(out, "bench");
+  const stamps = fs.readdirSync(benchDir);
+  assert.equal(stamps.length, 1);
+  const file = path.join(benchDir, stamps[0]!, "bench.json");
+  const rep = JSON.parse(fs.readFileSync(file, "utf8")) as BenchReport;
+  assert.equal(rep.kind, "pbip-bench");
+  assert.equal(rep.backends.length, 1);
+  const b = rep.backends[0]!;
+  assert.equal(b.backend, "webgpu");
+  assert.equal(b.software, true);
+  assert.match(`${b.adapter?.description} ${b.adapter?.device}`, /llvmpipe/i);
+  assert.equal(b.sizes, "smoke");
+  assert.deepEqual(b.failures, []);
+  assert.deepEqual(
+    b.cases.map((c) => c.name),
+    SMOKE_CASES.split(","),
+  );
+  for (const c of b.cases) {
+    if (c.kind === "train") {
+      assert.ok(c.median.step > 0 && Number.isFinite(c.median.step), `${c.name}: a timed step`);
+      assert.ok(c.median.pairs > 0, `${c.name}: the step matched pairs`);
+    } else {
+      assert.ok(c.noTta.msPerPatch > 0 && c.tta.msPerPatch > 0, "cam timings");
     }
-    assert.match(r.out, /webgpu \(software\) \[smoke\]/, "the printed table labels the adapter as software");
-    assert.ok(fs.existsSync(file.replace(/\.json$/, ".txt")), "bench.txt beside bench.json");
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
   }
+  assert.match(r.out, /webgpu \(software\) \[smoke\]/, "the printed table labels the adapter as software");
+  assert.ok(fs.existsSync(file.replace(/\.json$/, ".txt")), "bench.txt beside bench.json");
 });

@@ -1,7 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend } from "../helpers";
@@ -13,6 +12,7 @@ import { generateSynthetic, syntheticManifest } from "../../src/data/synthetic/g
 import { openDataset } from "../../src/data/dataset";
 import { decodePng } from "../../src/data/png";
 import { writePseudoMasks } from "../../src/pipeline/core";
+import { tmpDir } from "../tmp";
 
 test("stage CAM by hand: merge (K = 1 is the map), ReLU, min-max per class, label gate", async () => {
   await onBackend("cpu", () => undefined);
@@ -87,7 +87,7 @@ test("computeCams: no TTA equals one forward pass; gating by predictions keeps a
 
 test("writePseudoMasks: palette PNGs in the dataset palette with only palette ids, one per patch; a rerun skips valid ones and redoes a corrupt one", async () => {
   await onBackend("wasm", () => undefined);
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-cam-"));
+  const root = tmpDir("pbip-cam-");
   await generateSynthetic({ out: path.join(root, "data"), train: 4, val: 2, test: 5, size: 32, seed: 3, workers: 1 });
   const ds = openDataset(path.join(root, "data"), { dataset: syntheticManifest() });
   const net = tinyNet();

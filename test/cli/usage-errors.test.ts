@@ -3,7 +3,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { UsageError } from "../../src/util/errors";
 import { commands as doctor } from "../../src/cli/commands/doctor";
@@ -14,6 +13,7 @@ import { generateSynthetic } from "../../src/data/synthetic/generate";
 import { dominantClassSamples } from "../../src/bank/zeroshot";
 import { openDataset } from "../../src/data/dataset";
 import { encodePalettePng } from "../../src/data/png";
+import { tmpDir } from "../tmp";
 
 const usage = (re: RegExp) => (e: unknown) => e instanceof UsageError && re.test(e.message);
 const find = (cmds: typeof doctor, name: string) => cmds.find((c) => c.name.join(" ") === name)!;
@@ -30,32 +30,24 @@ test("unknown backends, contradicting flags and out-of-range values are usage er
 });
 
 test("bank build: a K list of the wrong length is a usage error before encoding; --out never replaces a folder that is not a bank", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-cli-"));
-  try {
-    const data = path.join(dir, "data");
-    await generateSynthetic({ out: data, train: 8, val: 2, test: 2, size: 32, seed: 1 } as never);
-    const build = find(bank, "bank build");
-    await assert.rejects(build.run(["--data", data, "--out", path.join(dir, "bank"), "--k", "3,3"]), usage(/--k: bank\.k has 2 entries for 4 classes/));
-    assert.ok(!fs.existsSync(path.join(dir, "bank")));
-    const before = fs.readdirSync(data).sort();
-    await assert.rejects(build.run(["--data", data, "--out", data]), (e: Error) => e.message.startsWith(data) && /not an image bank \(bank\.json\) and is not empty/.test(e.message));
-    assert.deepEqual(fs.readdirSync(data).sort(), before, "the dataset is untouched");
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = tmpDir("pbip-cli-");
+  const data = path.join(dir, "data");
+  await generateSynthetic({ out: data, train: 8, val: 2, test: 2, size: 32, seed: 1 } as never);
+  const build = find(bank, "bank build");
+  await assert.rejects(build.run(["--data", data, "--out", path.join(dir, "bank"), "--k", "3,3"]), usage(/--k: bank\.k has 2 entries for 4 classes/));
+  assert.ok(!fs.existsSync(path.join(dir, "bank")));
+  const before = fs.readdirSync(data).sort();
+  await assert.rejects(build.run(["--data", data, "--out", data]), (e: Error) => e.message.startsWith(data) && /not an image bank \(bank\.json\) and is not empty/.test(e.message));
+  assert.deepEqual(fs.readdirSync(data).sort(), before, "the dataset is untouched");
 });
 
 test("zero-shot scoring reads masks as the loader does: a mask of another size than its patch is an error naming it", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-zs-"));
-  try {
-    const data = path.join(dir, "data");
-    await generateSynthetic({ out: data, train: 4, val: 2, test: 2, size: 32, seed: 1 } as never);
-    const ds = openDataset(data, { dataset: JSON.parse(fs.readFileSync(path.join(data, "card.json"), "utf8")).spec });
-    assert.equal(dominantClassSamples(ds.split("val")).samples.length + dominantClassSamples(ds.split("val")).skipped, 2);
-    const mask = path.join(data, "val", "mask", fs.readdirSync(path.join(data, "val", "mask")).sort()[0]!);
-    fs.writeFileSync(mask, encodePalettePng(new Uint8Array(20 * 20), 20, 20, ds.spec.palette));
-    assert.throws(() => dominantClassSamples(ds.split("val")), (e: Error) => e.message.startsWith(mask) && /20x20/.test(e.message));
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = tmpDir("pbip-zs-");
+  const data = path.join(dir, "data");
+  await generateSynthetic({ out: data, train: 4, val: 2, test: 2, size: 32, seed: 1 } as never);
+  const ds = openDataset(data, { dataset: JSON.parse(fs.readFileSync(path.join(data, "card.json"), "utf8")).spec });
+  assert.equal(dominantClassSamples(ds.split("val")).samples.length + dominantClassSamples(ds.split("val")).skipped, 2);
+  const mask = path.join(data, "val", "mask", fs.readdirSync(path.join(data, "val", "mask")).sort()[0]!);
+  fs.writeFileSync(mask, encodePalettePng(new Uint8Array(20 * 20), 20, 20, ds.spec.palette));
+  assert.throws(() => dominantClassSamples(ds.split("val")), (e: Error) => e.message.startsWith(mask) && /20x20/.test(e.message));
 });

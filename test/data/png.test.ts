@@ -6,13 +6,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import sharp from "sharp";
 import { crc32, decodePng, encodePalettePng, encodeRgbPng } from "../../src/data/png";
 import { readImage, readMask, writeMask, maskIdsFromPng, colorizeMask, readImagesTensor, rgbToTensor } from "../../src/data/image";
 import { FileError } from "../../src/util/errors";
 import type { RGB } from "../../src/data/types";
+import { tmpDir } from "../tmp";
 
 const FIX = path.join(__dirname, "fixtures");
 const expected = JSON.parse(fs.readFileSync(path.join(FIX, "expected.json"), "utf8")) as {
@@ -32,9 +32,7 @@ const LUAD: RGB[] = [
 const spec = { name: "luad-histoseg", palette: LUAD, backgroundId: 4 };
 const flat = (a: number[][]): number[] => a.flat();
 
-function tmpDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), "pbip-png-"));
-}
+const pngTmp = (): string => tmpDir("pbip-png-");
 
 test("crc32 matches the PNG specification's check value", () => {
   assert.equal(crc32(Buffer.from("123456789")), 0xcbf43926);
@@ -110,7 +108,7 @@ test("encoders reject bad input", () => {
 });
 
 test("damaged PNGs are FileErrors that name the file and the problem", () => {
-  const dir = tmpDir();
+  const dir = pngTmp();
   const good = encodePalettePng(new Uint8Array(64 * 64).map((_, i) => i % 5), 64, 64, LUAD);
   const cases: [string, Buffer, RegExp][] = [
     ["truncated.png", good.subarray(0, Math.floor(good.length / 2)), /truncated/],
@@ -141,7 +139,7 @@ test("damaged PNGs are FileErrors that name the file and the problem", () => {
 });
 
 test("a mask value outside the palette is reported with the value and pixel count", () => {
-  const dir = tmpDir();
+  const dir = pngTmp();
   const f = path.join(dir, "bad.png");
   const ids = new Uint8Array(16).fill(1);
   ids[3] = 7;
@@ -158,7 +156,7 @@ test("a mask value outside the palette is reported with the value and pixel coun
 });
 
 test("writeMask is atomic and readMask reads it back; maskIdsFromPng needs a palette for RGB", () => {
-  const dir = tmpDir();
+  const dir = pngTmp();
   const f = path.join(dir, "sub", "m.png");
   const ids = new Uint8Array(20 * 10).map((_, i) => i % 5);
   writeMask(f, ids, 20, 10, LUAD);
@@ -172,7 +170,7 @@ test("writeMask is atomic and readMask reads it back; maskIdsFromPng needs a pal
 });
 
 test("readImage gives RGB, drops alpha, expands grey, and refuses another size unless asked to resize", async () => {
-  const dir = tmpDir();
+  const dir = pngTmp();
   const rgba = path.join(dir, "rgba.png");
   await sharp(Buffer.alloc(8 * 8 * 4, 200), { raw: { width: 8, height: 8, channels: 4 } }).png().toFile(rgba);
   const grey = path.join(dir, "grey.png");
@@ -192,7 +190,7 @@ test("readImage gives RGB, drops alpha, expands grey, and refuses another size u
 });
 
 test("readImage: a truncated or empty image file says so, whatever message the decoder gives", async () => {
-  const dir = tmpDir();
+  const dir = pngTmp();
   const good = encodeRgbPng(new Uint8Array(32 * 32 * 3).map((_, i) => i % 251), 32, 32);
   for (const [name, bytes, re] of [
     ["cut.png", good.subarray(0, Math.floor(good.length * 0.6)), /truncated PNG: it does not end with an IEND chunk/],
@@ -206,7 +204,7 @@ test("readImage: a truncated or empty image file says so, whatever message the d
 });
 
 test("readImagesTensor: files of any size become one [N, size, size, 3] tensor in [0, 1]", async () => {
-  const dir = tmpDir();
+  const dir = pngTmp();
   const a = new Uint8Array(8 * 8 * 3).map((_, i) => (i * 7) % 256);
   fs.writeFileSync(path.join(dir, "a.png"), encodeRgbPng(a, 8, 8));
   fs.writeFileSync(path.join(dir, "b.png"), encodeRgbPng(new Uint8Array(16 * 16 * 3).fill(255), 16, 16));

@@ -1,9 +1,9 @@
 // A small synthetic set shared by the data tests: 24 train / 6 val / 6 test
 // patches at 64 px, generated once per test process into a temporary folder.
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { generateSynthetic, type SynthResult } from "../../src/data/synthetic/generate";
+import { tmpDir as baseTmpDir } from "../tmp";
 
 export const SMALL = { train: 24, val: 6, test: 6, size: 64, seed: 11 };
 
@@ -11,7 +11,7 @@ let cached: Promise<SynthResult> | undefined;
 
 /** The shared small set (generated in-thread on first use). */
 export function smallSet(): Promise<SynthResult> {
-  cached ??= generateSynthetic({ ...SMALL, out: path.join(fs.mkdtempSync(path.join(os.tmpdir(), "pbip-data-")), "synthetic"), workers: 1 });
+  cached ??= generateSynthetic({ ...SMALL, out: path.join(baseTmpDir("pbip-data-"), "synthetic"), workers: 1 });
   return cached;
 }
 
@@ -22,5 +22,5 @@ export function copyDir(src: string, dst: string): string {
 }
 
 export function tmpDir(prefix = "pbip-data-"): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return baseTmpDir(prefix);
 }

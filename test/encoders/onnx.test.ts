@@ -8,12 +8,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr } from "../helpers";
 import { OnnxEncoder, denseToNHWC, sidecarPathFor, type EncoderSidecar } from "../../src/encoders/onnx";
 import { createEncoder, describeEncoder } from "../../src/encoders/factory";
+import { tmpDir } from "../tmp";
 
 // ---- a minimal protobuf writer (wire types 0 and 2 are all ONNX needs here) ----
 class Pb {
@@ -127,7 +127,7 @@ function reference(model: TinyModel, images: Float32Array, shape: [number, numbe
 }
 
 function setup(size: number, batch: number | string, sidecar: Partial<EncoderSidecar> = {}) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-onnx-"));
+  const dir = tmpDir("pbip-onnx-");
   const model = tinyOnnx(size, 4, batch);
   const file = path.join(dir, "tiny.onnx");
   fs.writeFileSync(file, model.bytes);
@@ -245,7 +245,7 @@ test("sidecar problems are errors that name the sidecar file", async () => {
     });
   }
   await assert.rejects(OnnxEncoder.create("/nonexistent/model.onnx"), /nonexistent\/model.onnx: ONNX model file not found/);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-onnx-"));
+  const dir = tmpDir("pbip-onnx-");
   const bad = path.join(dir, "broken.onnx");
   fs.writeFileSync(bad, Buffer.from("not a model"));
   fs.writeFileSync(sidecarPathFor(bad), JSON.stringify({ name: "x", inputSize: 8, mean: [0, 0, 0], std: [1, 1, 1] }));

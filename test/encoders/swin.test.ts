@@ -1,7 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr, finiteDiff } from "../helpers";
@@ -21,6 +20,7 @@ import {
   SWIN_T_CONFIG,
   type SwinConfig,
 } from "../../src/encoders/swin-weights";
+import { tmpDir } from "../tmp";
 
 // The tiny configuration of test/reference/swin_reference.py (--config tiny): window 3 on a
 // 72x96 input gives maps 18x24, 9x12, 5x6 (padded to 6x6, shifted with the mask), 3x3
@@ -130,35 +130,31 @@ test(`input gradient on ${backend} (${memory} memory) matches PyTorch autograd (
 }
 
 test("weights report names missing, unexpected and mis-shaped keys; wrong index buffers are refused", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-swin-"));
-  try {
-    const src = readSafetensors(path.join(FIX, "weights.safetensors"));
-    const bad = new Map(src);
-    bad.delete("swin.encoder.layers.1.blocks.0.attention.self.key.bias");
-    bad.set("swin.encoder.layers.0.blocks.0.extra.weight", { dtype: "float32", shape: [2], data: new Float32Array(2) });
-    const q = src.get("swin.encoder.layers.0.blocks.1.attention.self.query.weight")!;
-    bad.set("swin.encoder.layers.0.blocks.1.attention.self.query.weight", { dtype: "float32", shape: [2, 8], data: q.data });
-    const file = path.join(dir, "bad.safetensors");
-    writeSafetensors(file, bad);
-    const r = readSwinWeights([file], TINY, { projection: true });
-    assert.deepEqual(r.report.missing, ["encoder.layers.1.blocks.0.attention.self.key.bias", PROJECTION_KEY]);
-    assert.deepEqual(r.report.unexpected, ["swin.encoder.layers.0.blocks.0.extra.weight"]);
-    assert.equal(r.report.misshaped.length, 1);
-    assert.match(r.report.misshaped[0]!, /query\.weight: file \[2, 8\] vs model \[4, 4\]/);
-    await assert.rejects(createSwinEncoder({ weights: file, config: TINY }), (e: Error) => {
-      assert.match(e.message, /bad\.safetensors: weights do not match the model/);
-      assert.match(e.message, /missing \(1\): encoder\.layers\.1\.blocks\.0\.attention\.self\.key\.bias/);
-      assert.match(e.message, /unexpected \(1\)/);
-      assert.match(e.message, /mis-shaped \(1\)/);
-      return true;
-    });
-    // The fixture's int64 relative_position_index buffers are checked against a 3x3 window; a 2x2 config refuses them.
-    const ok = readSwinWeights([path.join(FIX, "weights.safetensors")], TINY);
-    assert.equal(ok.checkedIndexBuffers, 8);
-    assert.throws(() => readSwinWeights([path.join(FIX, "weights.safetensors")], { ...TINY, windowSize: 2 }), /relative position index of a 2x2 window/);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = tmpDir("pbip-swin-");
+  const src = readSafetensors(path.join(FIX, "weights.safetensors"));
+  const bad = new Map(src);
+  bad.delete("swin.encoder.layers.1.blocks.0.attention.self.key.bias");
+  bad.set("swin.encoder.layers.0.blocks.0.extra.weight", { dtype: "float32", shape: [2], data: new Float32Array(2) });
+  const q = src.get("swin.encoder.layers.0.blocks.1.attention.self.query.weight")!;
+  bad.set("swin.encoder.layers.0.blocks.1.attention.self.query.weight", { dtype: "float32", shape: [2, 8], data: q.data });
+  const file = path.join(dir, "bad.safetensors");
+  writeSafetensors(file, bad);
+  const r = readSwinWeights([file], TINY, { projection: true });
+  assert.deepEqual(r.report.missing, ["encoder.layers.1.blocks.0.attention.self.key.bias", PROJECTION_KEY]);
+  assert.deepEqual(r.report.unexpected, ["swin.encoder.layers.0.blocks.0.extra.weight"]);
+  assert.equal(r.report.misshaped.length, 1);
+  assert.match(r.report.misshaped[0]!, /query\.weight: file \[2, 8\] vs model \[4, 4\]/);
+  await assert.rejects(createSwinEncoder({ weights: file, config: TINY }), (e: Error) => {
+    assert.match(e.message, /bad\.safetensors: weights do not match the model/);
+    assert.match(e.message, /missing \(1\): encoder\.layers\.1\.blocks\.0\.attention\.self\.key\.bias/);
+    assert.match(e.message, /unexpected \(1\)/);
+    assert.match(e.message, /mis-shaped \(1\)/);
+    return true;
+  });
+  // The fixture's int64 relative_position_index buffers are checked against a 3x3 window; a 2x2 config refuses them.
+  const ok = readSwinWeights([path.join(FIX, "weights.safetensors")], TINY);
+  assert.equal(ok.checkedIndexBuffers, 8);
+  assert.throws(() => readSwinWeights([path.join(FIX, "weights.safetensors")], { ...TINY, windowSize: 2 }), /relative position index of a 2x2 window/);
 });
 
 test("encoder: identity, stand-in labels, preprocessing, dense map pools to the pooled vector", async () => {
@@ -204,28 +200,24 @@ test("encoder: identity, stand-in labels, preprocessing, dense map pools to the 
 });
 
 test("a sidecar JSON beside the weights sets the preprocessing, the name and the stand-in label", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-swin-sidecar-"));
-  try {
-    const weights = path.join(dir, "tiny.safetensors");
-    fs.copyFileSync(path.join(FIX, "weights.safetensors"), weights);
-    const side = { name: "swin-tiny-test", inputSize: 72, channelOrder: "RGB", scale: 1, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], dim: 8, source: "medclip: test" };
-    fs.writeFileSync(path.join(dir, "tiny.json"), JSON.stringify(side));
-    await onBackend("wasm", async () => {
-      const enc = await createSwinEncoder({ weights, projection: path.join(FIX, "projection.safetensors"), config: TINY });
-      assert.equal(enc.identity.name, "swin-t-medclip-release:swin-tiny-test");
-      assert.deepEqual(enc.identity.preprocessing, { inputSize: 72, channelOrder: "RGB", scale: 1, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] });
-      assert.equal(enc.isStandIn, false, "a sidecar without standInNote (MedCLIP's own weights) is not a stand-in");
-      assert.equal(enc.info.source, "medclip: test");
-      enc.dispose();
-      fs.writeFileSync(path.join(dir, "tiny.json"), JSON.stringify({ ...side, standInNote: "the release's MedCLIP: ImageNet Swin-T under a seeded projection" }));
-      const enc2 = await createSwinEncoder({ weights, projection: path.join(FIX, "projection.safetensors"), config: TINY });
-      assert.equal(enc2.isStandIn, true);
-      assert.match(enc2.standInNote!, /ImageNet Swin-T under a seeded projection/);
-      enc2.dispose();
-    });
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = tmpDir("pbip-swin-sidecar-");
+  const weights = path.join(dir, "tiny.safetensors");
+  fs.copyFileSync(path.join(FIX, "weights.safetensors"), weights);
+  const side = { name: "swin-tiny-test", inputSize: 72, channelOrder: "RGB", scale: 1, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], dim: 8, source: "medclip: test" };
+  fs.writeFileSync(path.join(dir, "tiny.json"), JSON.stringify(side));
+  await onBackend("wasm", async () => {
+    const enc = await createSwinEncoder({ weights, projection: path.join(FIX, "projection.safetensors"), config: TINY });
+    assert.equal(enc.identity.name, "swin-t-medclip-release:swin-tiny-test");
+    assert.deepEqual(enc.identity.preprocessing, { inputSize: 72, channelOrder: "RGB", scale: 1, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] });
+    assert.equal(enc.isStandIn, false, "a sidecar without standInNote (MedCLIP's own weights) is not a stand-in");
+    assert.equal(enc.info.source, "medclip: test");
+    enc.dispose();
+    fs.writeFileSync(path.join(dir, "tiny.json"), JSON.stringify({ ...side, standInNote: "the release's MedCLIP: ImageNet Swin-T under a seeded projection" }));
+    const enc2 = await createSwinEncoder({ weights, projection: path.join(FIX, "projection.safetensors"), config: TINY });
+    assert.equal(enc2.isStandIn, true);
+    assert.match(enc2.standInNote!, /ImageNet Swin-T under a seeded projection/);
+    enc2.dispose();
+  });
 });
 
 // --------------------------------------------------------------- full Swin-T
@@ -285,25 +277,21 @@ test("kernel-setup/export_swin_weights.py --projection-only writes the seeded nn
     return;
   }
   const { spawnSync } = require("node:child_process") as typeof import("node:child_process");
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-swin-export-"));
-  try {
-    const out = path.join(dir, "proj.safetensors");
-    const script = path.join(__dirname, "..", "..", "kernel-setup", "export_swin_weights.py");
-    const r = spawnSync(PY, [script, "imagenet", "--projection-only", "--seed", "42", "--out", out], { encoding: "utf8" });
-    assert.equal(r.status, 0, r.stderr);
-    const side = JSON.parse(fs.readFileSync(path.join(dir, "proj.json"), "utf8")) as Record<string, unknown>;
-    assert.equal(side.inputSize, 224);
-    assert.deepEqual(side.mean, [0.485, 0.456, 0.406]);
-    assert.match(String(side.projection), /torch\.manual_seed\(42\)/);
-    // torch.manual_seed(42); nn.Linear(768, 512, bias=False).weight[0, :4], computed by torch here too.
-    const expect = spawnSync(PY, ["-c", "import torch; torch.manual_seed(42); print(' '.join(repr(float(v)) for v in torch.nn.Linear(768, 512, bias=False).weight[0, :4]))"], { encoding: "utf8" });
-    const first = expect.stdout.trim().split(" ").map(Number);
-    const proj = readSwinProjection(out, 768);
-    assert.deepEqual(proj.shape, [512, 768]);
-    assert.deepEqual([...proj.data.slice(0, 4)], first.map((v) => Math.fround(v)));
-    assert.ok(proj.data.every((v) => Math.abs(v) <= 1 / Math.sqrt(768)), "U(-1/sqrt(768), 1/sqrt(768))");
-    assert.throws(() => readSwinProjection(out, 32), /proj\.safetensors: projection matrix is \[512, 768\], expected \[d, 32\]/);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = tmpDir("pbip-swin-export-");
+  const out = path.join(dir, "proj.safetensors");
+  const script = path.join(__dirname, "..", "..", "kernel-setup", "export_swin_weights.py");
+  const r = spawnSync(PY, [script, "imagenet", "--projection-only", "--seed", "42", "--out", out], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  const side = JSON.parse(fs.readFileSync(path.join(dir, "proj.json"), "utf8")) as Record<string, unknown>;
+  assert.equal(side.inputSize, 224);
+  assert.deepEqual(side.mean, [0.485, 0.456, 0.406]);
+  assert.match(String(side.projection), /torch\.manual_seed\(42\)/);
+  // torch.manual_seed(42); nn.Linear(768, 512, bias=False).weight[0, :4], computed by torch here too.
+  const expect = spawnSync(PY, ["-c", "import torch; torch.manual_seed(42); print(' '.join(repr(float(v)) for v in torch.nn.Linear(768, 512, bias=False).weight[0, :4]))"], { encoding: "utf8" });
+  const first = expect.stdout.trim().split(" ").map(Number);
+  const proj = readSwinProjection(out, 768);
+  assert.deepEqual(proj.shape, [512, 768]);
+  assert.deepEqual([...proj.data.slice(0, 4)], first.map((v) => Math.fround(v)));
+  assert.ok(proj.data.every((v) => Math.abs(v) <= 1 / Math.sqrt(768)), "U(-1/sqrt(768), 1/sqrt(768))");
+  assert.throws(() => readSwinProjection(out, 32), /proj\.safetensors: projection matrix is \[512, 768\], expected \[d, 32\]/);
 });

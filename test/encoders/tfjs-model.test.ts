@@ -7,13 +7,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr, finiteDiff } from "../helpers";
 import { TfjsModelEncoder, readModelFiles } from "../../src/encoders/tfjs-model";
 import { sidecarPathFor, type EncoderSidecar } from "../../src/encoders/onnx";
 import { createEncoder, describeEncoder } from "../../src/encoders/factory";
+import { tmpDir } from "../tmp";
 
 const SIZE = 8;
 const C = 4;
@@ -102,7 +102,7 @@ function saveGraphModel(dir: string): string {
   return file;
 }
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "pbip-tfjs-"));
+const tmp = () => tmpDir("pbip-tfjs-");
 
 async function checkEncoder(enc: TfjsModelEncoder) {
   const data = randomArray(2 * SIZE * SIZE * 3, 9).map((v) => (v + 1) / 2);

@@ -1,13 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { commands } from "../../src/cli/commands/eval";
 import { evaluateDirs } from "../../src/eval/dirs";
 import { writeMask } from "../../src/data/image";
 import { evaluateMasks } from "../../src/eval";
 import { Rng } from "../../src/util";
+import { tmpDir } from "../tmp";
 
 const PALETTE: [number, number, number][] = [
   [205, 51, 51],
@@ -18,7 +18,7 @@ const PALETTE: [number, number, number][] = [
 ];
 
 function setup(): { dir: string; manifest: string; gt: string; pred: string } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-eval-"));
+  const dir = tmpDir("pbip-eval-");
   const manifest = path.join(dir, "toy.json");
   fs.writeFileSync(
     manifest,

@@ -4,10 +4,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { readSafetensors, parseSafetensorsHeader, encodeSafetensors, writeSafetensors } from "../../src/io";
 import { FileError } from "../../src/util";
+import { tmpDir } from "../tmp";
 
 /** Assemble a file: u64 LE header length (or an override), header text, data bytes. */
 function makeFile(header: unknown, data: Uint8Array | number[] = [], headerLength?: bigint): Buffer {
@@ -25,7 +25,7 @@ function f32(...values: number[]): Buffer {
   return b;
 }
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-st-"));
+const dir = tmpDir("pbip-st-");
 function onDisk(name: string, bytes: Uint8Array): string {
   const p = path.join(dir, name);
   fs.writeFileSync(p, bytes);

@@ -1,7 +1,5 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, randomArray, maxRelErr } from "../helpers";
@@ -9,6 +7,7 @@ import { TinyBackbone } from "../tiny";
 import { ClassNet } from "../../src/model/classnet";
 import { similarityMaps, mergeSubclasses, poolLogits, l2Normalize } from "../../src/model/heads";
 import { resolveConfig, type PbipConfig } from "../../src/config/profiles";
+import { tmpDir } from "../tmp";
 
 /** Central differences in float64 of a float32 function (the step suits float32 round-off). */
 function fd(f: (x: Float32Array) => number, x: Float32Array, i: number, eps = 1e-2): number {
@@ -123,7 +122,7 @@ test("ClassNet: shapes per stage, summary, no tensor growth over forward/backwar
 
 test("ClassNet weights: save and load round-trip exactly; a mismatched file is refused by name", async () => {
   await onBackend("wasm", () => undefined);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-classnet-"));
+  const dir = tmpDir("pbip-classnet-");
   const a = net(1);
   const b = net(2);
   const file = path.join(dir, "w.safetensors");

@@ -3,7 +3,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { onBackend, maxRelErr } from "../helpers";
@@ -19,6 +18,7 @@ import {
   hfToOriginalName,
   type MiTConfig,
 } from "../../src/model/backbones";
+import { tmpDir } from "../tmp";
 
 const FIX = path.join(__dirname, "..", "fixtures", "mit");
 /** The fixture's architecture: see the `tiny` entry of mit_reference.py. */
@@ -31,7 +31,7 @@ const TINY: Partial<MiTConfig> = {
 };
 
 function tmpFile(name: string): string {
-  return path.join(fs.mkdtempSync(path.join(os.tmpdir(), "pbip-mit-")), name);
+  return path.join(tmpDir("pbip-mit-"), name);
 }
 
 function tiny(strides: [number, number, number, number] = [4, 2, 2, 1]): MixTransformer {

@@ -6,9 +6,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { runNotebooks, checkNotebookSetup, formatFailure } from "../../src/nbrun";
+import { tmpDir } from "../tmp";
 
 interface Output {
   output_type: string;
@@ -19,7 +19,7 @@ interface Output {
 
 test("notebook 00 executes headless with text, HTML and PNG outputs", { timeout: 300_000 }, async () => {
   checkNotebookSetup(); // throws "... run `npm run setup`" when Jupyter or the kernelspec is missing
-  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-nb00-"));
+  const runDir = tmpDir("pbip-nb00-");
   const r = await runNotebooks({ notebooks: ["00"], runDir, env: { PBIP_QUICK: "1" }, log: () => {} });
   const res = r.results[0]!;
   assert.ok(res.ok, formatFailure(res));

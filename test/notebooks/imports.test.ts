@@ -10,10 +10,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { listNotebooks, runNotebooks, checkNotebookSetup, devPaths } from "../../src/nbrun";
 import { collectImports, importsOfSource } from "./collect-imports";
+import { tmpDir } from "../tmp";
 
 test("importsOfSource finds single-line, multi-line, type-only and side-effect imports", () => {
   const src = [
@@ -61,7 +61,7 @@ test("every notebook import compiles and loads in a tslab kernel", { timeout: 30
       source: `${s}\nimport * as importCheck${k} from ${JSON.stringify(mod)};\nvoid importCheck${k};`,
     };
   });
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-imports-"));
+  const dir = tmpDir("pbip-imports-");
   const nbFile = path.join(dir, "notebook-imports.ipynb");
   fs.writeFileSync(
     nbFile,

@@ -1,13 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { ablationTable, formatAblationTable, runAblation, ABLATIONS, type AblationRecord } from "../../src/pipeline/ablation";
 import { commands } from "../../src/cli/commands/ablate";
 import { openRun } from "../../src/pipeline/run";
 import { onBackend } from "../helpers";
 import { resolveConfig, parseSetOverrides, PROFILES } from "../../src/config/profiles";
+import { tmpDir } from "../tmp";
 
 function rec(variant: string, seed: number, miou: number, perImage: number[]): AblationRecord {
   return { variant, seed, test: { miou, fwiou: miou, mbiou: miou / 2, mdice: miou }, perImage: Object.fromEntries(perImage.map((v, i) => [`p${i}`, v])) };
@@ -83,44 +83,40 @@ test("--set accepts the optional keys a profile leaves out, and names an unknown
 
 test("runAblation end to end on the quick embedded set: a scored record per run, per-image test mIoU, a rerun reuses them", { timeout: 900_000 }, async () => {
   await onBackend("wasm", () => undefined);
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-ablate-"));
-  try {
-    const lines: string[] = [];
-    const o = { out, variants: ["pbip", "cls-only"], seeds: [0], quick: true, log: (l: string) => lines.push(l) };
-    const records = await runAblation(o);
-    assert.deepEqual(records.map((r) => r.variant), ["pbip", "cls-only"]);
-    const run = await openRun({ root: path.join(out, "pbip", "seed0"), quick: true, verbose: false });
-    const testIds = run.dataset.split("test").samples.map((s) => s.id).sort();
-    for (const r of records) {
-      const dir = path.join(out, r.variant, "seed0");
-      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, "ablation-record.json"), "utf8")), r, "the record on disk is the one returned");
-      assert.deepEqual(Object.keys(r.perImage).sort(), testIds, "one score per test patch");
-      assert.ok(r.test.miou > 0 && r.test.miou <= 1, `test mIoU ${r.test.miou}`);
-      assert.ok(r.valMiou !== undefined && r.valMiou > 0);
-      assert.ok(r.bestValMiou !== undefined && r.bestValMiou >= r.valMiou, "the best validation is at least the last");
-      // The variant's switch reached the run that was scored.
-      const cfg = JSON.parse(fs.readFileSync(path.join(dir, "stage1", "model", "config.json"), "utf8")).config;
-      assert.equal(cfg.loss.useFg, r.variant === "pbip");
-    }
-    // The two variants trained differently, so their pseudo-masks differ somewhere.
-    assert.notDeepEqual(records[0]!.perImage, records[1]!.perImage);
-    lines.length = 0;
-    assert.deepEqual(await runAblation(o), records);
-    assert.deepEqual(lines, ["pbip seed 0: done earlier", "cls-only seed 0: done earlier"]);
-    assert.equal(records[1]!.config?.loss.useFg, false, "a record keeps the config it was made with");
-    // A variant redefined (here through variantDefs) no longer matches its finished run:
-    // the record is set aside, not reused, and the run is made again with the new config.
-    lines.length = 0;
-    const redefined = { "cls-only": { description: "L_CLS only, t = 1", overrides: { loss: { useFg: false, useBg: false, temperature: 1 } as never } } };
-    const again = await runAblation({ ...o, variants: ["cls-only"], variantDefs: redefined });
-    assert.match(lines[0]!, /^cls-only seed 0: the finished run was trained with another config \(loss\.temperature\); its record moved to .*ablation-record\.old-\d+\.json, running again$/);
-    assert.equal(again[0]!.config?.loss.temperature, 1);
-    const dir = path.join(out, "cls-only", "seed0");
-    assert.equal(fs.readdirSync(dir).filter((f) => /^ablation-record\.old-\d+\.json$/.test(f)).length, 1, "the old record is kept");
-    assert.equal(JSON.parse(fs.readFileSync(path.join(dir, "stage1", "model", "config.json"), "utf8")).config.loss.temperature, 1, "stage 1 trained again");
-  } finally {
-    fs.rmSync(out, { recursive: true, force: true });
+  const out = tmpDir("pbip-ablate-");
+  const lines: string[] = [];
+  const o = { out, variants: ["pbip", "cls-only"], seeds: [0], quick: true, log: (l: string) => lines.push(l) };
+  const records = await runAblation(o);
+  assert.deepEqual(records.map((r) => r.variant), ["pbip", "cls-only"]);
+  const run = await openRun({ root: path.join(out, "pbip", "seed0"), quick: true, verbose: false });
+  const testIds = run.dataset.split("test").samples.map((s) => s.id).sort();
+  for (const r of records) {
+    const dir = path.join(out, r.variant, "seed0");
+    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, "ablation-record.json"), "utf8")), r, "the record on disk is the one returned");
+    assert.deepEqual(Object.keys(r.perImage).sort(), testIds, "one score per test patch");
+    assert.ok(r.test.miou > 0 && r.test.miou <= 1, `test mIoU ${r.test.miou}`);
+    assert.ok(r.valMiou !== undefined && r.valMiou > 0);
+    assert.ok(r.bestValMiou !== undefined && r.bestValMiou >= r.valMiou, "the best validation is at least the last");
+    // The variant's switch reached the run that was scored.
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, "stage1", "model", "config.json"), "utf8")).config;
+    assert.equal(cfg.loss.useFg, r.variant === "pbip");
   }
+  // The two variants trained differently, so their pseudo-masks differ somewhere.
+  assert.notDeepEqual(records[0]!.perImage, records[1]!.perImage);
+  lines.length = 0;
+  assert.deepEqual(await runAblation(o), records);
+  assert.deepEqual(lines, ["pbip seed 0: done earlier", "cls-only seed 0: done earlier"]);
+  assert.equal(records[1]!.config?.loss.useFg, false, "a record keeps the config it was made with");
+  // A variant redefined (here through variantDefs) no longer matches its finished run:
+  // the record is set aside, not reused, and the run is made again with the new config.
+  lines.length = 0;
+  const redefined = { "cls-only": { description: "L_CLS only, t = 1", overrides: { loss: { useFg: false, useBg: false, temperature: 1 } as never } } };
+  const again = await runAblation({ ...o, variants: ["cls-only"], variantDefs: redefined });
+  assert.match(lines[0]!, /^cls-only seed 0: the finished run was trained with another config \(loss\.temperature\); its record moved to .*ablation-record\.old-\d+\.json, running again$/);
+  assert.equal(again[0]!.config?.loss.temperature, 1);
+  const dir = path.join(out, "cls-only", "seed0");
+  assert.equal(fs.readdirSync(dir).filter((f) => /^ablation-record\.old-\d+\.json$/.test(f)).length, 1, "the old record is kept");
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, "stage1", "model", "config.json"), "utf8")).config.loss.temperature, 1, "stage 1 trained again");
 });
 
 test("pbip ablate --variant: a variant of your own from key=value settings; malformed and clashing names are usage errors", async () => {

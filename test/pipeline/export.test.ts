@@ -1,11 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { createHash } from "node:crypto";
 import { exportRun } from "../../src/pipeline/export";
 import { writeDirAtomic } from "../../src/util/fs";
+import { tmpDir } from "../tmp";
 
 /** A minimal run folder: run.json, one executed notebook with a PNG output, a results table, a bank, a checkpoint, two pseudo-masks. */
 function fakeRun(root: string): { png: Buffer } {
@@ -30,59 +30,51 @@ function fakeRun(root: string): { png: Buffer } {
 const sha = (b: string | Buffer) => createHash("sha256").update(b).digest("hex");
 
 test("exportRun gathers notebooks, figures, results, configs and checksums; it replaces an earlier export and nothing else", async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-export-"));
-  try {
-    const run = path.join(tmp, "run");
-    const { png } = fakeRun(run);
-    const out = path.join(tmp, "supplementary");
-    const s = await exportRun(run, out, undefined);
-    assert.deepEqual({ notebooks: s.notebooks, figures: s.figures }, { notebooks: 1, figures: 1 });
-    assert.deepEqual(fs.readFileSync(path.join(out, "figures", "01-image-bank-cell00-1.png")), png, "the notebook's PNG, byte for byte");
-    assert.ok(fs.existsSync(path.join(out, "notebooks", "01-image-bank.html")));
-    assert.match(fs.readFileSync(path.join(out, "results.csv"), "utf8"), /PBIP stage 1/);
-    assert.ok(fs.existsSync(path.join(out, "configs", "stage1__pbip__config.json")));
-    const sums = fs.readFileSync(path.join(out, "checksums.sha256"), "utf8");
-    assert.match(sums, new RegExp(`^${sha("weights")}  stage1/pbip/best.safetensors$`, "m"), "checkpoint checksum, sha256sum format");
-    const maskLines = [`${sha("A")}  a.png`, `${sha("B")}  b.png`].join("\n");
-    assert.match(sums, new RegExp(`^${sha(maskLines)}  pseudo-masks/pbip/test/ \\(2 masks`, "m"), "a mask folder's checksum over its sorted sha256sum lines");
-    assert.equal(JSON.parse(fs.readFileSync(path.join(out, "environment.json"), "utf8")).sourceRun, run);
+  const tmp = tmpDir("pbip-export-");
+  const run = path.join(tmp, "run");
+  const { png } = fakeRun(run);
+  const out = path.join(tmp, "supplementary");
+  const s = await exportRun(run, out, undefined);
+  assert.deepEqual({ notebooks: s.notebooks, figures: s.figures }, { notebooks: 1, figures: 1 });
+  assert.deepEqual(fs.readFileSync(path.join(out, "figures", "01-image-bank-cell00-1.png")), png, "the notebook's PNG, byte for byte");
+  assert.ok(fs.existsSync(path.join(out, "notebooks", "01-image-bank.html")));
+  assert.match(fs.readFileSync(path.join(out, "results.csv"), "utf8"), /PBIP stage 1/);
+  assert.ok(fs.existsSync(path.join(out, "configs", "stage1__pbip__config.json")));
+  const sums = fs.readFileSync(path.join(out, "checksums.sha256"), "utf8");
+  assert.match(sums, new RegExp(`^${sha("weights")}  stage1/pbip/best.safetensors$`, "m"), "checkpoint checksum, sha256sum format");
+  const maskLines = [`${sha("A")}  a.png`, `${sha("B")}  b.png`].join("\n");
+  assert.match(sums, new RegExp(`^${sha(maskLines)}  pseudo-masks/pbip/test/ \\(2 masks`, "m"), "a mask folder's checksum over its sorted sha256sum lines");
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, "environment.json"), "utf8")).sourceRun, run);
 
-    // Exporting again replaces the earlier export.
-    fs.writeFileSync(path.join(out, "stale.txt"), "left from before");
-    await exportRun(run, out, undefined);
-    assert.ok(!fs.existsSync(path.join(out, "stale.txt")));
+  // Exporting again replaces the earlier export.
+  fs.writeFileSync(path.join(out, "stale.txt"), "left from before");
+  await exportRun(run, out, undefined);
+  assert.ok(!fs.existsSync(path.join(out, "stale.txt")));
 
-    // A folder that is not an export, or the run itself, is refused and left as it was.
-    const foreign = path.join(tmp, "my-data");
-    fs.mkdirSync(foreign);
-    fs.writeFileSync(path.join(foreign, "data.txt"), "precious");
-    await assert.rejects(exportRun(run, foreign, undefined), (e: Error) => e.message.startsWith(foreign) && /not an export of a run .* not empty/.test(e.message));
-    assert.equal(fs.readFileSync(path.join(foreign, "data.txt"), "utf8"), "precious");
-    await assert.rejects(exportRun(run, run, undefined), /holds the run being exported/);
-    await assert.rejects(exportRun(run, tmp, undefined), /holds the run being exported/);
-    assert.ok(fs.existsSync(path.join(run, "run.json")), "the run is untouched");
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
+  // A folder that is not an export, or the run itself, is refused and left as it was.
+  const foreign = path.join(tmp, "my-data");
+  fs.mkdirSync(foreign);
+  fs.writeFileSync(path.join(foreign, "data.txt"), "precious");
+  await assert.rejects(exportRun(run, foreign, undefined), (e: Error) => e.message.startsWith(foreign) && /not an export of a run .* not empty/.test(e.message));
+  assert.equal(fs.readFileSync(path.join(foreign, "data.txt"), "utf8"), "precious");
+  await assert.rejects(exportRun(run, run, undefined), /holds the run being exported/);
+  await assert.rejects(exportRun(run, tmp, undefined), /holds the run being exported/);
+  assert.ok(fs.existsSync(path.join(run, "run.json")), "the run is untouched");
 });
 
 test("writeDirAtomic: an absent or empty folder is written; a non-empty one only when the rule recognises it", async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-dir-"));
-  try {
-    const dir = path.join(tmp, "out");
-    const fill = (t: string) => fs.writeFileSync(path.join(t, "made.txt"), "new");
-    await writeDirAtomic(dir, fill);
-    assert.deepEqual(fs.readdirSync(dir), ["made.txt"]);
-    await assert.rejects(writeDirAtomic(dir, fill), /is a folder that is not one pbip wrote and is not empty/);
-    let filled = false;
-    await assert.rejects(writeDirAtomic(dir, () => void (filled = true), { what: "a thing", replaces: () => false }), /not a thing/);
-    assert.equal(filled, false, "refused before any work");
-    await writeDirAtomic(dir, (t) => fs.writeFileSync(path.join(t, "other.txt"), "x"), { what: "a thing", replaces: (d) => fs.existsSync(path.join(d, "made.txt")) });
-    assert.deepEqual(fs.readdirSync(dir), ["other.txt"]);
-    assert.deepEqual(fs.readdirSync(tmp), ["out"], "no temporary folder left behind");
-    fs.writeFileSync(path.join(tmp, "file"), "f");
-    await assert.rejects(writeDirAtomic(path.join(tmp, "file"), fill), /exists and is not a folder/);
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
+  const tmp = tmpDir("pbip-dir-");
+  const dir = path.join(tmp, "out");
+  const fill = (t: string) => fs.writeFileSync(path.join(t, "made.txt"), "new");
+  await writeDirAtomic(dir, fill);
+  assert.deepEqual(fs.readdirSync(dir), ["made.txt"]);
+  await assert.rejects(writeDirAtomic(dir, fill), /is a folder that is not one pbip wrote and is not empty/);
+  let filled = false;
+  await assert.rejects(writeDirAtomic(dir, () => void (filled = true), { what: "a thing", replaces: () => false }), /not a thing/);
+  assert.equal(filled, false, "refused before any work");
+  await writeDirAtomic(dir, (t) => fs.writeFileSync(path.join(t, "other.txt"), "x"), { what: "a thing", replaces: (d) => fs.existsSync(path.join(d, "made.txt")) });
+  assert.deepEqual(fs.readdirSync(dir), ["other.txt"]);
+  assert.deepEqual(fs.readdirSync(tmp), ["out"], "no temporary folder left behind");
+  fs.writeFileSync(path.join(tmp, "file"), "f");
+  await assert.rejects(writeDirAtomic(path.join(tmp, "file"), fill), /exists and is not a folder/);
 });

@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import { removeOrphanScratch } from "../../src/runtime/wasm-threads";
 import { initBackend, parseWasmThreads } from "../../src/runtime";
+import { tmpDir } from "../tmp";
 
 const CHILD = path.join(__dirname, "..", "fixtures", "runtime", "wasm-threads-child.ts");
 
@@ -47,16 +48,12 @@ test("asking for another thread count once WASM has started says that it cannot 
 });
 
 test("removeOrphanScratch removes the scratch folders of processes that are gone, and only those", () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-orphans-"));
-  try {
-    // On this host: a pid that cannot be running (above the kernel's largest pid_max) and our own;
-    // the same dead pid on another host (a container sharing /tmp); unrelated folders.
-    const host = os.hostname().replace(/[^A-Za-z0-9]/g, "").slice(0, 32) || "host";
-    const kept = [`pbip-wasm-threads-${host}-${process.pid}-def`, "pbip-wasm-threads-otherhost0-4194305-ghi", "pbip-wasm-threads-x", "other"];
-    for (const n of [`pbip-wasm-threads-${host}-4194305-abc`, ...kept]) fs.mkdirSync(path.join(tmp, n));
-    assert.deepEqual(removeOrphanScratch(tmp), [`pbip-wasm-threads-${host}-4194305-abc`]);
-    assert.deepEqual(fs.readdirSync(tmp).sort(), kept.sort());
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
+  const tmp = tmpDir("pbip-orphans-");
+  // On this host: a pid that cannot be running (above the kernel's largest pid_max) and our own;
+  // the same dead pid on another host (a container sharing /tmp); unrelated folders.
+  const host = os.hostname().replace(/[^A-Za-z0-9]/g, "").slice(0, 32) || "host";
+  const kept = [`pbip-wasm-threads-${host}-${process.pid}-def`, "pbip-wasm-threads-otherhost0-4194305-ghi", "pbip-wasm-threads-x", "other"];
+  for (const n of [`pbip-wasm-threads-${host}-4194305-abc`, ...kept]) fs.mkdirSync(path.join(tmp, n));
+  assert.deepEqual(removeOrphanScratch(tmp), [`pbip-wasm-threads-${host}-4194305-abc`]);
+  assert.deepEqual(fs.readdirSync(tmp).sort(), kept.sort());
 });

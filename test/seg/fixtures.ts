@@ -2,13 +2,13 @@
 // a handful of images) whose ground-truth training masks stand in for stage-1
 // pseudo-masks, and tiny models.
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { generateSynthetic } from "../../src/data/synthetic/generate";
 import type { DatasetSpec } from "../../src/data/types";
 import { readJson } from "../../src/util/fs";
 import { buildSegModel, type SegModel } from "../../src/seg";
 import type { MiTConfig } from "../../src/model/backbones";
+import { tmpDir } from "../tmp";
 
 export interface TinyData {
   root: string;
@@ -19,13 +19,12 @@ export interface TinyData {
 
 /** Generate (once per process) 4 train, 2 val and 3 test patches of 64 px in a temporary folder. */
 export async function tinyDataset(): Promise<TinyData> {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-seg-"));
+  const base = tmpDir("pbip-seg-");
   const root = path.join(base, "data");
   await generateSynthetic({ out: root, size: 64, train: 4, val: 2, test: 3, workers: 0, seed: 3 });
   const pseudo = path.join(base, "pseudo");
   fs.cpSync(path.join(root, "train-mask"), pseudo, { recursive: true });
   const spec = readJson<{ spec: DatasetSpec }>(path.join(root, "card.json")).spec;
-  process.on("exit", () => fs.rmSync(base, { recursive: true, force: true }));
   return { root, spec, pseudo };
 }
 

@@ -5,7 +5,6 @@
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../../src/runtime";
@@ -14,6 +13,7 @@ import { createLoader, openDataset } from "../../src/data";
 import type { Batch, DatasetSpec } from "../../src/data/types";
 import type { BatchSource, TrainEvent } from "../../src/train";
 import { tinyDataset, tinySegFormer, smallDeepLab, type TinyData } from "./fixtures";
+import { tmpDir } from "../tmp";
 
 let data: TinyData;
 let spec: DatasetSpec;
@@ -88,7 +88,7 @@ test("segformer-mit-b1 (defaults): SegFormer strides 4/8/16/32, decoder width 25
 });
 
 test("save and loadSegModel give the same logits; loading a file that is not a stage-2 model names it", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-seg-save-"));
+  const dir = tmpDir("pbip-seg-save-");
   const model = await tinySegFormer(spec, 5);
   let loaded: SegModel | undefined;
   try {
@@ -109,7 +109,6 @@ test("save and loadSegModel give the same logits; loading a file that is not a s
   } finally {
     model.dispose();
     loaded?.dispose();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
@@ -150,7 +149,7 @@ test("DeepLab on WASM through the shared loop: steps run, the loss falls when ov
     tf.dispose([b.images, b.labels, b.masks]);
   }
   const model = await smallDeepLab(spec);
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-seg-overfit-"));
+  const out = tmpDir("pbip-seg-overfit-");
   try {
     const config = stage2Config("notebook", { data: { inputSize: 64 }, train: { epochs: 1, batchSize: 2, maxSteps: 0 }, optim: { lr: 2e-3, schedule: { kind: "constant", power: 1, warmupSteps: 0 } } });
     const evs = await collect(trainSegmentation({ config, model, train: repeatSource(host!, 6), outDir: out }));
@@ -174,6 +173,5 @@ test("DeepLab on WASM through the shared loop: steps run, the loss falls when ov
     await assert.rejects(collect(trainSegmentation({ config: stage2Config("notebook"), model, train: repeatSource(host!, 1), outDir: out })), /112px/);
   } finally {
     model.dispose();
-    fs.rmSync(out, { recursive: true, force: true });
   }
 });

@@ -5,13 +5,13 @@
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { initBackend } from "../../src/runtime";
 import { openDataset, decodePng, readMask, writeMask } from "../../src/data";
 import { predictSegmentation, evaluateSegmentation, isValidPredictionFile, sampleStem } from "../../src/seg";
 import { commands } from "../../src/cli/commands/seg";
 import { tinyDataset, tinySegFormer, type TinyData } from "./fixtures";
+import { tmpDir } from "../tmp";
 
 let data: TinyData;
 before(async () => {
@@ -20,7 +20,7 @@ before(async () => {
 });
 
 test("predictSegmentation writes palette PNGs with palette ids only, resumes, and refuses a folder of other weights", async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-seg-pred-"));
+  const out = tmpDir("pbip-seg-pred-");
   const split = openDataset(data.root, { dataset: data.spec }).split("test");
   const model = await tinySegFormer(data.spec, 4);
   try {
@@ -50,51 +50,46 @@ test("predictSegmentation writes palette PNGs with palette ids only, resumes, an
     assert.equal(r3.written, 3);
   } finally {
     model.dispose();
-    fs.rmSync(out, { recursive: true, force: true });
   }
 });
 
 test("evaluateSegmentation: count-bg metrics equal a confusion count by hand; a missing prediction is named", () => {
   const split = openDataset(data.root, { dataset: data.spec }).split("test");
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-seg-eval-"));
-  try {
-    // Predictions: the ground truth with a deterministic corruption (every 7th pixel -> class 0).
-    const n = data.spec.classes.length + 1;
-    const tp = new Array<number>(n).fill(0);
-    const fp = new Array<number>(n).fill(0);
-    const fn = new Array<number>(n).fill(0);
-    for (const s of split.samples) {
-      const g = readMask(s.maskPath!, data.spec).ids;
-      const p = Uint8Array.from(g, (v, i) => (i % 7 === 0 ? 0 : v));
-      writeMask(path.join(out, `${sampleStem(s.id)}.png`), p, 64, 64, data.spec.palette);
-      g.forEach((v, i) => {
-        if (v === p[i]) tp[v]!++;
-        else {
-          fn[v]!++;
-          fp[p[i]!]!++;
-        }
-      });
-    }
-    const fg = [0, 1, 2, 3];
-    const iou = fg.map((c) => (tp[c]! + fp[c]! + fn[c]! > 0 ? tp[c]! / (tp[c]! + fp[c]! + fn[c]!) : NaN));
-    const present = iou.filter((v) => !Number.isNaN(v));
-    const miou = present.reduce((a, b) => a + b, 0) / present.length;
-    const r = evaluateSegmentation(split, out);
-    assert.equal(r.convention, "count-bg");
-    assert.match(r.conventionNote, /ground-truth background pixels are counted/);
-    assert.equal(r.images, 3);
-    assert.ok(Math.abs(r.scores.miou - miou) < 1e-12, `${r.scores.miou} vs ${miou}`);
-    r.scores.iou.forEach((v, i) => (Number.isNaN(iou[i]!) ? assert.ok(Number.isNaN(v)) : assert.ok(Math.abs(v - iou[i]!) < 1e-12)));
-    for (const k of ["fwiou", "mdice", "mbiou"] as const) assert.ok(r.scores[k] > 0 && r.scores[k] <= 1, `${k} ${r.scores[k]}`);
-    fs.rmSync(path.join(out, `${sampleStem(split.samples[1]!.id)}.png`));
-    assert.throws(() => evaluateSegmentation(split, out), (e: Error) => e.message.includes(out) && /no prediction for 1 of 3/.test(e.message));
-  } finally {
-    fs.rmSync(out, { recursive: true, force: true });
+  const out = tmpDir("pbip-seg-eval-");
+  // Predictions: the ground truth with a deterministic corruption (every 7th pixel -> class 0).
+  const n = data.spec.classes.length + 1;
+  const tp = new Array<number>(n).fill(0);
+  const fp = new Array<number>(n).fill(0);
+  const fn = new Array<number>(n).fill(0);
+  for (const s of split.samples) {
+    const g = readMask(s.maskPath!, data.spec).ids;
+    const p = Uint8Array.from(g, (v, i) => (i % 7 === 0 ? 0 : v));
+    writeMask(path.join(out, `${sampleStem(s.id)}.png`), p, 64, 64, data.spec.palette);
+    g.forEach((v, i) => {
+      if (v === p[i]) tp[v]!++;
+      else {
+        fn[v]!++;
+        fp[p[i]!]!++;
+      }
+    });
   }
+  const fg = [0, 1, 2, 3];
+  const iou = fg.map((c) => (tp[c]! + fp[c]! + fn[c]! > 0 ? tp[c]! / (tp[c]! + fp[c]! + fn[c]!) : NaN));
+  const present = iou.filter((v) => !Number.isNaN(v));
+  const miou = present.reduce((a, b) => a + b, 0) / present.length;
+  const r = evaluateSegmentation(split, out);
+  assert.equal(r.convention, "count-bg");
+  assert.match(r.conventionNote, /ground-truth background pixels are counted/);
+  assert.equal(r.images, 3);
+  assert.ok(Math.abs(r.scores.miou - miou) < 1e-12, `${r.scores.miou} vs ${miou}`);
+  r.scores.iou.forEach((v, i) => (Number.isNaN(iou[i]!) ? assert.ok(Number.isNaN(v)) : assert.ok(Math.abs(v - iou[i]!) < 1e-12)));
+  for (const k of ["fwiou", "mdice", "mbiou"] as const) assert.ok(r.scores[k] > 0 && r.scores[k] <= 1, `${k} ${r.scores[k]}`);
+  fs.rmSync(path.join(out, `${sampleStem(split.samples[1]!.id)}.png`));
+  assert.throws(() => evaluateSegmentation(split, out), (e: Error) => e.message.includes(out) && /no prediction for 1 of 3/.test(e.message));
 });
 
 test("pbip seg train, then pbip seg predict: checkpoints, masks, the metrics table and its JSON", async () => {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-seg-cli-"));
+  const base = tmpDir("pbip-seg-cli-");
   const run = (name: string, argv: string[]) => commands.find((c) => c.name.join(" ") === name)!.run(argv);
   const logs: string[] = [];
   const log = console.log;
@@ -121,6 +116,5 @@ test("pbip seg train, then pbip seg predict: checkpoints, masks, the metrics tab
   } finally {
     console.log = log;
     console.error = err;
-    fs.rmSync(base, { recursive: true, force: true });
   }
 });

@@ -3,15 +3,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { devPaths } from "../../src/nbrun/paths";
+import { tmpDir } from "../tmp";
 
 const realRoot = devPaths().root;
 
 function fakeRoot(withDist: boolean): string {
-  const r = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-bin-"));
+  const r = tmpDir("pbip-bin-");
   fs.mkdirSync(path.join(r, "bin"));
   fs.copyFileSync(path.join(realRoot, "bin", "pbip.js"), path.join(r, "bin", "pbip.js"));
   if (withDist) fs.symlinkSync(path.join(realRoot, "dist"), path.join(r, "dist"));

@@ -7,11 +7,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { doctorReport, formatDoctor, findUserWeights, findDatasets, type DoctorReport } from "../../src/cli/commands/doctor";
 import { BACKEND_NAMES, packageVersion } from "../../src/runtime";
 import { devPaths, readGpuEmulationEnv, withGpuEmulation, GPU_EMULATION_HINT } from "../../src/nbrun";
+import { tmpDir } from "../tmp";
 
 const root = devPaths().root;
 
@@ -39,7 +39,7 @@ test("the report names the chosen backend and why the others were not used", asy
 });
 
 test("user weights with their sidecars, and datasets recognised by card or manifest name", () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-doctor-"));
+  const tmp = tmpDir("pbip-doctor-");
   const w = path.join(tmp, "weights");
   fs.mkdirSync(path.join(w, "mit"), { recursive: true });
   fs.writeFileSync(path.join(w, "medclip.onnx"), "x".repeat(10));

@@ -7,9 +7,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { parseDepends, staleSources, resolveNotebooks, devPaths, readGpuEmulationEnv, withGpuEmulation } from "../../src/nbrun";
+import { tmpDir } from "../tmp";
 
 test("parseDepends reads alternatives, versions and arch qualifiers", () => {
   assert.deepEqual(parseDepends("libc6 (>= 2.34), libdrm2 (>= 2.4.121), debconf (>= 0.5) | debconf-2.0, libfoo:any, libbar (<< 3~)"), [
@@ -26,7 +26,7 @@ test("parseDepends reads alternatives, versions and arch qualifiers", () => {
 });
 
 test("staleSources lists sources newer than their compiled file", () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-stale-"));
+  const tmp = tmpDir("pbip-stale-");
   fs.mkdirSync(path.join(tmp, "src", "a"), { recursive: true });
   fs.mkdirSync(path.join(tmp, "dist", "a"), { recursive: true });
   for (const f of ["x", "y", "z"]) fs.writeFileSync(path.join(tmp, "src", "a", `${f}.ts`), "");

@@ -7,7 +7,6 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { onBackend } from "../helpers";
 import { generateSynthetic, syntheticManifest } from "../../src/data/synthetic/generate";
@@ -15,6 +14,7 @@ import { openDataset } from "../../src/data/dataset";
 import { MobileNetV2Encoder } from "../../src/encoders/mobilenetv2";
 import { buildBank, saveBank } from "../../src/bank";
 import { readSafetensors } from "../../src/io/safetensors";
+import { tmpDir } from "../tmp";
 
 const ROOT = path.join(__dirname, "..", "..");
 const CLI = path.join(ROOT, "bin", "pbip.js");
@@ -22,7 +22,7 @@ const CLI = path.join(ROOT, "bin", "pbip.js");
 test("pbip train: SIGKILL mid-epoch, then resume, ends with the uninterrupted run's weights", { timeout: 600_000 }, async () => {
   assert.ok(fs.existsSync(path.join(ROOT, "dist", "cli", "main.js")), "dist/ is missing: run `npm run build` (npm test builds first)");
   await onBackend("wasm", () => undefined);
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-cli-resume-"));
+  const tmp = tmpDir("pbip-cli-resume-");
   const data = path.join(tmp, "data");
   await generateSynthetic({ out: data, train: 24, val: 8, test: 2, size: 64, seed: 5, workers: 1 });
   const encoder = await MobileNetV2Encoder.create({ preprocessing: { inputSize: 64 } });

@@ -1,7 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { FileError } from "../../src/util/errors";
@@ -17,6 +16,7 @@ import type { BatchSource } from "../../src/train/validate";
 import type { Batch } from "../../src/data/types";
 import { Rng } from "../../src/util/rng";
 import { readSafetensors } from "../../src/io/safetensors";
+import { tmpDir } from "../tmp";
 
 const K = [2, 2, 2, 2];
 const SIZE = 32;
@@ -235,7 +235,7 @@ async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; 
 }
 
 function tmp(name: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `pbip-${name}-`));
+  return tmpDir(`pbip-${name}-`);
 }
 
 test("resuming after a stop mid-epoch reaches the same final weights as an uninterrupted run", async () => {
@@ -270,18 +270,14 @@ test("a checkpoint trained with another config or other prototypes is not resume
   await onBackend("wasm", () => undefined);
   const cfg = config();
   const dir = tmp("mismatch");
-  try {
-    await train(cfg, dir, { stopAfter: 5 });
-    await assert.rejects(train(cfg, dir, { protoSeed: 13 }), /step-000004\.safetensors: was trained with another prototypesSha256; use a new output folder/);
-    await assert.rejects(train({ ...cfg, loss: { ...cfg.loss, temperature: 0.5 } }, dir), /was trained with another config \(loss\.temperature\)/);
-    const record = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8"));
-    assert.equal(record.config.loss.temperature, cfg.loss.temperature, "a refused resume leaves the run's config.json as it was");
-    assert.equal(record.task, "classnet");
-    const resumed = await train(cfg, dir);
-    assert.equal((resumed.find((e) => e.type === "start") as Extract<TrainEvent, { type: "start" }>).step, 4, "the same config and prototypes resume");
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  await train(cfg, dir, { stopAfter: 5 });
+  await assert.rejects(train(cfg, dir, { protoSeed: 13 }), /step-000004\.safetensors: was trained with another prototypesSha256; use a new output folder/);
+  await assert.rejects(train({ ...cfg, loss: { ...cfg.loss, temperature: 0.5 } }, dir), /was trained with another config \(loss\.temperature\)/);
+  const record = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8"));
+  assert.equal(record.config.loss.temperature, cfg.loss.temperature, "a refused resume leaves the run's config.json as it was");
+  assert.equal(record.task, "classnet");
+  const resumed = await train(cfg, dir);
+  assert.equal((resumed.find((e) => e.type === "start") as Extract<TrainEvent, { type: "start" }>).step, 4, "the same config and prototypes resume");
 });
 
 /** `inner`, except that batch `failBatch` of epoch `failEpoch` is a bad file (a FileError, as the loader gives). */
@@ -306,30 +302,26 @@ test("a bad file met mid-epoch or in validation stops the run with its steps sav
   await onBackend("wasm", () => undefined);
   const cfg = config();
   const dirs = [tmp("full"), tmp("bad-train"), tmp("bad-val")];
-  try {
-    const full = await train(cfg, dirs[0]!);
-    const doneFull = full.at(-1) as Extract<TrainEvent, { type: "done" }>;
-    const weights = (f: string) => [...readSafetensors(f)].filter(([n]) => !n.startsWith("optim/")).map(([n, t]) => [n, Array.from(t.data)]);
+  const full = await train(cfg, dirs[0]!);
+  const doneFull = full.at(-1) as Extract<TrainEvent, { type: "done" }>;
+  const weights = (f: string) => [...readSafetensors(f)].filter(([n]) => !n.startsWith("optim/")).map(([n, t]) => [n, Array.from(t.data)]);
 
-    // Batch 2 of the second epoch is unreadable: 4 + 2 steps are trained, the last 2 not yet checkpointed.
-    await assert.rejects(train(cfg, dirs[1]!, { source: failingSource(memorySource(16, 4, 9), 1, 2) }), (e: Error) =>
-      e instanceof FileError && /^\/data\/train\/bad\.png: truncated or corrupt image/.test(e.message) && /the 2 step\(s\) trained since the last checkpoint were saved in .*step-000006\.safetensors: fix the problem and run again to resume from step 6\)$/.test(e.message));
-    const resumed = await train(cfg, dirs[1]!);
-    assert.equal((resumed[0] as Extract<TrainEvent, { type: "start" }>).step, 6);
-    const done1 = resumed.at(-1) as Extract<TrainEvent, { type: "done" }>;
-    assert.deepEqual(weights(done1.lastCheckpoint!), weights(doneFull.lastCheckpoint!), "the same final weights as the uninterrupted run");
+  // Batch 2 of the second epoch is unreadable: 4 + 2 steps are trained, the last 2 not yet checkpointed.
+  await assert.rejects(train(cfg, dirs[1]!, { source: failingSource(memorySource(16, 4, 9), 1, 2) }), (e: Error) =>
+    e instanceof FileError && /^\/data\/train\/bad\.png: truncated or corrupt image/.test(e.message) && /the 2 step\(s\) trained since the last checkpoint were saved in .*step-000006\.safetensors: fix the problem and run again to resume from step 6\)$/.test(e.message));
+  const resumed = await train(cfg, dirs[1]!);
+  assert.equal((resumed[0] as Extract<TrainEvent, { type: "start" }>).step, 6);
+  const done1 = resumed.at(-1) as Extract<TrainEvent, { type: "done" }>;
+  assert.deepEqual(weights(done1.lastCheckpoint!), weights(doneFull.lastCheckpoint!), "the same final weights as the uninterrupted run");
 
-    // The first validation meets a bad file: the epoch is saved, and the resumed run validates it first.
-    await assert.rejects(train(cfg, dirs[2]!, { valSource: failingSource(memorySource(8, 4, 10), 0, 1) }), /starting with epoch 1's validation\)$/);
-    const again = await train(cfg, dirs[2]!);
-    assert.deepEqual(again.slice(0, 3).map((e) => [e.type, "step" in e ? e.step : undefined]), [["start", 4], ["validation", 4], ["checkpoint", 4]]);
-    const done2 = again.at(-1) as Extract<TrainEvent, { type: "done" }>;
-    assert.deepEqual(weights(done2.lastCheckpoint!), weights(doneFull.lastCheckpoint!));
-    assert.equal(done2.bestMiou, doneFull.bestMiou, "the same validations, so the same best");
-    assert.deepEqual(weights(done2.bestCheckpoint!), weights(doneFull.bestCheckpoint!));
-  } finally {
-    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-  }
+  // The first validation meets a bad file: the epoch is saved, and the resumed run validates it first.
+  await assert.rejects(train(cfg, dirs[2]!, { valSource: failingSource(memorySource(8, 4, 10), 0, 1) }), /starting with epoch 1's validation\)$/);
+  const again = await train(cfg, dirs[2]!);
+  assert.deepEqual(again.slice(0, 3).map((e) => [e.type, "step" in e ? e.step : undefined]), [["start", 4], ["validation", 4], ["checkpoint", 4]]);
+  const done2 = again.at(-1) as Extract<TrainEvent, { type: "done" }>;
+  assert.deepEqual(weights(done2.lastCheckpoint!), weights(doneFull.lastCheckpoint!));
+  assert.equal(done2.bestMiou, doneFull.bestMiou, "the same validations, so the same best");
+  assert.deepEqual(weights(done2.bestCheckpoint!), weights(doneFull.bestCheckpoint!));
 });
 
 /** `inner`, except that its `call`-th epoch() (from 0) meets a bad file at its first batch. */
@@ -347,20 +339,16 @@ test("a run capped by maxSteps: a bad file in a batch it would not train on is n
   await onBackend("wasm", () => undefined);
   const cfg = config({ train: { maxSteps: 6 } as PbipConfig["train"] }); // 2 epochs of 4 batches, capped at 6 steps
   const dirs = [tmp("cap"), tmp("cap-val")];
-  try {
-    const evs = await train(cfg, dirs[0]!, { source: failingSource(memorySource(16, 4, 9), 1, 2) });
-    const done = evs.at(-1) as Extract<TrainEvent, { type: "done" }>;
-    assert.equal(done.step, 6);
-    assert.deepEqual(evs.filter((e) => e.type === "validation").map((e) => (e as Extract<TrainEvent, { type: "validation" }>).epoch), [0, 1], "both validations ran");
+  const evs = await train(cfg, dirs[0]!, { source: failingSource(memorySource(16, 4, 9), 1, 2) });
+  const done = evs.at(-1) as Extract<TrainEvent, { type: "done" }>;
+  assert.equal(done.step, 6);
+  assert.deepEqual(evs.filter((e) => e.type === "validation").map((e) => (e as Extract<TrainEvent, { type: "validation" }>).epoch), [0, 1], "both validations ran");
 
-    await assert.rejects(train(cfg, dirs[1]!, { valSource: failingOnCall(memorySource(8, 4, 10), 1) }), /resume from step 6, starting with epoch 2's validation\)$/);
-    const again = await train(cfg, dirs[1]!);
-    const v = again.find((e) => e.type === "validation") as Extract<TrainEvent, { type: "validation" }>;
-    assert.deepEqual([v.epoch, v.step], [1, 6], "the pending validation keeps its epoch (not step / stepsPerEpoch - 1)");
-    assert.equal((again.at(-1) as Extract<TrainEvent, { type: "done" }>).bestMiou, done.bestMiou);
-  } finally {
-    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-  }
+  await assert.rejects(train(cfg, dirs[1]!, { valSource: failingOnCall(memorySource(8, 4, 10), 1) }), /resume from step 6, starting with epoch 2's validation\)$/);
+  const again = await train(cfg, dirs[1]!);
+  const v = again.find((e) => e.type === "validation") as Extract<TrainEvent, { type: "validation" }>;
+  assert.deepEqual([v.epoch, v.step], [1, 6], "the pending validation keeps its epoch (not step / stepsPerEpoch - 1)");
+  assert.equal((again.at(-1) as Extract<TrainEvent, { type: "done" }>).bestMiou, done.bestMiou);
 });
 
 test("hooks replace eq. 4's threshold and the matching losses and add terms, in one-pass and two-pass image mode alike; their name guards resume", async () => {
@@ -368,37 +356,29 @@ test("hooks replace eq. 4's threshold and the matching losses and add terms, in 
   for (const chunk of [0, 3]) {
     const cfg = config({ match: { regionMode: "image", encoderChunk: chunk } as PbipConfig["match"] });
     const dirs = [tmp("plain"), tmp("hooked"), tmp("hooked2")];
-    try {
-      const firstStep = (evs: TrainEvent[]) => evs.find((e) => e.type === "step") as Extract<TrainEvent, { type: "step" }>;
-      const plain = firstStep(await train(cfg, dirs[0]!, { stopAfter: 1, val: false }));
-      let thresholdCalls = 0;
-      const hooks: PbipHooks = {
-        name: "double-fg-ones-mask-l2",
-        // Every pixel foreground: b = 1.
-        threshold: (m) => (thresholdCalls++, tf.onesLike(m)),
-        fgLoss: (f, sub, p, o) => tf.mul(2, foregroundContrastiveLoss(f, sub, p, o)) as tf.Scalar,
-        extraLoss: ({ out }) => ({ mapL2: tf.mul(1e-3, tf.mean(tf.square(out.maps[out.maps.length - 1]!))) as tf.Scalar }),
-      };
-      const hooked = firstStep(await train(cfg, dirs[1]!, { stopAfter: 1, val: false, hooks }));
-      assert.ok(thresholdCalls >= 1, "the threshold hook was used");
-      // With b = 1 everywhere, X_BG = 0: every background region is black, whatever the maps.
-      const ones = firstStep(await train(cfg, dirs[2]!, { stopAfter: 1, val: false, hooks: { name: "ones", threshold: (m) => tf.onesLike(m) } }));
-      assert.notEqual(ones.losses.bg, plain.losses.bg, "another mask, another L_BGS");
-      assert.ok(Math.abs(hooked.losses.fg! - 2 * ones.losses.fg!) <= 1e-5 * Math.abs(ones.losses.fg!), `fgLoss hook doubles L_FGS (${hooked.losses.fg} vs 2 x ${ones.losses.fg})`);
-      assert.ok(hooked.losses.mapL2! > 0, "the extra term is logged under its name");
-      const expected = ones.losses.total + (hooked.losses.fg! - ones.losses.fg!) * cfg.loss.beta * cfg.loss.theta1 + hooked.losses.mapL2!;
-      assert.ok(Math.abs(hooked.losses.total - expected) <= 1e-5 * Math.abs(expected), `the total adds the extra term (${hooked.losses.total} vs ${expected})`);
-      // A checkpoint trained with hooks is not resumed without them (or with others).
-      const d = tmp("resume-hooks");
-      try {
-        await train(cfg, d, { stopAfter: 5, hooks });
-        await assert.rejects(train(cfg, d), /was trained with another hooks/);
-      } finally {
-        fs.rmSync(d, { recursive: true, force: true });
-      }
-    } finally {
-      for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-    }
+    const firstStep = (evs: TrainEvent[]) => evs.find((e) => e.type === "step") as Extract<TrainEvent, { type: "step" }>;
+    const plain = firstStep(await train(cfg, dirs[0]!, { stopAfter: 1, val: false }));
+    let thresholdCalls = 0;
+    const hooks: PbipHooks = {
+      name: "double-fg-ones-mask-l2",
+      // Every pixel foreground: b = 1.
+      threshold: (m) => (thresholdCalls++, tf.onesLike(m)),
+      fgLoss: (f, sub, p, o) => tf.mul(2, foregroundContrastiveLoss(f, sub, p, o)) as tf.Scalar,
+      extraLoss: ({ out }) => ({ mapL2: tf.mul(1e-3, tf.mean(tf.square(out.maps[out.maps.length - 1]!))) as tf.Scalar }),
+    };
+    const hooked = firstStep(await train(cfg, dirs[1]!, { stopAfter: 1, val: false, hooks }));
+    assert.ok(thresholdCalls >= 1, "the threshold hook was used");
+    // With b = 1 everywhere, X_BG = 0: every background region is black, whatever the maps.
+    const ones = firstStep(await train(cfg, dirs[2]!, { stopAfter: 1, val: false, hooks: { name: "ones", threshold: (m) => tf.onesLike(m) } }));
+    assert.notEqual(ones.losses.bg, plain.losses.bg, "another mask, another L_BGS");
+    assert.ok(Math.abs(hooked.losses.fg! - 2 * ones.losses.fg!) <= 1e-5 * Math.abs(ones.losses.fg!), `fgLoss hook doubles L_FGS (${hooked.losses.fg} vs 2 x ${ones.losses.fg})`);
+    assert.ok(hooked.losses.mapL2! > 0, "the extra term is logged under its name");
+    const expected = ones.losses.total + (hooked.losses.fg! - ones.losses.fg!) * cfg.loss.beta * cfg.loss.theta1 + hooked.losses.mapL2!;
+    assert.ok(Math.abs(hooked.losses.total - expected) <= 1e-5 * Math.abs(expected), `the total adds the extra term (${hooked.losses.total} vs ${expected})`);
+    // A checkpoint trained with hooks is not resumed without them (or with others).
+    const d = tmp("resume-hooks");
+    await train(cfg, d, { stopAfter: 5, hooks });
+    await assert.rejects(train(cfg, d), /was trained with another hooks/);
   }
 });
 

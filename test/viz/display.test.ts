@@ -28,6 +28,7 @@ import {
   type DisplayMessage,
 } from "../../src/viz";
 import { injectPlotly } from "../../src/viz/html-export";
+import { tmpDir } from "../tmp";
 
 afterEach(() => setDisplayWriter(undefined));
 
@@ -149,7 +150,7 @@ test("injecting plotly.js into an exported page's head: once, only where pbip fi
   assert.match(head, /data-pbip="plotly-library"/);
   assert.equal(injectPlotlyIntoHtmlPage(out), out, "idempotent");
   assert.equal(injectPlotlyIntoHtmlPage("<html><head></head><body>no figures</body></html>"), "<html><head></head><body>no figures</body></html>");
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-viz-"));
+  const dir = tmpDir("pbip-viz-");
   const file = path.join(dir, "nb.html");
   fs.writeFileSync(file, page);
   assert.equal(injectPlotlyIntoHtmlFile(file), true);
@@ -159,7 +160,7 @@ test("injecting plotly.js into an exported page's head: once, only where pbip fi
 });
 
 test("saveFigure writes PNG, SVG, HTML and JSON by extension", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-viz-"));
+  const dir = tmpDir("pbip-viz-");
   const svg = chart();
   await saveFigure(svg, path.join(dir, "c.png"));
   assert.deepEqual(pngDimensions(fs.readFileSync(path.join(dir, "c.png"))), { width: 320, height: 200 });

@@ -17,12 +17,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import type * as tf from "@tensorflow/tfjs";
 import { readGpuEmulationEnv, withGpuEmulation, GPU_EMULATION_HINT } from "../../src/nbrun";
 import { float32FromLE } from "../../src/util";
 import { maxRelErr } from "../helpers";
+import { tmpDir } from "../tmp";
 
 /** One comparison case: named outputs, typically a forward result and gradients. */
 export interface BackendCase {
@@ -63,7 +63,7 @@ export function runCasesInChild(caseModule: string, backend: "cpu" | "webgpu" | 
     if (!emu) throw new Error(`WebGPU tests: ${GPU_EMULATION_HINT}`);
     env = withGpuEmulation(env, emu);
   }
-  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "pbip-webgpu-")), "report.json");
+  const out = path.join(tmpDir("pbip-webgpu-"), "report.json");
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", CHILD, path.resolve(__dirname, caseModule), out], {
       env,
