@@ -11,8 +11,13 @@ import { mergeSubclasses } from "../model/heads";
 
 export type CamConfig = PbipConfig["cam"];
 
+/** A CAM config's subclass merge (`softmax` for configs written before the key existed). */
+function camMerge(cfg: CamConfig): "softmax" | "mean" {
+  return cfg.merge ?? "softmax";
+}
+
 /**
- * One stage's class map: merge the K subclass channels (softmax-weighted), ReLU,
+ * One stage's class map: merge the K subclass channels (`softmax`-weighted as the release, or their `mean` as eq. 2), ReLU,
  * min-max per image and class over the pixels, multiply by the gate (image-level
  * labels or thresholded predictions), upsample to `size`.
  *
@@ -20,9 +25,9 @@ export type CamConfig = PbipConfig["cam"];
  * @param gate [B, N] in {0, 1}
  * @returns [B, H, W, N] in [0, 1]
  */
-export function stageCam(maps: tf.Tensor4D, k: readonly number[], gate: tf.Tensor2D, size: [number, number]): tf.Tensor4D {
+export function stageCam(maps: tf.Tensor4D, k: readonly number[], gate: tf.Tensor2D, size: [number, number], merge: "softmax" | "mean" = "softmax"): tf.Tensor4D {
   return tf.tidy(() => {
-    const merged = tf.relu(mergeSubclasses(maps, k, "softmax"));
+    const merged = tf.relu(mergeSubclasses(maps, k, merge));
     const mn = tf.min(merged, [1, 2], true);
     const mx = tf.max(merged, [1, 2], true);
     const norm = tf.div(tf.sub(merged, mn), tf.add(tf.sub(mx, mn), 1e-5));
@@ -39,9 +44,9 @@ export function fuseStageCams(cams: tf.Tensor4D[], stages: number[], weights: re
   });
 }
 
-/** Image-level class probabilities [B, N] from the deepest used stage (softmax subclass merge, sigmoid). */
-export function classProbabilities(net: ClassNet, logits: tf.Tensor2D[]): tf.Tensor2D {
-  return tf.tidy(() => tf.sigmoid(mergeSubclasses(logits[logits.length - 1]!, net.k, "softmax")) as tf.Tensor2D);
+/** Image-level class probabilities [B, N] from the deepest used stage (subclass merge, default softmax as the release; sigmoid). */
+export function classProbabilities(net: ClassNet, logits: tf.Tensor2D[], merge: "softmax" | "mean" = "softmax"): tf.Tensor2D {
+  return tf.tidy(() => tf.sigmoid(mergeSubclasses(logits[logits.length - 1]!, net.k, merge)) as tf.Tensor2D);
 }
 
 export interface CamResult {
@@ -62,7 +67,7 @@ export function computeCams(net: ClassNet, images: tf.Tensor4D, labels: tf.Tenso
   return tf.tidy(() => {
     const size: [number, number] = outSize ?? [images.shape[1], images.shape[2]];
     const plain = net.forward(images, false);
-    const probs = classProbabilities(net, plain.logits);
+    const probs = classProbabilities(net, plain.logits, camMerge(cfg));
     let gate: tf.Tensor2D;
     if (cfg.gate === "gt") {
       if (!labels) throw new Error("computeCams: cam.gate is `gt` but no labels were given");
@@ -78,7 +83,7 @@ export function computeCams(net: ClassNet, images: tf.Tensor4D, labels: tf.Tenso
         !v.flip && v.scale === 1
           ? plain
           : net.forward((v.flip ? tf.reverse(tf.mul(images, v.scale), 2) : tf.mul(images, v.scale)) as tf.Tensor4D, false);
-      const cams = out.maps.map((m) => stageCam(m, net.k, gate, size));
+      const cams = out.maps.map((m) => stageCam(m, net.k, gate, size, camMerge(cfg)));
       let f = fuseStageCams(cams, out.stages, cfg.stageWeights);
       if (v.flip) f = tf.reverse(f, 2);
       fused.push(f);

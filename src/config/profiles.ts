@@ -134,6 +134,12 @@ export interface PbipConfig {
     stageWeights: [number, number, number, number];
     /** Test-time augmentation: h-flip x intensity scales. */
     tta: { hflip: boolean; intensities: number[] };
+    /**
+     * How a class's K subclass maps merge into its CAM (and its image-level probability):
+     * `softmax`, sum(softmax(s) * s) over the K (release); `mean`, eq. 2's average over the K (paper).
+     * Configs written before this key existed merge by `softmax`.
+     */
+    merge: "softmax" | "mean";
     /** Which labels gate the CAM channels. */
     gate: "gt" | "pred";
     gateThreshold: number;
@@ -158,7 +164,8 @@ export interface PbipConfig {
 export const RELEASE: PbipConfig = {
   profile: "release",
   data: { inputSize: 224, normalization: "dataset", augment: { hflip: true, vflip: true, rot90: true } },
-  bank: { k: 3, rule: "centroid", nK: 100, whiteGrey: 200, whiteMaxFraction: 0.5, kmeansMaxIterations: 100, seed: 42 },
+  // The release keeps every single-label patch, glass included (whiteMaxFraction 1 = no white filter).
+  bank: { k: 3, rule: "centroid", nK: 100, whiteGrey: 200, whiteMaxFraction: 1, kmeansMaxIterations: 100, seed: 42 },
   model: {
     backbone: "mit-b1",
     strides: [4, 2, 2, 1],
@@ -195,6 +202,7 @@ export const RELEASE: PbipConfig = {
   cam: {
     stageWeights: [0, 0.3, 0.3, 0.4],
     tta: { hflip: true, intensities: [0.9, 1.0, 1.1] },
+    merge: "softmax",
     gate: "gt",
     gateThreshold: 0.5,
     background: { mode: "none", power: 10, whiteGrey: 200, minBlob: 80 },
@@ -207,13 +215,20 @@ export const PAPER: PbipConfig = {
   ...RELEASE,
   profile: "paper",
   data: { ...RELEASE.data, augment: { hflip: false, vflip: false, rot90: false } },
-  bank: { ...RELEASE.bank, rule: "nearest", nK: 100 },
+  // The paper drops images "with excessive white regions" without saying how: the peers' test
+  // (TPRO, MLPS), more than half the pixels with grey level > 200.
+  bank: { ...RELEASE.bank, rule: "nearest", nK: 100, whiteMaxFraction: 0.5 },
   model: { ...RELEASE.model, similarity: "paper", stages: [2, 3, 4] },
   match: { ...RELEASE.match, mapSource: "sum", delta: 0.15, regionMinMax: false },
-  loss: { ...RELEASE.loss, temperature: 1, alpha: 1, beta: 0.5, theta1: 1, theta2: 0.5, camRegWeight: 0, stageWeights: [0, 1, 1, 1] },
+  // Eq. 9 and 11 are one ratio per region j (the release sums every pair of the batch inside one log).
+  loss: { ...RELEASE.loss, temperature: 1, alpha: 1, beta: 0.5, theta1: 1, theta2: 0.5, camRegWeight: 0, stageWeights: [0, 1, 1, 1], reduction: "pair" },
   optim: { ...RELEASE.optim, lr: 1e-5, weightDecay: 0.003, schedule: { kind: "constant", power: 1, warmupSteps: 0 } },
   train: { ...RELEASE.train, epochs: 10, batchSize: 10 },
-  encoder: { name: "onnx:weights/medclip.onnx" },
+  cam: { ...RELEASE.cam, merge: "mean" },
+  // MedCLIP's vision tower (Swin-T + its 768->512 projection, `kernel-setup/export_swin_weights.py
+  // medclip`) in TensorFlow.js: the paper's `image` region mode needs gradients through the encoder,
+  // which an ONNX export cannot give.
+  encoder: { name: "swin-t", weights: "weights/swin-t-medclip.safetensors" },
 };
 
 /**
@@ -225,7 +240,7 @@ export const NOTEBOOK: PbipConfig = {
   ...RELEASE,
   profile: "notebook",
   data: { ...RELEASE.data, inputSize: 112, normalization: "backbone" },
-  bank: { ...RELEASE.bank, k: 3 },
+  bank: { ...RELEASE.bank, k: 3, whiteMaxFraction: 0.5 },
   model: { ...RELEASE.model, backbone: "mobilenetv2", dropPathRate: 0 },
   // encoderKeep 0: the bundled MobileNetV2 differentiates by TF.js autodiff, whose tape is
   // large; keeping every region's activations raised the process's memory from 1.6 to

@@ -79,6 +79,7 @@ const RULES: [string, Check, string][] = [
   ["cam.stageWeights", listOf(nonNegative, 4), "four non-negative numbers"],
   ["cam.tta.hflip", bool, "true or false"],
   ["cam.tta.intensities", listOf(positive), "a non-empty list of positive numbers"],
+  ["cam.merge", ...oneOf("softmax", "mean")],
   ["cam.gate", ...oneOf("gt", "pred")],
   ["cam.gateThreshold", range(0, 1), "a probability from 0 to 1"],
   ["cam.background.mode", ...oneOf("none", "power", "white", "power-white")],

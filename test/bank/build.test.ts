@@ -28,7 +28,7 @@ let enc: MobileNetV2Encoder;
 const tmp = () => tmpDir("pbip-bankbuild-");
 // Measured over bank seeds 0-9 on this set (encoder at 160 px): within - across 0.055 to 0.142,
 // zero-shot accuracy 0.84 to 0.94 (chance 0.25); seed 3 is one of them.
-const CONFIG = { k: 2, seed: 3 };
+const CONFIG = { k: 2, seed: 3, whiteMaxFraction: 0.5 };
 let built: Awaited<ReturnType<typeof buildBank>>;
 
 before(async () => {

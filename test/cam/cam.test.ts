@@ -61,25 +61,97 @@ function tinyNet(): ClassNet {
   return n;
 }
 
-test("computeCams: no TTA equals one forward pass; gating by predictions keeps at least the top class; no tensors left", async () => {
+/**
+ * An independent CAM of a batch, in plain arrays from the network's stage maps: per stage the K
+ * subclass maps of a class merge (`softmax`: sum(softmax(s) * s), `mean`), ReLU, min-max per image
+ * and class (+1e-5), gate, bilinear upsampling (TF's op, half-pixel centres), fusion by stage
+ * number; with TTA, every flip x intensity forward, the flipped ones flipped back, then averaged.
+ */
+async function referenceCams(net: ClassNet, x: tf.Tensor4D, gate: number[][], cfg: PbipConfig["cam"]): Promise<Float32Array> {
+  const [B, H, W] = x.shape;
+  const N = net.k.length;
+  const total = new Float32Array(B * H * W * N);
+  const flips = cfg.tta.hflip ? [false, true] : [false];
+  const scales = cfg.tta.intensities.length ? cfg.tta.intensities : [1];
+  for (const flip of flips) {
+    for (const scale of scales) {
+      const input = tf.tidy(() => (flip ? tf.reverse(tf.mul(x, scale), 2) : tf.mul(x, scale)) as tf.Tensor4D);
+      const out = net.forward(input, false);
+      const fused = new Float32Array(B * H * W * N);
+      for (let si = 0; si < out.maps.length; si++) {
+        const w = cfg.stageWeights[out.stages[si]! - 1] ?? 0;
+        const [, h, wd, S] = out.maps[si]!.shape;
+        const m = await out.maps[si]!.data();
+        const cam = new Float32Array(B * h * wd * N);
+        for (let b = 0; b < B; b++) {
+          for (let n = 0; n < N; n++) {
+            const first = net.k.slice(0, n).reduce((a, v) => a + v, 0);
+            const vals: number[] = [];
+            for (let p = 0; p < h * wd; p++) {
+              const s = Array.from({ length: net.k[n]! }, (_, j) => m[(b * h * wd + p) * S + first + j]!);
+              let v: number;
+              if (cfg.merge === "mean") v = s.reduce((a, c) => a + c, 0) / s.length;
+              else {
+                const mx = Math.max(...s);
+                const e = s.map((c) => Math.exp(c - mx));
+                const z = e.reduce((a, c) => a + c, 0);
+                v = s.reduce((a, c, j) => a + (e[j]! / z) * c, 0);
+              }
+              vals.push(Math.max(0, v));
+            }
+            const lo = Math.min(...vals);
+            const hi = Math.max(...vals);
+            vals.forEach((v, p) => (cam[(b * h * wd + p) * N + n] = ((v - lo) / (hi - lo + 1e-5)) * gate[b]![n]!));
+          }
+        }
+        const up = tf.tidy(() => tf.image.resizeBilinear(tf.tensor4d(cam, [B, h, wd, N]), [H, W], false, true));
+        const u = await up.data();
+        up.dispose();
+        for (let i = 0; i < u.length; i++) fused[i]! += w * u[i]!;
+      }
+      tf.dispose([input, ...out.features, ...out.maps, ...out.logits]);
+      for (let b = 0; b < B; b++)
+        for (let r = 0; r < H; r++)
+          for (let c = 0; c < W; c++)
+            for (let n = 0; n < N; n++) total[((b * H + r) * W + c) * N + n]! += fused[((b * H + r) * W + (flip ? W - 1 - c : c)) * N + n]!;
+    }
+  }
+  const count = flips.length * scales.length;
+  return total.map((v) => v / count);
+}
+
+test("computeCams equals an independent computation, with and without TTA, for both subclass merges; no tensors left", async () => {
   await onBackend("wasm", () => undefined);
   const net = tinyNet();
   const x = tf.randomUniform([2, 32, 32, 3], 0, 1, "float32", 2) as tf.Tensor4D;
   const labels = tf.tensor2d([[1, 0, 1, 0], [0, 1, 0, 0]]);
+  const gate = [[1, 0, 1, 0], [0, 1, 0, 0]];
   const before = tf.memory().numTensors;
   const plain = { ...RELEASE.cam, tta: { hflip: false, intensities: [1] } };
-  const a = computeCams(net, x, labels, plain);
-  const b = computeCams(net, x, labels, plain);
-  assert.deepEqual(Array.from(await a.cams.data()), Array.from(await b.cams.data()));
-  const camVals = await a.cams.array();
-  // Label gating: channels not in the label are zero everywhere.
-  assert.ok(camVals[1]!.flat().every((px) => px[0] === 0 && px[2] === 0 && px[3] === 0));
-  const tta = computeCams(net, x, labels, RELEASE.cam);
-  assert.deepEqual(tta.cams.shape, [2, 32, 32, 4]);
+  const cases: [string, PbipConfig["cam"]][] = [
+    ["no TTA, softmax", plain],
+    ["no TTA, mean", { ...plain, merge: "mean" }],
+    ["release TTA (h-flip x 0.9/1/1.1), softmax", RELEASE.cam],
+    ["h-flip only, mean", { ...plain, merge: "mean", tta: { hflip: true, intensities: [1] } }],
+  ];
+  const results: Float32Array[] = [];
+  for (const [name, cfg] of cases) {
+    const r = computeCams(net, x, labels, cfg);
+    const got = (await r.cams.data()) as Float32Array;
+    tf.dispose([r.cams, r.gate, r.probs]);
+    const want = await referenceCams(net, x, gate, cfg);
+    assert.equal(got.length, want.length, name);
+    let worst = 0;
+    for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+    assert.ok(worst < 1e-5, `${name}: max |difference| ${worst}`);
+    results.push(got);
+  }
+  // The cases are distinguishable, so the comparisons above could fail: each setting changes the CAMs.
+  for (let i = 1; i < results.length; i++) assert.ok(results[i]!.some((v, j) => Math.abs(v - results[0]![j]!) > 1e-3), `${cases[i]![0]} differs from ${cases[0]![0]}`);
   const pred = computeCams(net, x, undefined, { ...plain, gate: "pred", gateThreshold: 2 });
   const g = await pred.gate.array();
   assert.ok(g.every((row) => row.reduce((s, v) => s + v, 0) === 1), `with an unreachable threshold only the top class remains: ${JSON.stringify(g)}`);
-  tf.dispose([a.cams, a.gate, a.probs, b.cams, b.gate, b.probs, tta.cams, tta.gate, tta.probs, pred.cams, pred.gate, pred.probs]);
+  tf.dispose([pred.cams, pred.gate, pred.probs]);
   assert.equal(tf.memory().numTensors, before);
   tf.dispose([x, labels]);
   net.dispose();

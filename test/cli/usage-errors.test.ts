@@ -23,6 +23,10 @@ test("unknown backends, contradicting flags and out-of-range values are usage er
   const camArgs = ["--checkpoint", "c", "--bank", "b", "--data", "/nonexistent-pbip", "--out", "o"];
   await assert.rejects(find(cam, "cam").run([...camArgs, "--tta", "--no-tta"]), usage(/--tta and --no-tta contradict/));
   await assert.rejects(find(cam, "cam").run([...camArgs, "--backend", "gpu9"]), usage(/unknown backend "gpu9"/));
+  // Checked before any file is opened (the data folder does not exist).
+  await assert.rejects(find(cam, "cam").run([...camArgs, "--merge", "max"]), usage(/--merge must be softmax or mean, got "max"/));
+  await assert.rejects(find(cam, "cam").run([...camArgs, "--gate", "labels"]), usage(/--gate must be gt or pred, got "labels"/));
+  await assert.rejects(find(cam, "cam").run([...camArgs, "--background", "glass"]), usage(/--background must be none, power, white or power-white/));
   const trainArgs = ["--data", "/nonexistent-pbip", "--bank", "b", "--out", "o"];
   await assert.rejects(find(train, "train").run([...trainArgs, "--epochs", "0"]), usage(/train\.epochs takes an integer of at least 1, got 0/));
   await assert.rejects(find(train, "train").run([...trainArgs, "--batch", "0"]), usage(/train\.batchSize takes an integer of at least 1, got 0/));

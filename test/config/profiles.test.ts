@@ -10,6 +10,18 @@ test("the three profiles are valid configs and carry METHOD.md section 6's value
   assert.deepEqual([RELEASE.loss.beta, PAPER.loss.beta, RELEASE.loss.theta2, PAPER.loss.theta2], [0.1, 0.5, 1, 0.5]);
   assert.deepEqual(RELEASE.loss.stageWeights, [0, 0.1, 1, 1]);
   assert.deepEqual([RELEASE.train.epochs, PAPER.train.epochs, NOTEBOOK.train.epochs], [8, 10, 1]);
+  // Section 2.1: the release has no white filter; the paper's is unspecified (pbip uses the peers').
+  assert.deepEqual([RELEASE.bank.whiteMaxFraction, PAPER.bank.whiteMaxFraction, NOTEBOOK.bank.whiteMaxFraction], [1, 0.5, 0.5]);
+});
+
+test("every profile can train as shipped: the image region mode names an encoder TF.js can differentiate", () => {
+  // The trainer refuses a non-differentiable encoder (ONNX) in the image mode; the paper profile
+  // once named an ONNX MedCLIP there and could not start.
+  for (const [name, p] of Object.entries(PROFILES)) {
+    if (p.match.regionMode !== "image" || !(p.loss.useFg || p.loss.useBg)) continue;
+    assert.ok(!/^onnx:|\.onnx$/.test(p.encoder.name), `${name}: encoder ${p.encoder.name} in the image region mode`);
+  }
+  assert.deepEqual([PAPER.match.regionMode, PAPER.encoder.name, PAPER.encoder.weights], ["image", "swin-t", "weights/swin-t-medclip.safetensors"]);
 });
 
 test("overrides spread section by section; a config diff lists every changed leaf, labelled", () => {

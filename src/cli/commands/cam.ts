@@ -19,6 +19,7 @@ const cam: Command = {
     "--resize N         resize patches of another size to N on load (default: they are an error)",
     "--out DIR          where the masks go (existing valid masks are kept)",
     "--tta / --no-tta   test-time augmentation h-flip x intensity 0.9/1.0/1.1 (default: the checkpoint's config)",
+    "--merge softmax|mean  subclass merge: softmax-weighted (release) or mean (paper, eq. 2) (default: config)",
     "--gate gt|pred     gate CAM channels by ground-truth labels or predicted probabilities (default: config)",
     "--background MODE  none (release) | power | white | power-white (default: config)",
     "--backend NAME     compute backend",
@@ -33,6 +34,7 @@ const cam: Command = {
       out: { type: "string" },
       tta: { type: "boolean" },
       "no-tta": { type: "boolean" },
+      merge: { type: "string" },
       gate: { type: "string" },
       background: { type: "string" },
       resize: { type: "string" },
@@ -44,6 +46,13 @@ const cam: Command = {
     const out = str(p, "out");
     if (!ckpt || !bankDir || !data || !out) throw new UsageError("pbip cam: --checkpoint, --bank, --data and --out are required (see --help)");
     if (flag(p, "tta") && flag(p, "no-tta")) throw new UsageError("pbip cam: --tta and --no-tta contradict each other; give one");
+    // Settings are checked before any work.
+    const merge = str(p, "merge");
+    if (merge !== undefined && merge !== "softmax" && merge !== "mean") throw new UsageError(`pbip cam: --merge must be softmax or mean, got "${merge}"`);
+    const gate = str(p, "gate");
+    if (gate !== undefined && gate !== "gt" && gate !== "pred") throw new UsageError(`pbip cam: --gate must be gt or pred, got "${gate}"`);
+    const bg = str(p, "background") as PbipConfig["cam"]["background"]["mode"] | undefined;
+    if (bg !== undefined && !["none", "power", "white", "power-white"].includes(bg)) throw new UsageError(`pbip cam: --background must be none, power, white or power-white, got "${bg}"`);
     await startBackend(str(p, "backend"));
     const ds = openDataset(data, { dataset: str(p, "dataset") ?? "synthetic", resize: intArg("cam", "resize", str(p, "resize"), 16) });
     const splitName = (str(p, "split") ?? "test") as "train" | "val" | "test";
@@ -53,16 +62,9 @@ const cam: Command = {
     const camCfg: PbipConfig["cam"] = JSON.parse(JSON.stringify(config.cam));
     if (flag(p, "tta")) camCfg.tta = { hflip: true, intensities: [0.9, 1.0, 1.1] };
     if (flag(p, "no-tta")) camCfg.tta = { hflip: false, intensities: [1] };
-    const gate = str(p, "gate");
-    if (gate) {
-      if (gate !== "gt" && gate !== "pred") throw new UsageError(`--gate must be gt or pred, got "${gate}"`);
-      camCfg.gate = gate;
-    }
-    const bg = str(p, "background");
-    if (bg) {
-      if (!["none", "power", "white", "power-white"].includes(bg)) throw new UsageError(`--background must be none, power, white or power-white, got "${bg}"`);
-      camCfg.background.mode = bg as PbipConfig["cam"]["background"]["mode"];
-    }
+    if (merge) camCfg.merge = merge;
+    if (gate) camCfg.gate = gate;
+    if (bg) camCfg.background.mode = bg;
     const bar = new ProgressBar(`cam ${splitName}`, split.samples.length);
     try {
       const r = await writePseudoMasks({
