@@ -107,16 +107,31 @@ test("SegTask: validation each epoch (count-bg mIoU on val ground truth); resume
   other.dispose();
 });
 
-test("stochastic depth and resume: exact only when the backbone reseeds per step (Backbone.setStepSeed)", async (t) => {
-  const m = await tinySegFormer(data.spec, 1);
-  try {
-    assert.equal(m.config.segformer!.mit.dropPathRate, 0.1, "SegFormer's default drop path");
-    // SegTask reseeds it every step; test/model/mit-stepseed.test.ts checks the masks follow the seed.
-    assert.equal(typeof m.backbone.setStepSeed, "function", "MixTransformer reseeds stochastic depth per step");
-    void t;
-  } finally {
-    m.dispose();
+test("stochastic depth and resume: with drop path 0.1 a resumed run still ends with the uninterrupted run's weights", async () => {
+  // SegTask reseeds the backbone's drop masks every step (Backbone.setStepSeed), so a resumed run
+  // draws the masks the uninterrupted one drew; without the reseed they would follow the process's
+  // random state and differ after resume. test/model/mit-stepseed.test.ts checks the masks follow the seed.
+  const base = tmpDir("pbip-seg-droppath-");
+  const cfg = config();
+  const sd = openSegData({ data: data.root, dataset: data.spec, pseudo: data.pseudo, config: cfg });
+  const weightsAfter = async (dir: string, dropPathRate: number | undefined, stops: (number | undefined)[]) => {
+    for (const stopAfter of stops) {
+      const m = await tinySegFormer(data.spec, 1, dropPathRate);
+      if (dropPathRate === undefined) assert.equal(m.config.segformer!.mit.dropPathRate, 0.1, "SegFormer's default drop path");
+      await run({ config: cfg, model: m, train: sd.train, outDir: dir, stopAfter });
+      m.dispose();
+    }
+    return readSafetensors(path.join(dir, "step-000004.safetensors"));
+  };
+  const full = await weightsAfter(path.join(base, "full"), undefined, [undefined]);
+  const resumed = await weightsAfter(path.join(base, "part"), undefined, [3, undefined]);
+  const noDrop = await weightsAfter(path.join(base, "nodrop"), 0, [undefined]);
+  let differsWithoutDropPath = false;
+  for (const [k, t] of full) {
+    assert.deepEqual(resumed.get(k)!.data, t.data, `${k} differs after resume`);
+    if (!differsWithoutDropPath && noDrop.get(k)!.data.some((v, i) => v !== t.data[i])) differsWithoutDropPath = true;
   }
+  assert.ok(differsWithoutDropPath, "stochastic depth changed the training (else the comparison above would not test it)");
 });
 
 test("freezeBackbone: the decoder trains, the backbone keeps its weights, checkpoints still hold every variable", async () => {

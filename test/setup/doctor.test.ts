@@ -87,7 +87,23 @@ test("the built CLI prints JSON and exits 0 with the auto backend", () => {
   const rep = JSON.parse(r.stdout) as DoctorReport;
   assert.equal(rep.ok, true);
   assert.ok(rep.backend.name && BACKEND_NAMES.includes(rep.backend.name));
-  assert.ok(rep.notebooks.jupyter.found !== undefined && rep.datasets.searched.length >= 1);
+  // Auto tries the backends in order and takes the first that starts; without a native
+  // TensorFlow binding and a GPU (this machine), that is WASM.
+  const attempts = rep.backend.attempts.map((a) => a.backend);
+  assert.deepEqual(attempts, BACKEND_NAMES.slice(0, BACKEND_NAMES.indexOf(rep.backend.name) + 1));
+  assert.ok(rep.backend.attempts.slice(0, -1).every((a) => !a.ok && a.note), "each backend passed over says why");
+  const resolves = (m: string) => {
+    try {
+      require.resolve(m);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const native = ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"].some(resolves);
+  if (!native && rep.backend.name !== "webgpu") assert.equal(rep.backend.name, "wasm");
+  assert.ok(Array.isArray(rep.datasets.searched) && rep.datasets.searched.length >= 1);
+  assert.equal(typeof rep.notebooks.jupyter.found, "boolean");
 });
 
 test("forced --backend webgpu reports the lavapipe adapter after the setup", () => {
