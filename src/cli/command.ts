@@ -1,5 +1,9 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { UsageError } from "../util/errors";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { FileError, UsageError } from "../util/errors";
+import { readJson } from "../util/fs";
+import type { DatasetSpec } from "../data/types";
 import { initBackend, parseBackendChoice, formatBackendReport, type BackendReport } from "../runtime/backend";
 
 /** One `pbip` subcommand (possibly with sub-subcommands, e.g. `pbip data synth`). */
@@ -73,4 +77,44 @@ export function intOption(cmd: string, name: string, v: string | undefined, dflt
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new UsageError(`pbip ${cmd}: --${name} must be a non-negative integer, got "${v}"`);
   return n;
+}
+
+/**
+ * The dataset of `--data DIR`: the `--dataset` name when given, else the spec in the folder's
+ * card.json (the embedded synthetic sets carry one). A folder without either is a usage error:
+ * guessing would normalise and label real data as another dataset.
+ */
+export function datasetArg(cmd: string, data: string, name: string | undefined): string | DatasetSpec {
+  if (name) return name;
+  const card = path.join(data, "card.json");
+  if (!fs.existsSync(card)) throw new UsageError(`pbip ${cmd}: --dataset NAME is required (${data} has no card.json naming its dataset; e.g. --dataset luad-histoseg or bcss-wsss)`);
+  const c = readJson<{ spec?: DatasetSpec }>(card);
+  if (!c.spec) throw new FileError(card, "has no spec; give --dataset NAME");
+  return c.spec;
+}
+
+/**
+ * Ctrl-C for long training commands: the first stops the run after the step in progress (the
+ * loop saves the steps since the last checkpoint, so running the same command again resumes
+ * there); a second quits at once. `dispose` restores the default behaviour.
+ */
+export function interruptOnCtrlC(): { signal: AbortSignal; dispose: () => void } {
+  const ctrl = new AbortController();
+  const second = () => {
+    process.stderr.write("\nsecond Ctrl-C: quitting now; the steps since the last checkpoint are lost\n");
+    process.exit(130);
+  };
+  const first = () => {
+    process.stderr.write("\nCtrl-C: stopping after this step and saving it (Ctrl-C again to quit at once)\n");
+    ctrl.abort();
+    process.once("SIGINT", second);
+  };
+  process.once("SIGINT", first);
+  return {
+    signal: ctrl.signal,
+    dispose: () => {
+      process.removeListener("SIGINT", first);
+      process.removeListener("SIGINT", second);
+    },
+  };
 }

@@ -160,6 +160,18 @@ export interface PbipConfig {
   };
 }
 
+/**
+ * A config read from a file (a checkpoint, a run's config.json, an ablation record) that an
+ * earlier version of pbip wrote, with the keys added since filled by the behaviour that version
+ * had, so that it compares equal to the same config written now: `cam.merge` (added 2026-11-30,
+ * before it CAMs merged by softmax). Returns a copy; a current config comes back equal.
+ */
+export function upgradeStoredConfig(cfg: PbipConfig): PbipConfig {
+  const c = JSON.parse(JSON.stringify(cfg)) as PbipConfig;
+  if (c.cam && (c.cam as Partial<PbipConfig["cam"]>).merge === undefined) c.cam.merge = "softmax";
+  return c;
+}
+
 /** The authors' PyTorch release (BCSS-WSSS, stage 1), METHOD.md section 6. */
 export const RELEASE: PbipConfig = {
   profile: "release",

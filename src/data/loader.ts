@@ -175,6 +175,9 @@ export function createLoader(split: Split, opts: LoaderOptions): Loader {
   const size = opts.inputSize ?? split.resize ?? split.dataset.patchSize;
   const numClasses = split.dataset.classes.length;
   const batchesPerEpoch = opts.dropLast ? Math.floor(n / batchSize) : Math.ceil(n / batchSize);
+  if (batchesPerEpoch === 0) {
+    throw new Error(`createLoader: split ${split.name} of ${split.dataset.name} at ${split.root} has ${n} patches, fewer than one batch of ${batchSize} (the last, incomplete batch is dropped): lower the batch size (--batch) to at most ${n}`);
+  }
 
   const order = (e: number): number[] => {
     const idx = Array.from({ length: n }, (_, i) => i);

@@ -235,6 +235,7 @@ export function formatVerifyReport(r: VerifyReport): string {
     for (const p of real) byKind.set(p.kind, (byKind.get(p.kind) ?? 0) + 1);
     out.push(`FAILED: ${real.length} problem${real.length > 1 ? "s" : ""} (${[...byKind].map(([k, n]) => `${k} ${n}`).join(", ")})`);
     for (const p of real) out.push(`  [${p.kind}] ${p.file}: ${p.problem}`);
+    if (byKind.has("count")) out.push("  (split sizes are compared with the published ones; for a subset, a re-split or your own data in this layout, add --no-counts)");
   }
   for (const kind of NOTE_KINDS) {
     const ofKind = notes.filter((p) => p.kind === kind);

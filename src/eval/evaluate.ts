@@ -226,7 +226,7 @@ export function formatEvalTable(r: EvalReport): string {
     rule,
     `${"mean".padEnd(nameW)}  ${pct(s.miou).padStart(6)}  ${pct(s.mdice).padStart(6)}  ${pct(s.mbiou).padStart(6)}  ${(s.pixels > 0 ? pct(gtTotal / s.pixels, 1) + "%" : "-").padStart(6)}`,
     `mIoU ${pct(s.miou)}   FwIoU ${pct(s.fwiou)}   mDice ${pct(s.mdice)}   mbIoU ${pct(s.mbiou)}   pixel accuracy ${pct(s.pixelAccuracy)}`,
-    `bIoU band ${bandText}; "mean" row: means over the foreground classes; GT px: share of counted pixels`,
+    `bIoU band ${bandText}; "mean" row: means over the foreground classes (its GT px: the foreground classes together); GT px: share of counted pixels`,
     `mean over images: mIoU ${pct(r.imageMean.miou)}, mDice ${pct(r.imageMean.mdice)}, mbIoU ${pct(r.imageMean.mbiou)}`,
   ];
   if (r.convention === "count-bg") lines.push(`background: IoU ${pct(s.background.iou)}, Dice ${pct(s.background.dice)}`);

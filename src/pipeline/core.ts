@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import type { PbipConfig } from "../config/profiles";
-import { kPerClass } from "../config/profiles";
+import { diffValues, kPerClass, upgradeStoredConfig } from "../config/profiles";
 import type { DatasetSpec, Split, SplitName } from "../data/types";
 import type { Dataset } from "../data/dataset";
 import { createLoader, type Loader } from "../data/loader";
@@ -25,6 +25,8 @@ import { assertCleanLoad } from "../io/tensors";
 import { computeCams, camsToMasks } from "../cam";
 import { ConfusionMatrix } from "../eval/confusion";
 import { FileError } from "../util/errors";
+import { assertRecordedOutputFolder, readJson, writeJsonAtomic } from "../util/fs";
+import { stableStringify } from "../util/json";
 
 /** The frozen encoder a config names (with its input-size override). */
 export async function createEncoderFor(cfg: PbipConfig): Promise<ImageEncoder> {
@@ -47,8 +49,9 @@ export function resolveNormalization(cfg: PbipConfig, spec: DatasetSpec, backbon
 
 /** Build ClassNet for a config and a bank (K per class and prototypes come from the bank). */
 export async function createClassNet(cfg: PbipConfig, bank: ImageBank, spec: DatasetSpec, seed = cfg.train.seed): Promise<ClassNet> {
-  if (bank.meta.classes.length !== spec.classes.length) {
-    throw new Error(`bank has ${bank.meta.classes.length} classes, dataset ${spec.name} has ${spec.classes.length}`);
+  if (bank.meta.codes.join(",") !== spec.codes.join(",")) {
+    const where = bank.dir ? ` (${bank.dir})` : "";
+    throw new Error(`the bank${where} has classes ${bank.meta.codes.join(", ")} but the dataset ${spec.name} has ${spec.codes.join(", ")}: give a bank built from this dataset (pbip bank build --dataset ${spec.name})`);
   }
   const backbone = await buildBackbone(cfg.model.backbone, {
     weights: cfg.model.backboneWeights,
@@ -125,9 +128,10 @@ export async function loadClassNet(file: string, bank: ImageBank, spec: DatasetS
   if (trainedWith !== bankHash) {
     throw new FileError(file, `was trained with other prototypes than the bank${where} holds (prototype hash ${trainedWith}, the bank's ${bankHash}): give the bank it was trained with`);
   }
-  const net = await createClassNet(meta.config, bank, spec);
+  const config = upgradeStoredConfig(meta.config);
+  const net = await createClassNet(config, bank, spec);
   assertCleanLoad(file, loadVariables(file, net.namedVariables(), ["optim/"]));
-  return { net, config: meta.config, meta };
+  return { net, config, meta };
 }
 
 /** Load the bank a run used (checks it against the encoder when one is given). */
@@ -142,9 +146,34 @@ export interface PseudoMaskOptions {
   inputSize: number;
   outDir: string;
   batchSize?: number;
+  /**
+   * What made the masks (e.g. the checkpoint and its hash), recorded with the CAM settings in
+   * `pseudo-masks.json`; masks in a folder recorded with another source or settings are an error
+   * (they are not this checkpoint's) unless `overwrite`.
+   */
+  source?: string;
+  /** Make every mask again, even where a valid one exists (a folder recorded with other settings included). */
+  overwrite?: boolean;
+  /**
+   * Accept a non-empty folder without a record (one the caller manages itself, e.g. a run's
+   * pseudo-mask folder written before records existed). Default false: such a folder is refused.
+   */
+  adoptUnrecorded?: boolean;
   /** Called after each batch with patches done and total. */
   onProgress?: (done: number, total: number) => void;
 }
+
+/** What `pseudo-masks.json` records about the masks of a folder. */
+interface PseudoMaskRecord {
+  kind: "pbip-pseudo-masks";
+  dataset: string;
+  split: string;
+  source?: string;
+  cam: PbipConfig["cam"];
+  inputSize: number;
+}
+
+export const PSEUDO_MASK_RECORD = "pseudo-masks.json";
 
 export interface PseudoMaskResult {
   written: number;
@@ -170,10 +199,21 @@ function validMask(file: string, spec: DatasetSpec, side: number): boolean {
  */
 export async function writePseudoMasks(o: PseudoMaskOptions): Promise<PseudoMaskResult> {
   const spec = o.split.dataset;
+  const recFile = path.join(o.outDir, PSEUDO_MASK_RECORD);
+  if (!o.adoptUnrecorded) assertRecordedOutputFolder(o.outDir, PSEUDO_MASK_RECORD, "pseudo-masks");
+  const rec: PseudoMaskRecord = { kind: "pbip-pseudo-masks", dataset: spec.name, split: o.split.name, ...(o.source !== undefined ? { source: o.source } : {}), cam: o.cam, inputSize: o.inputSize };
+  if (fs.existsSync(recFile) && !o.overwrite) {
+    const was = readJson<PseudoMaskRecord>(recFile);
+    if (stableStringify(was) !== stableStringify(rec)) {
+      const diff = diffValues(was, rec).map((d) => d.path);
+      throw new FileError(recFile, `the masks here were made by another checkpoint or with other settings (${diff.join(", ")} differ${diff.length === 1 ? "s" : ""}); give a new --out, or --overwrite to make them all again`);
+    }
+  }
   fs.mkdirSync(o.outDir, { recursive: true });
+  writeJsonAtomic(recFile, rec);
   const side = spec.patchSize;
   const outFile = (id: string) => path.join(o.outDir, id.replace(/\.[^.]+$/, "") + ".png");
-  const todo = o.split.samples.filter((s) => !validMask(outFile(s.id), spec, side));
+  const todo = o.overwrite ? [...o.split.samples] : o.split.samples.filter((s) => !validMask(outFile(s.id), spec, side));
   const hasMasks = o.split.samples.every((s) => s.maskPath);
   const cm = hasMasks ? new ConfusionMatrix(Math.max(spec.classes.length + 1, spec.backgroundId + 1)) : undefined;
   let done = o.split.samples.length - todo.length;

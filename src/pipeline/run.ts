@@ -72,6 +72,12 @@ export interface OpenRunOptions {
   /** Dataset manifest name and folder; default PBIP_DATASET/PBIP_DATA, else the embedded synthetic set. */
   dataset?: string;
   data?: string;
+  /**
+   * Compare the dataset's split sizes with the published ones when verifying it (default
+   * true; PBIP_CHECK_COUNTS=0 turns it off): false for a subset, a re-split or your own data
+   * in a dataset's layout. Every file is still checked.
+   */
+  checkCounts?: boolean;
   quick?: boolean;
   /** Print progress (dataset generation) to stderr. Default true. */
   verbose?: boolean;
@@ -144,11 +150,18 @@ export async function openRun(o: OpenRunOptions = {}): Promise<PbipRun> {
     // takes minutes for BCSS-WSSS, so a passed check is remembered for an unchanged folder).
     const stampFile = path.join(cacheDir("dataset-verified"), `${sha256(path.resolve(dataDir)).slice(0, 16)}.json`);
     const listing = folderListingHash(dataDir);
-    const stamp = { dataset: datasetName, root: path.resolve(dataDir), listing };
+    const checkCounts = o.checkCounts ?? process.env.PBIP_CHECK_COUNTS !== "0";
+    const stamp = { dataset: datasetName, root: path.resolve(dataDir), listing, ...(checkCounts ? {} : { checkCounts }) };
     const verified = fs.existsSync(stampFile) && stableStringify(readJson(stampFile)) === stableStringify(stamp);
     if (!verified) {
-      const report = await verifyDataset(dataDir, { dataset: datasetName });
-      if (!report.ok) throw new Error(`dataset ${datasetName} at ${dataDir} failed verification (run \`pbip data verify ${dataDir} --dataset ${datasetName}\` for the full table):\n${report.problems.slice(0, 10).map((p) => `  ${p.file}: ${p.problem}`).join("\n")}`);
+      const report = await verifyDataset(dataDir, { dataset: datasetName, checkCounts });
+      if (!report.ok) {
+        const countsOnly = report.problems.every((p) => p.kind === "count");
+        throw new Error(
+          `dataset ${datasetName} at ${dataDir} failed verification (run \`pbip data verify ${dataDir} --dataset ${datasetName}\` for the full table):\n${report.problems.slice(0, 10).map((p) => `  ${p.file}: ${p.problem}`).join("\n")}` +
+            (countsOnly ? `\n(only split sizes differ from the published ones: for a subset, a re-split or your own data, pass --no-counts, or set PBIP_CHECK_COUNTS=0 for the notebooks)` : ""),
+        );
+      }
       writeJsonAtomic(stampFile, stamp);
     }
     dataset = openDataset(dataDir, { dataset: datasetName });

@@ -191,6 +191,8 @@ export async function ensurePseudoMasks(
   if (fs.existsSync(stamp) && JSON.stringify(readJson(stamp)) !== JSON.stringify(source)) fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   writeJsonAtomic(stamp, source);
-  return writePseudoMasks({ net, split: run.dataset.split(split), cam: config.cam, inputSize: config.data.inputSize, outDir: dir, batchSize: config.train.batchSize, onProgress });
+  // The stamp beside the folder decides whether its masks are this checkpoint's (the folder is
+  // emptied otherwise); a folder from before pseudo-masks.json existed is adopted.
+  return writePseudoMasks({ net, split: run.dataset.split(split), cam: config.cam, inputSize: config.data.inputSize, outDir: dir, batchSize: config.train.batchSize, source: `${source.checkpoint}@${source.checkpointMtime}`, adoptUnrecorded: true, onProgress });
 }
 

@@ -14,7 +14,7 @@ import { decodePng } from "../data/png";
 import { SegmentationEvaluator, type EvalReport } from "../eval/evaluate";
 import type { BackgroundConvention } from "../eval/metrics";
 import { FileError } from "../util/errors";
-import { readJson, writeJsonAtomic } from "../util/fs";
+import { assertRecordedOutputFolder, readJson, writeJsonAtomic } from "../util/fs";
 import { sampleStem } from "./data";
 import type { SegModel } from "./models";
 
@@ -90,13 +90,17 @@ export async function predictSegmentation(model: SegModel, split: Split, o: Pred
   if (model.config.numOutputs !== spec.classes.length + 1) {
     throw new Error(`predictSegmentation: the model has ${model.config.numOutputs} outputs, ${spec.name} has ${spec.classes.length} classes + background`);
   }
+  if (model.config.classes.join(",") !== spec.codes.join(",")) {
+    throw new Error(`predictSegmentation: the model was trained for classes ${model.config.classes.join(", ")}, ${spec.name} has ${spec.codes.join(", ")}; predict with a model of this dataset`);
+  }
+  assertRecordedOutputFolder(outDir, "predictions.json", "predictions");
   fs.mkdirSync(outDir, { recursive: true });
   const recFile = path.join(outDir, "predictions.json");
   const rec: PredictionsRecord = { kind: "pbip-seg-predictions", dataset: spec.name, split: split.name, arch: model.config.arch, source: o.source, inputSize };
   if (fs.existsSync(recFile) && !o.overwrite) {
     const was = readJson<PredictionsRecord>(recFile);
     if (JSON.stringify(was) !== JSON.stringify(rec)) {
-      throw new FileError(recFile, `the masks here were written by other weights or settings (${JSON.stringify(was)}); use another --out, or overwrite`);
+      throw new FileError(recFile, `the masks here were written by other weights or settings (${JSON.stringify(was)}); give another --out, or --overwrite to predict them all again`);
     }
   }
   writeJsonAtomic(recFile, rec);

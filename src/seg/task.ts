@@ -192,6 +192,8 @@ export interface TrainSegmentationOptions extends SegTaskOptions {
   resume?: boolean;
   /** Stop (without a checkpoint) after this many steps of this call: for resume tests. */
   stopAfter?: number;
+  /** Stop cleanly when aborted (Ctrl-C): the steps since the last checkpoint are saved; the last event is `interrupted`. */
+  signal?: AbortSignal;
   /** Stored in checkpoints (e.g. the pseudo-mask folder and the stage-1 run it came from). */
   metadata?: Record<string, unknown>;
 }
@@ -235,6 +237,7 @@ export async function* trainSegmentation(o: TrainSegmentationOptions): AsyncGene
       outDir: o.outDir,
       resume: o.resume,
       stopAfter: o.stopAfter,
+      signal: o.signal,
       metadata: { ...(o.metadata ?? {}), ...identity, backbone: model.backbone.name },
     });
   } catch (e) {

@@ -13,7 +13,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { diffValues, type PbipConfig } from "../config/profiles";
+import { diffValues, upgradeStoredConfig, type PbipConfig } from "../config/profiles";
 import type { Batch } from "../data/types";
 import { AdamW, type ParamGroup } from "./optim";
 import { learningRate, type LrSchedule } from "./schedule";
@@ -62,11 +62,14 @@ export type TrainEvent =
     }
   | { type: "validation"; epoch: number; step: number; score: ValidationScore; best: boolean }
   | { type: "checkpoint"; epoch: number; step: number; file: string; best: boolean }
-  | { type: "done"; step: number; lastCheckpoint?: string; bestCheckpoint?: string; bestMiou?: number; seconds: number };
+  | { type: "done"; step: number; lastCheckpoint?: string; bestCheckpoint?: string; bestMiou?: number; seconds: number }
+  /** `signal` aborted: the run stopped after a whole step and saved it; running again resumes from `checkpoint`. The last event. */
+  | { type: "interrupted"; step: number; checkpoint?: string };
 
 /** A loss that is not finite: the run stops, naming the step, the batch and the last good checkpoint. */
 export class TrainingDivergedError extends Error {
   constructor(
+    /** The step that diverged, numbered as `step` events are (the first step is 1). */
     readonly step: number,
     readonly ids: string[],
     readonly lastCheckpoint: string | undefined,
@@ -116,6 +119,11 @@ export interface LoopOptions {
   resume?: boolean;
   /** Stop (without a checkpoint) after this many steps of this call: for resume tests. */
   stopAfter?: number;
+  /**
+   * Stop when aborted (e.g. on Ctrl-C): the step in progress finishes, the steps since the last
+   * checkpoint are saved, and the run ends with an `interrupted` event instead of `done`.
+   */
+  signal?: AbortSignal;
   /** Stored in checkpoint metadata (e.g. the bank's identity). */
   metadata?: Record<string, unknown>;
   /**
@@ -155,13 +163,16 @@ interface CheckpointMeta {
  * when it can): the differing config keys, or the identity keys that differ.
  */
 export function resumeMismatch(meta: { config: PbipConfig; identity?: Record<string, unknown> }, config: PbipConfig, identity?: Record<string, unknown>): string | undefined {
-  if (stableStringify(meta.config) !== stableStringify(config)) {
-    const keys = diffValues(meta.config, config).map((d) => d.path);
+  const stored = upgradeStoredConfig(meta.config);
+  if (stableStringify(stored) !== stableStringify(config)) {
+    const keys = diffValues(stored, config).map((d) => d.path);
     return `was trained with another config (${keys.slice(0, 6).join(", ")}${keys.length > 6 ? ", ..." : ""})`;
   }
   if (meta.identity && identity && stableStringify(meta.identity) !== stableStringify(identity)) {
     const keys = diffValues(meta.identity, identity).map((d) => d.path);
-    return `was trained with another ${keys.join(", ")}`;
+    // Say what the keys mean where they are known (a bank's prototype hash, the frozen encoder).
+    const words = (k: string) => (k === "prototypesSha256" ? "prototypesSha256 (another bank, or the bank rebuilt)" : k.startsWith("encoder.") ? `${k} (another frozen encoder or its weights)` : k);
+    return `was trained with another ${keys.map(words).join(", ")}`;
   }
   return undefined;
 }
@@ -294,10 +305,13 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
     return file;
   };
 
+  /** The last epoch whose end (validation, checkpoint) ran in this call. */
+  let endedEpoch = -1;
   const validationDue = (epoch: number) => o.val !== undefined && task.validate !== undefined && ((epoch + 1) % cfg.train.valEvery === 0 || step >= totalSteps);
 
   /** An epoch's end: its validation score (if any) logged, then its checkpoint (and best.safetensors) when due. */
   async function* endOfEpoch(epoch: number, valScore: ValidationScore | undefined): AsyncGenerator<TrainEvent> {
+    endedEpoch = epoch;
     let isBest = false;
     if (valScore) {
       isBest = valScore.miou > bestMiou;
@@ -321,7 +335,8 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
   yield { type: "start", task: task.name, step, totalSteps, stepsPerEpoch, epochs, resumedFrom, config: cfg };
 
   let stepsThisCall = 0;
-  const stopNow = () => o.stopAfter !== undefined && stepsThisCall >= o.stopAfter;
+  const aborted = () => o.signal?.aborted === true;
+  const stopNow = () => (o.stopAfter !== undefined && stepsThisCall >= o.stopAfter) || aborted();
   try {
     if (pendingValidation) {
       // The run stopped in the validation of the epoch it had just trained: validate it now.
@@ -373,6 +388,19 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
       }
       yield* endOfEpoch(epoch, valScore);
     }
+    const finished = step >= totalSteps && endedEpoch === Math.floor((step - 1) / stepsPerEpoch);
+    if (aborted() && !finished) {
+      // Saved mid-epoch if need be, as after a bad file: a resume skips the batches already
+      // trained. Stopped after an epoch's last step, before its end (validation, checkpoint):
+      // the resume does that end first.
+      if (stepsThisCall > 0) {
+        const ep = Math.floor((step - 1) / stepsPerEpoch);
+        const unfinishedEnd = (step % stepsPerEpoch === 0 || step >= totalSteps) && endedEpoch < ep;
+        if (step > savedStep || unfinishedEnd) lastCkpt = await writeCheckpoint(ep, undefined, unfinishedEnd && validationDue(ep));
+      }
+      yield { type: "interrupted", step, ...(lastCkpt ? { checkpoint: lastCkpt } : {}) };
+      return;
+    }
   } finally {
     opt.dispose();
   }
@@ -410,7 +438,8 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
       const losses = Object.fromEntries(names.map((n, i) => [n, vals[i]!])) as LossRecord;
       if (!Object.values(losses).every(Number.isFinite)) {
         tf.dispose(grads);
-        throw new TrainingDivergedError(step, batch.ids, lastCkpt, losses);
+        // Numbered as step events are (1-based): this batch would have been step `step + 1`.
+        throw new TrainingDivergedError(step + 1, batch.ids, lastCkpt, losses);
       }
       const lr = learningRate(cfg.optim.lr, schedule, step);
       const to = Date.now();

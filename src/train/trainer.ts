@@ -423,6 +423,8 @@ export interface TrainClassNetOptions extends PbipTaskOptions {
   outDir: string;
   resume?: boolean;
   stopAfter?: number;
+  /** Stop cleanly when aborted (Ctrl-C): the steps since the last checkpoint are saved; the last event is `interrupted`. */
+  signal?: AbortSignal;
   /** Identity of the bank (stored in checkpoints). */
   bankIdentity?: Record<string, unknown>;
 }
@@ -437,7 +439,7 @@ export function classNetIdentity(encoder: ImageEncoder, prototypes: tf.Tensor2D,
 }
 
 /**
- * Train ClassNet with PBIP. Yields the loop's events; the last is `done`. A run
+ * Train ClassNet with PBIP. Yields the loop's events; the last is `done` (or `interrupted`). A run
  * resumes from the newest checkpoint in `outDir` only if it was trained with the
  * same config, encoder and prototypes ({@link classNetIdentity}).
  *
@@ -455,6 +457,7 @@ export async function* trainClassNet(o: TrainClassNetOptions): AsyncGenerator<Tr
       outDir: o.outDir,
       resume: o.resume,
       stopAfter: o.stopAfter,
+      signal: o.signal,
       metadata: { bank: o.bankIdentity, encoder: o.encoder.identity, backbone: o.net.backbone.name },
       identity: classNetIdentity(o.encoder, o.bankPrototypes, o.hooks),
     });

@@ -91,6 +91,24 @@ export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Prom
 }
 
 /** SHA-256 of a file or buffer, hex. */
+/**
+ * For writers that fill a folder file by file and resume (pseudo-masks, predictions): refuse a
+ * folder that holds files but not the writer's record, so that a mistyped `--out` (a dataset's
+ * image or mask folder) is never overwritten, nor taken for earlier output. An absent or empty
+ * folder, or one with the record, passes.
+ */
+export function assertRecordedOutputFolder(dir: string, recordName: string, what: string): void {
+  if (!fs.existsSync(dir)) return;
+  if (!fs.statSync(dir).isDirectory()) throw new FileError(dir, "exists and is not a folder");
+  const entries = fs.readdirSync(dir);
+  if (entries.length === 0 || entries.includes(recordName)) return;
+  throw new FileError(
+    dir,
+    `holds ${entries.length} entr${entries.length === 1 ? "y" : "ies"} (e.g. ${entries[0]}) but no ${recordName}: pbip writes ${what} only into an empty folder or one it wrote itself ` +
+      "(it would replace files of the same names, such as a dataset's patches, or take them for its own output); give a new --out",
+  );
+}
+
 export function sha256(data: Uint8Array | string): string {
   return crypto.createHash("sha256").update(data).digest("hex");
 }

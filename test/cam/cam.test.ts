@@ -11,7 +11,7 @@ import { resolveConfig, RELEASE, type PbipConfig } from "../../src/config/profil
 import { generateSynthetic, syntheticManifest } from "../../src/data/synthetic/generate";
 import { openDataset } from "../../src/data/dataset";
 import { decodePng } from "../../src/data/png";
-import { writePseudoMasks } from "../../src/pipeline/core";
+import { writePseudoMasks, PSEUDO_MASK_RECORD } from "../../src/pipeline/core";
 import { tmpDir } from "../tmp";
 
 test("stage CAM by hand: merge (K = 1 is the map), ReLU, min-max per class, label gate", async () => {
@@ -168,7 +168,7 @@ test("writePseudoMasks: palette PNGs in the dataset palette with only palette id
   const cam = { ...RELEASE.cam, tta: { hflip: false, intensities: [1] }, background: { ...RELEASE.cam.background, mode: "power" as const } };
   const r1 = await writePseudoMasks({ net, split, cam, inputSize: 32, outDir: out, batchSize: 2 });
   assert.equal(r1.written, 5);
-  const files = fs.readdirSync(out).sort();
+  const files = fs.readdirSync(out).filter((f) => f.endsWith(".png")).sort();
   assert.deepEqual(files, split.samples.map((s) => s.id).sort());
   for (const f of files) {
     const png = decodePng(fs.readFileSync(path.join(out, f)), f);
@@ -181,5 +181,17 @@ test("writePseudoMasks: palette PNGs in the dataset palette with only palette id
   const r2 = await writePseudoMasks({ net, split, cam, inputSize: 32, outDir: out, batchSize: 2 });
   assert.equal(r2.written, 1);
   assert.equal(r2.skipped, 4);
+  // pseudo-masks.json records what made the masks: another checkpoint or other settings are an
+  // error (the masks there are not this checkpoint's), unless overwrite, which makes them all again.
+  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, PSEUDO_MASK_RECORD), "utf8")).split, "test");
+  await assert.rejects(writePseudoMasks({ net, split, cam, inputSize: 32, outDir: out, source: "sha256:other" }), /pseudo-masks\.json: the masks here were made by another checkpoint or with other settings \(source differs\)/);
+  await assert.rejects(writePseudoMasks({ net, split, cam: { ...cam, merge: "mean" }, inputSize: 32, outDir: out }), /\(cam\.merge differs\)/);
+  const r3 = await writePseudoMasks({ net, split, cam, inputSize: 32, outDir: out, source: "sha256:other", overwrite: true });
+  assert.deepEqual([r3.written, r3.skipped], [5, 0]);
+  // A folder of files pbip did not write (here the dataset's own masks) is never written into.
+  const gt = path.join(root, "data", "test", "mask");
+  const before = fs.readdirSync(gt).map((f) => fs.readFileSync(path.join(gt, f)).toString("base64"));
+  await assert.rejects(writePseudoMasks({ net, split, cam, inputSize: 32, outDir: gt }), (e: Error) => e.message.startsWith(gt) && /holds 5 entries .* but no pseudo-masks\.json/.test(e.message));
+  assert.deepEqual(fs.readdirSync(gt).map((f) => fs.readFileSync(path.join(gt, f)).toString("base64")), before, "untouched");
   net.dispose();
 });

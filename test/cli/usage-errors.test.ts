@@ -14,6 +14,10 @@ import { dominantClassSamples } from "../../src/bank/zeroshot";
 import { openDataset } from "../../src/data/dataset";
 import { encodePalettePng } from "../../src/data/png";
 import { tmpDir } from "../tmp";
+import { loadManifest } from "../../src/data/manifest";
+import { createClassNet } from "../../src/pipeline/core";
+import { resolveConfig } from "../../src/config/profiles";
+import type { ImageBank } from "../../src/bank";
 
 const usage = (re: RegExp) => (e: unknown) => e instanceof UsageError && re.test(e.message);
 const find = (cmds: typeof doctor, name: string) => cmds.find((c) => c.name.join(" ") === name)!;
@@ -54,4 +58,19 @@ test("zero-shot scoring reads masks as the loader does: a mask of another size t
   const mask = path.join(data, "val", "mask", fs.readdirSync(path.join(data, "val", "mask")).sort()[0]!);
   fs.writeFileSync(mask, encodePalettePng(new Uint8Array(20 * 20), 20, 20, ds.spec.palette));
   assert.throws(() => dominantClassSamples(ds.split("val")), (e: Error) => e.message.startsWith(mask) && /20x20/.test(e.message));
+});
+
+test("train and cam: a folder with no card.json needs --dataset (no silent `synthetic`); a bank of other classes is refused", async () => {
+  const dir = tmpDir("pbip-cli-ds-");
+  const noCard = path.join(dir, "LUAD-HistoSeg");
+  fs.mkdirSync(noCard);
+  await assert.rejects(find(train, "train").run(["--data", noCard, "--bank", "b", "--out", path.join(dir, "o"), "--backend", "cpu"]), usage(/pbip train: --dataset NAME is required \(.*LUAD-HistoSeg has no card\.json/));
+  await assert.rejects(find(cam, "cam").run(["--checkpoint", "c", "--bank", "b", "--data", noCard, "--out", path.join(dir, "o"), "--backend", "cpu"]), usage(/pbip cam: --dataset NAME is required/));
+  assert.ok(!fs.existsSync(path.join(dir, "o")), "nothing written");
+  // ClassNet is built only from a bank of the dataset's own classes (a BCSS bank on LUAD data was accepted).
+  const spec = loadManifest("luad-histoseg").spec;
+  await assert.rejects(
+    createClassNet(resolveConfig("notebook"), { dir: "/runs/bcss/bank", meta: { codes: ["TUM", "STR", "LYM", "NEC"] } } as unknown as ImageBank, spec),
+    /the bank \(\/runs\/bcss\/bank\) has classes TUM, STR, LYM, NEC but the dataset luad-histoseg has TE, NEC, LYM, TAS/,
+  );
 });

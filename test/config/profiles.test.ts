@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { PROFILES, RELEASE, PAPER, NOTEBOOK, resolveConfig, parseSetOverrides, formatConfigDiff, diffConfigs, configProblems } from "../../src/config";
+import { PROFILES, RELEASE, PAPER, NOTEBOOK, resolveConfig, parseSetOverrides, formatConfigDiff, diffConfigs, configProblems, upgradeStoredConfig, type PbipConfig } from "../../src/config";
+import { resumeMismatch } from "../../src/train/loop";
 
 test("the three profiles are valid configs and carry METHOD.md section 6's values where they differ", () => {
   for (const [name, p] of Object.entries(PROFILES)) assert.deepEqual(configProblems(p), [], name);
@@ -53,4 +54,14 @@ test("overrides type-check at any depth, without casts, and merge key by key", (
   assert.equal(c.cam.background.mode, "power");
   assert.equal(c.cam.background.whiteGrey, NOTEBOOK.cam.background.whiteGrey, "the section's other keys stay");
   assert.equal(c.loss.temperature, 1);
+});
+
+test("a config stored before cam.merge existed compares equal to today's (it merged by softmax); another merge does not", () => {
+  const now = resolveConfig("release");
+  const old = JSON.parse(JSON.stringify(now)) as PbipConfig;
+  delete (old.cam as Partial<PbipConfig["cam"]>).merge;
+  assert.deepEqual(upgradeStoredConfig(old), now);
+  assert.equal(resumeMismatch({ config: old }, now), undefined, "a run written before the key resumes");
+  assert.match(resumeMismatch({ config: old }, resolveConfig("release", { cam: { merge: "mean" } })) ?? "", /another config \(cam\.merge\)/);
+  assert.equal((old.cam as Partial<PbipConfig["cam"]>).merge, undefined, "the stored object is not changed");
 });

@@ -12,8 +12,9 @@ import * as tf from "@tensorflow/tfjs";
 import { onBackend } from "../helpers";
 import { openSplit } from "../../src/data/dataset";
 import { augmentPixels, createLoader, normalize, readSample, type AugmentOp } from "../../src/data/loader";
-import { readImage, readMask } from "../../src/data/image";
-import { SMALL, smallSet } from "./small-set";
+import { readImage, readMask, resizeMaskNearest } from "../../src/data/image";
+import { encodePalettePng, encodeRgbPng } from "../../src/data/png";
+import { SMALL, smallSet, copyDir, tmpDir } from "./small-set";
 import type { Batch } from "../../src/data/types";
 
 const FIX = path.join(__dirname, "fixtures");
@@ -130,18 +131,44 @@ test("augmentation is applied identically to image and mask", async () => {
   });
 });
 
-test("inputSize resizes images (bilinear) and masks (nearest)", async () => {
+test("resizeMaskNearest by hand: each output pixel takes the source pixel under its centre", () => {
+  // 4x4 ids r*4+c -> 2x2: centres at source (1, 1), (1, 3), (3, 1), (3, 3).
+  const sq = resizeMaskNearest({ ids: Uint8Array.from({ length: 16 }, (_, i) => i), width: 4, height: 4 }, 2);
+  assert.deepEqual(Array.from(sq.ids), [5, 7, 13, 15]);
+  // 6 wide x 3 high ids r*6+c -> 3x3: columns 1, 3, 5 of rows 0, 1, 2 (not transposed).
+  const wide = resizeMaskNearest({ ids: Uint8Array.from({ length: 18 }, (_, i) => i), width: 6, height: 3 }, 3);
+  assert.deepEqual(Array.from(wide.ids), [1, 3, 5, 7, 9, 11, 13, 15, 17]);
+});
+
+test("inputSize resizes images (bilinear) and masks (nearest) in register with each other", async () => {
   const { out } = await smallSet();
+  const dir = copyDir(out, path.join(tmpDir(), "set"));
+  // Val patch 0 becomes an L shape that a transpose would move: red where column < 16 or row < 8
+  // (mask id 0), white elsewhere (id 1); 64 px, loaded at 24 (a ratio of 2.67).
+  const S = SMALL.size;
+  const red = (i: number) => i % S < 16 || Math.floor(i / S) < 8;
+  const val0 = openSplit(dir, { dataset: "synthetic", split: "val" }).samples[0]!;
+  const rgb = new Uint8Array(S * S * 3);
+  for (let i = 0; i < S * S; i++) rgb.set(red(i) ? [255, 0, 0] : [255, 255, 255], i * 3);
+  fs.writeFileSync(val0.imagePath, encodeRgbPng(rgb, S, S));
+  const spec = openSplit(dir, { dataset: "synthetic", split: "val" }).dataset;
+  fs.writeFileSync(val0.maskPath!, encodePalettePng(Uint8Array.from({ length: S * S }, (_, i) => (red(i) ? 0 : 1)), S, S, spec.palette));
   await onBackend("cpu", async () => {
-    const val = openSplit(out, { dataset: "synthetic", split: "val" });
-    const [b] = await collect(createLoader(val, { batchSize: 6, inputSize: 32 }).epoch(0));
-    assert.equal(b!.images.length, 6 * 32 * 32 * 3);
-    assert.equal(b!.masks!.length, 6 * 32 * 32);
+    const val = openSplit(dir, { dataset: "synthetic", split: "val" });
+    const [b] = await collect(createLoader(val, { batchSize: 6, inputSize: 24 }).epoch(0));
+    assert.equal(b!.images.length, 6 * 24 * 24 * 3);
+    assert.equal(b!.masks!.length, 6 * 24 * 24);
+    const j = b!.ids.indexOf(val0.id);
+    assert.ok(j >= 0);
+    const mask = b!.masks!.subarray(j * 576, (j + 1) * 576);
+    const img = b!.images.subarray(j * 576 * 3, (j + 1) * 576 * 3);
+    // Reddish (green below half) where the mask says 0, whitish where it says 1; only pixels on
+    // the L's edge may disagree. A transposed mask would disagree on ~19 % of them.
+    let agree = 0;
+    for (let p = 0; p < 576; p++) if ((img[p * 3 + 1]! < 0.5) === (mask[p] === 0)) agree++;
+    assert.ok(agree / 576 > 0.95, `image and mask agree on ${agree} of 576 pixels`);
+    assert.deepEqual([mask[0], mask[23], mask[23 * 24], mask[23 * 24 + 23]], [0, 0, 0, 1], "corners of the L");
     assert.ok(b!.masks!.every((v) => v >= 0 && v <= 4));
-    // Nearest neighbour: every id in the small mask occurs in the full one.
-    const full = readMask(val.samples[0]!.maskPath!, val.dataset).ids;
-    const ids = new Set(full);
-    assert.ok(b!.masks!.subarray(0, 32 * 32).every((v) => ids.has(v)));
   });
 });
 
@@ -204,4 +231,11 @@ test("withMasks on a split without masks, and an empty split, are clear errors",
   assert.throws(() => createLoader(noMasks, { batchSize: 2, withMasks: true }), /withMasks asked for/);
   assert.equal(createLoader(noMasks, { batchSize: 2 }).batchesPerEpoch, 12);
   assert.throws(() => createLoader({ ...train, samples: [] }, { batchSize: 2 }), /has no samples/);
+});
+
+test("a batch larger than the split (last batch dropped) is an error naming both numbers", async () => {
+  const { out } = await smallSet();
+  const train = openSplit(out, { dataset: "synthetic", split: "train" });
+  assert.throws(() => createLoader(train, { batchSize: 64, dropLast: true }), new RegExp(`has ${SMALL.train} patches, fewer than one batch of 64 .*--batch\\) to at most ${SMALL.train}`));
+  assert.equal(createLoader(train, { batchSize: 64 }).batchesPerEpoch, 1, "kept when the last batch is not dropped");
 });

@@ -48,6 +48,12 @@ test("predictSegmentation writes palette PNGs with palette ids only, resumes, an
     await assert.rejects(predictSegmentation(model, split, { outDir: out, source: "weights-B" }), (e: Error) => e.message.includes("predictions.json") && /other weights/.test(e.message));
     const r3 = await predictSegmentation(model, split, { outDir: out, source: "weights-B", overwrite: true });
     assert.equal(r3.written, 3);
+    // Never into a folder pbip did not write (the test images here), even with overwrite.
+    const imgDir = path.dirname(split.samples[0]!.imagePath);
+    await assert.rejects(predictSegmentation(model, split, { outDir: imgDir, overwrite: true }), (e: Error) => e.message.startsWith(imgDir) && /but no predictions\.json/.test(e.message));
+    // A model of another dataset's classes is refused, naming both.
+    const other = { ...split, dataset: { ...split.dataset, name: "other", codes: ["A", "B", "C", "D"] } };
+    await assert.rejects(predictSegmentation(model, other, { outDir: tmpDir("pbip-seg-pred-other-") }), /trained for classes .* other has A, B, C, D/);
   } finally {
     model.dispose();
   }

@@ -19,7 +19,7 @@ import { tmpDir } from "../tmp";
 const ROOT = path.join(__dirname, "..", "..");
 const CLI = path.join(ROOT, "bin", "pbip.js");
 
-test("pbip train: SIGKILL mid-epoch, then resume, ends with the uninterrupted run's weights", { timeout: 600_000 }, async () => {
+test("pbip train: SIGKILL or Ctrl-C mid-epoch, then resume, ends with the uninterrupted run's weights", { timeout: 600_000 }, async () => {
   assert.ok(fs.existsSync(path.join(ROOT, "dist", "cli", "main.js")), "dist/ is missing: run `npm run build` (npm test builds first)");
   await onBackend("wasm", () => undefined);
   const tmp = tmpDir("pbip-cli-resume-");
@@ -82,4 +82,34 @@ test("pbip train: SIGKILL mid-epoch, then resume, ends with the uninterrupted ru
     .map((l) => JSON.parse(l) as { type: string; step: number })
     .map((l) => (l.type === "step" ? l.step : `${l.type}@${l.step}`));
   assert.deepEqual(log, [1, 2, 3, 4, 5, 6, "validation@6", 7, 8, 9, 10, 11, 12, "validation@12"]);
+
+  // Ctrl-C (SIGINT) mid-epoch 1: the step in progress finishes, the steps so far are saved, exit
+  // 130; the same command resumes there and ends with the uninterrupted weights.
+  const d = spawn(process.execPath, args(path.join(tmp, "D")), { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  let sent = false;
+  d.stderr.on("data", (x: Buffer) => (err += x.toString()));
+  const code = await new Promise<number | null>((resolve) => {
+    d.stdout.on("data", (x: Buffer) => {
+      out += x.toString();
+      if (!sent && out.split("\n").some((l) => l.startsWith("{") && l.endsWith("}") && (JSON.parse(l) as { type: string; step?: number }).step === 3)) {
+        sent = true;
+        d.kill("SIGINT");
+      }
+    });
+    d.on("exit", (c) => resolve(c));
+  });
+  assert.equal(code, 130, err);
+  assert.match(err, /Ctrl-C: stopping after this step/);
+  const stopped = JSON.parse(out.trim().split("\n").pop()!) as { type: string; step: number; checkpoint?: string };
+  assert.equal(stopped.type, "interrupted");
+  assert.ok(stopped.step === 3 || stopped.step === 4, `stopped at step ${stopped.step}`);
+  assert.equal(stopped.checkpoint, path.join(tmp, "D", `step-00000${stopped.step}.safetensors`));
+  const e = spawnSync(process.execPath, args(path.join(tmp, "D")), { encoding: "utf8" });
+  assert.equal(e.status, 0, e.stderr);
+  const linesE = e.stdout.trim().split("\n").map((l) => JSON.parse(l) as { type: string; step: number; lastCheckpoint?: string });
+  assert.equal(linesE[0]!.step, stopped.step, "resumed where Ctrl-C stopped it");
+  const wd = readSafetensors(linesE.pop()!.lastCheckpoint!);
+  for (const [name, t] of wa) assert.deepEqual(Array.from(wd.get(name)!.data), Array.from(t.data), `after Ctrl-C and resume: ${name} differs`);
 });

@@ -206,7 +206,8 @@ test("encoderKeepPlan: a number caps the kept images; auto keeps what fits the W
   assert.equal(auto.keep(16, 16, perImage), false, "16 plus 16 do not");
 });
 
-async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; val?: boolean; source?: BatchSource; valSource?: BatchSource; protoSeed?: number; hooks?: PbipHooks } = {}): Promise<TrainEvent[]> {
+async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; abortAfter?: number; val?: boolean; source?: BatchSource; valSource?: BatchSource; protoSeed?: number; hooks?: PbipHooks } = {}): Promise<TrainEvent[]> {
+  const ctrl = new AbortController();
   const net = tinyNet(cfg);
   const encoder = new TinyEncoder(SIZE);
   const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", extra.protoSeed ?? 12) as tf.Tensor2D);
@@ -223,8 +224,11 @@ async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; 
       val: extra.val === false ? undefined : (extra.valSource ?? memorySource(8, 4, 10)),
       outDir: dir,
       stopAfter: extra.stopAfter,
+      signal: ctrl.signal,
     })) {
       events.push(ev);
+      // As a Ctrl-C would: the abort arrives while the step is being reported.
+      if (ev.type === "step" && ev.step === extra.abortAfter) ctrl.abort();
     }
   } finally {
     protos.dispose();
@@ -266,12 +270,36 @@ test("resuming after a stop mid-epoch reaches the same final weights as an unint
   }
 });
 
+test("an aborted run (Ctrl-C) saves its steps, mid-epoch or at an epoch's end, and its resume ends as the uninterrupted run", async () => {
+  await onBackend("wasm", () => undefined);
+  const cfg = config({ match: { regionMode: "feature" } as PbipConfig["match"] });
+  const full = await train(cfg, tmp("abort-full"));
+  const weights = (e: TrainEvent[]) => readSafetensors((e.at(-1) as Extract<TrainEvent, { type: "done" }>).lastCheckpoint!);
+  const vals = (e: TrainEvent[]) => e.filter((x) => x.type === "validation").map((x) => [(x as Extract<TrainEvent, { type: "validation" }>).epoch, (x as Extract<TrainEvent, { type: "validation" }>).score.miou]);
+  const losses = (e: TrainEvent[]) => e.filter((x) => x.type === "step").map((x) => (x as Extract<TrainEvent, { type: "step" }>).losses.total);
+  // After step 6 (mid-epoch 2 of 4-step epochs), and after step 4 (epoch 1's last step, before its validation).
+  for (const at of [6, 4]) {
+    const dir = tmp(`abort-${at}`);
+    const first = await train(cfg, dir, { abortAfter: at });
+    const end = first.at(-1) as Extract<TrainEvent, { type: "interrupted" }>;
+    assert.equal(end.type, "interrupted", `after step ${at}`);
+    assert.equal(end.step, at);
+    assert.equal(end.checkpoint, path.join(dir, `step-00000${at}.safetensors`), "the steps since the last checkpoint are saved");
+    assert.equal(first.filter((e) => e.type === "step").length, at);
+    const second = await train(cfg, dir);
+    assert.equal((second[0] as Extract<TrainEvent, { type: "start" }>).step, at, "resumed where it stopped");
+    assert.deepEqual([...losses(first), ...losses(second)], losses(full));
+    assert.deepEqual([...vals(first), ...vals(second)], vals(full), "every epoch validated once, epoch 1 first when stopped before its validation");
+    for (const [n, t] of weights(full)) assert.deepEqual(Array.from(weights(second).get(n)!.data), Array.from(t.data), `after step ${at}: ${n} differs`);
+  }
+});
+
 test("a checkpoint trained with another config or other prototypes is not resumed; the error names what differs", async () => {
   await onBackend("wasm", () => undefined);
   const cfg = config();
   const dir = tmp("mismatch");
   await train(cfg, dir, { stopAfter: 5 });
-  await assert.rejects(train(cfg, dir, { protoSeed: 13 }), /step-000004\.safetensors: was trained with another prototypesSha256; use a new output folder/);
+  await assert.rejects(train(cfg, dir, { protoSeed: 13 }), /step-000004\.safetensors: was trained with another prototypesSha256 \(another bank, or the bank rebuilt\); use a new output folder/);
   await assert.rejects(train({ ...cfg, loss: { ...cfg.loss, temperature: 0.5 } }, dir), /was trained with another config \(loss\.temperature\)/);
   const record = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8"));
   assert.equal(record.config.loss.temperature, cfg.loss.temperature, "a refused resume leaves the run's config.json as it was");
@@ -391,20 +419,105 @@ test("tensor count after 50 steps equals the count after 1 step", async () => {
   assert.equal(steps[49]!.tensors, steps[0]!.tensors, `tensors after step 1: ${steps[0]!.tensors}, after step 50: ${steps[49]!.tensors}`);
 });
 
+/** `inner`, with sample `id`'s image turned NaN from epoch `from` on. */
+function poisonedFrom(inner: BatchSource, from: number, id: string): BatchSource {
+  return {
+    batchesPerEpoch: inner.batchesPerEpoch,
+    async *epoch(e: number): AsyncGenerator<Batch> {
+      for await (const b of inner.epoch(e)) {
+        const j = b.ids.indexOf(id);
+        if (e < from || j < 0) {
+          yield b;
+          continue;
+        }
+        const px = b.images.dataSync().slice();
+        px[j * SIZE * SIZE * 3] = NaN;
+        const images = tf.tensor4d(px, b.images.shape as [number, number, number, number]);
+        b.images.dispose();
+        yield { ...b, images };
+      }
+    },
+  };
+}
+
 test("a non-finite loss stops the run naming the step, the batch and the last checkpoint", async () => {
   await onBackend("wasm", () => undefined);
   const cfg = config({ train: { epochs: 3 } as PbipConfig["train"] });
   const dir = tmp("nan");
-  // Sample 13 carries a NaN pixel; the source is shuffled, so it shows up in some batch of some epoch.
+  // Sample 13 turns NaN in epoch 2 (index 1): the run stops at the step of the batch that holds it
+  // there, found from the source's own seeded order, with epoch 1's checkpoint (step 4) the last good one.
+  const order = new Rng(9 * 31 + 1).shuffle(Array.from({ length: 16 }, (_, i) => i));
+  const wantStep = 4 + Math.floor(order.indexOf(13) / 4) + 1;
   await assert.rejects(
-    () => train(cfg, dir, { val: false, source: memorySource(16, 4, 9, 13) }),
+    () => train(cfg, dir, { val: false, source: poisonedFrom(memorySource(16, 4, 9), 1, "p13") }),
     (e: unknown) => {
       assert.ok(e instanceof TrainingDivergedError, String(e));
+      assert.equal(e.step, wantStep);
       assert.ok(e.ids.includes("p13"), `ids ${e.ids}`);
-      assert.match(e.message, /training diverged at step \d+/);
+      assert.equal(e.lastCheckpoint, path.join(dir, "step-000004.safetensors"));
+      assert.ok(fs.existsSync(e.lastCheckpoint));
+      assert.match(e.message, new RegExp(`training diverged at step ${wantStep}: .*p13.*last good checkpoint: .*step-000004\\.safetensors`));
       return true;
     },
   );
+});
+
+/** A one-variable task whose validation scores are scripted per epoch (its loss, (w - 3)^2, ignores the batch). */
+class ScriptedTask {
+  readonly name = "scripted";
+  readonly w = tf.variable(tf.scalar(0));
+  constructor(private readonly scores: number[]) {}
+  variables(): Map<string, tf.Variable> {
+    return new Map([["w", this.w]]);
+  }
+  loss(): { total: tf.Scalar; terms: Record<string, tf.Scalar> } {
+    return { total: tf.square(tf.sub(this.w, 3)) as tf.Scalar, terms: {} };
+  }
+  validate(_s: BatchSource, epoch: number): Promise<{ miou: number }> {
+    return Promise.resolve({ miou: this.scores[epoch]! });
+  }
+}
+
+test("best checkpoint: the epoch of the highest val mIoU, also across a resume; the done event names it", async () => {
+  await onBackend("wasm", () => undefined);
+  // Epoch 1 best; epoch 3 lower than epoch 1 but higher than epoch 2 (a best reset on resume would
+  // take it); epoch 4 the new best.
+  const scores = [0.5, 0.3, 0.45, 0.7];
+  const cfg = config({ train: { epochs: 4 } as PbipConfig["train"] });
+  const run = async (dir: string, stopAfter?: number) => {
+    const task = new ScriptedTask(scores);
+    const seen: { epoch: number; best?: boolean; ckpt?: Buffer; bestFile?: Buffer }[] = [];
+    let done: Extract<TrainEvent, { type: "done" }> | undefined;
+    try {
+      for await (const ev of runTraining(task as never, { config: cfg, train: memorySource(16, 4, 9), val: memorySource(8, 4, 10), outDir: dir, stopAfter })) {
+        if (ev.type === "validation") seen.push({ epoch: ev.epoch, best: ev.best });
+        if (ev.type === "checkpoint") {
+          const at = seen.find((x) => x.epoch === ev.epoch)!;
+          at.ckpt = fs.readFileSync(ev.file);
+          at.bestFile = fs.readFileSync(path.join(dir, "best.safetensors"));
+        }
+        if (ev.type === "done") done = ev;
+      }
+    } finally {
+      task.w.dispose();
+    }
+    return { seen, done };
+  };
+  const full = await run(tmp("best-full"));
+  assert.deepEqual(full.seen.map((x) => x.best), [true, false, false, true]);
+  const e1 = full.seen[0]!.ckpt!;
+  assert.ok(full.seen[1]!.bestFile!.equals(e1) && full.seen[2]!.bestFile!.equals(e1), "best.safetensors stays epoch 1's checkpoint through epochs 2 and 3");
+  assert.ok(full.seen[3]!.bestFile!.equals(full.seen[3]!.ckpt!), "epoch 4's checkpoint becomes best.safetensors");
+  assert.equal(full.done!.bestMiou, 0.7);
+  assert.ok(full.done!.bestCheckpoint!.endsWith("best.safetensors"));
+  // Stopped in epoch 3 (after 9 steps), then resumed: the best score of epochs 1-2 is remembered.
+  const dir = tmp("best-resume");
+  const first = await run(dir, 9);
+  assert.deepEqual(first.seen.map((x) => x.best), [true, false]);
+  const second = await run(dir);
+  assert.deepEqual(second.seen.map((x) => [x.epoch, x.best]), [[2, false], [3, true]]);
+  assert.ok(second.seen[0]!.bestFile!.equals(first.seen[0]!.ckpt!), "after the resume, best.safetensors is still epoch 1's");
+  assert.equal(second.done!.bestMiou, 0.7);
 });
 
 test("validation each epoch: events carry the pseudo-mask mIoU and the best checkpoint is kept", async () => {

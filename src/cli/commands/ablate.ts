@@ -1,5 +1,5 @@
 import * as path from "node:path";
-import { type Command, parse, str, startBackend } from "../command";
+import { type Command, parse, str, flag, startBackend } from "../command";
 import { UsageError } from "../../util/errors";
 import { writeJsonAtomic, writeFileAtomic } from "../../util/fs";
 import { ProgressBar } from "../../util/progress";
@@ -18,6 +18,7 @@ const ablate: Command = {
     "--profile NAME     default notebook",
     "--set key=value    applied to every variant (repeatable)",
     "--dataset NAME --data DIR   a real dataset instead of the embedded synthetic one",
+    "--no-counts        do not compare its split sizes with the published ones (a subset, a re-split, your own data)",
     "--quick            small data and few steps",
     "--backend NAME",
   ].join("\n"),
@@ -31,6 +32,7 @@ const ablate: Command = {
       variant: { type: "string", multiple: true },
       dataset: { type: "string" },
       data: { type: "string" },
+      "no-counts": { type: "boolean" },
       quick: { type: "boolean" },
       backend: { type: "string" },
     });
@@ -75,6 +77,7 @@ const ablate: Command = {
       overrides,
       dataset: str(p, "dataset"),
       data: str(p, "data"),
+      checkCounts: !flag(p, "no-counts"),
       quick: p.values.quick === true ? true : undefined,
       onEvent: (v, s, ev) => {
         const key = `${v}/seed${s}`;

@@ -1,10 +1,10 @@
 import * as path from "node:path";
-import { type Command, parse, str, flag, intArg, startBackend } from "../command";
+import { type Command, parse, datasetArg, str, flag, intArg, startBackend } from "../command";
 import { openDataset } from "../../data/dataset";
-import { openBank, loadClassNet, writePseudoMasks } from "../../pipeline";
+import { openBank, loadClassNet, writePseudoMasks, PSEUDO_MASK_RECORD } from "../../pipeline";
 import { ProgressBar } from "../../util/progress";
 import { UsageError } from "../../util/errors";
-import { writeJsonAtomic } from "../../util/fs";
+import { assertRecordedOutputFolder, sha256File, writeJsonAtomic } from "../../util/fs";
 import type { PbipConfig } from "../../config/profiles";
 import { iouPerClass, meanIoU } from "../../eval/confusion";
 
@@ -17,7 +17,9 @@ const cam: Command = {
     "--data DIR --dataset NAME   dataset folder and manifest name",
     "--split NAME       train | val | test (default test)",
     "--resize N         resize patches of another size to N on load (default: they are an error)",
-    "--out DIR          where the masks go (existing valid masks are kept)",
+    "--out DIR          where the masks go: a new or empty folder, or one this command wrote (its valid masks are kept",
+    "                   when pseudo-masks.json records the same checkpoint and settings; otherwise an error)",
+    "--overwrite        make every mask again in a folder this command wrote with another checkpoint or settings",
     "--tta / --no-tta   test-time augmentation h-flip x intensity 0.9/1.0/1.1 (default: the checkpoint's config)",
     "--merge softmax|mean  subclass merge: softmax-weighted (release) or mean (paper, eq. 2) (default: config)",
     "--gate gt|pred     gate CAM channels by ground-truth labels or predicted probabilities (default: config)",
@@ -34,6 +36,7 @@ const cam: Command = {
       out: { type: "string" },
       tta: { type: "boolean" },
       "no-tta": { type: "boolean" },
+      overwrite: { type: "boolean" },
       merge: { type: "string" },
       gate: { type: "string" },
       background: { type: "string" },
@@ -53,8 +56,10 @@ const cam: Command = {
     if (gate !== undefined && gate !== "gt" && gate !== "pred") throw new UsageError(`pbip cam: --gate must be gt or pred, got "${gate}"`);
     const bg = str(p, "background") as PbipConfig["cam"]["background"]["mode"] | undefined;
     if (bg !== undefined && !["none", "power", "white", "power-white"].includes(bg)) throw new UsageError(`pbip cam: --background must be none, power, white or power-white, got "${bg}"`);
+    assertRecordedOutputFolder(path.resolve(out), PSEUDO_MASK_RECORD, "pseudo-masks"); // before any work
     await startBackend(str(p, "backend"));
-    const ds = openDataset(data, { dataset: str(p, "dataset") ?? "synthetic", resize: intArg("cam", "resize", str(p, "resize"), 16) });
+    const dataset = datasetArg("cam", data, str(p, "dataset"));
+    const ds = openDataset(data, { dataset, resize: intArg("cam", "resize", str(p, "resize"), 16) });
     const splitName = (str(p, "split") ?? "test") as "train" | "val" | "test";
     const split = ds.split(splitName);
     const bank = openBank(bankDir);
@@ -74,6 +79,8 @@ const cam: Command = {
         inputSize: config.data.inputSize,
         outDir: path.resolve(out),
         batchSize: config.train.batchSize,
+        source: `sha256:${sha256File(ckpt).slice(0, 16)}`,
+        overwrite: flag(p, "overwrite"),
         onProgress: (d) => bar.update(d),
       });
       console.log(`${r.written} masks written, ${r.skipped} already there, in ${r.outDir}`);

@@ -3,15 +3,14 @@
  * line (the library side is `src/seg`): train a segmentation network on stage-1
  * pseudo-masks, then predict palette-PNG masks for a split and score them.
  */
-import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, str, flag, intArg, startBackend, type Command } from "../command";
-import { FileError, UsageError } from "../../util/errors";
+import { parse, str, flag, intArg, startBackend, datasetArg, interruptOnCtrlC, type Command } from "../command";
+import { UsageError } from "../../util/errors";
 import { ProgressBar, formatDuration } from "../../util/progress";
-import { readJson, writeJsonAtomic } from "../../util/fs";
+import { assertRecordedOutputFolder, sha256File, writeJsonAtomic } from "../../util/fs";
 import { PROFILES, parseSetOverrides, type ConfigOverride, type PbipConfig } from "../../config/profiles";
 import { openDataset } from "../../data/dataset";
-import type { DatasetSpec, SplitName } from "../../data/types";
+import type { SplitName } from "../../data/types";
 import { formatEvalTable, parseConvention } from "../../eval";
 import { SEG_ARCHS, STAGE2_EPOCHS, buildSegModel, loadSegModel, openSegData, stage2Config, trainSegmentation, predictSegmentation, evaluateSegmentation, type SegArch } from "../../seg";
 
@@ -44,16 +43,6 @@ ${DATA_USAGE}
   --band W            boundary IoU band in pixels (default 2% of the image diagonal)
   --json FILE         where to write the metrics (default <out>/eval-<convention>.json)`;
 
-
-/** The dataset argument: `--dataset NAME`, else the spec in the folder's card.json (synthetic sets). */
-function datasetArg(cmd: string, data: string, name: string | undefined): string | DatasetSpec {
-  if (name) return name;
-  const card = path.join(data, "card.json");
-  if (!fs.existsSync(card)) throw new UsageError(`pbip ${cmd}: --dataset NAME is required (${data} has no card.json naming its dataset)`);
-  const c = readJson<{ spec?: DatasetSpec }>(card);
-  if (!c.spec) throw new FileError(card, "has no spec; give --dataset NAME");
-  return c.spec;
-}
 
 /** The stage-2 config from `--profile`, the shortcuts and `--set`, in that order over {@link stage2Config}'s defaults. */
 export function segConfigFromArgs(values: Record<string, unknown>): PbipConfig {
@@ -124,9 +113,12 @@ const train: Command = {
     const model = await buildSegModel({ arch, classes: spec.codes, backgroundId: spec.backgroundId, inputSize: config.data.inputSize, seed: config.train.seed, backboneWeights: str(p, "weights") });
     let bar: ProgressBar | undefined;
     let first = 0;
+    const ctrlC = interruptOnCtrlC();
+    let interrupted = false;
     try {
       if (!json) console.error(model.summaryText());
       const events = trainSegmentation({
+        signal: ctrlC.signal,
         config,
         model,
         train: segData.train,
@@ -139,6 +131,7 @@ const train: Command = {
         metadata: { pseudoMasks: segData.pseudoDir, data: path.resolve(data), dataset: spec.name },
       });
       for await (const ev of events) {
+        if (ev.type === "interrupted") interrupted = true;
         if (json) {
           console.log(JSON.stringify(ev.type === "start" ? { ...ev, config: undefined } : ev));
           continue;
@@ -151,6 +144,8 @@ const train: Command = {
           bar?.update(ev.step - first, `loss ${ev.losses.total.toFixed(4)} lr ${ev.lr.toExponential(2)} ${ev.seconds.step.toFixed(2)}s/step`);
         } else if (ev.type === "validation") {
           console.error(`${process.stderr.isTTY ? "\n" : ""}epoch ${ev.epoch + 1}: val mIoU ${(ev.score.miou * 100).toFixed(2)} (count-bg)${ev.best ? " (best)" : ""}`);
+        } else if (ev.type === "interrupted") {
+          console.error(`\nstopped at step ${ev.step}${ev.checkpoint ? `; saved in ${ev.checkpoint}` : ""}: run the same command again to resume`);
         } else if (ev.type === "done") {
           console.error(
             `done in ${formatDuration(ev.seconds)}: step ${ev.step}; last checkpoint ${ev.lastCheckpoint ?? "-"}; best ${ev.bestCheckpoint ?? "-"}${ev.bestMiou !== undefined ? ` (val mIoU ${(ev.bestMiou * 100).toFixed(2)})` : ""}`,
@@ -158,9 +153,10 @@ const train: Command = {
         }
       }
     } finally {
+      ctrlC.dispose();
       model.dispose();
     }
-    return 0;
+    return interrupted ? 130 : 0;
   },
 };
 
@@ -189,6 +185,7 @@ const predict: Command = {
     if (!ckpt || !data || !out) throw new UsageError(`pbip seg predict: --checkpoint, --data and --out are required\n\n${PREDICT_USAGE}`);
     const convention = parseConvention(str(p, "convention") ?? "count-bg", "pbip seg predict: --convention");
     const band = intArg("seg predict", "band", str(p, "band"));
+    assertRecordedOutputFolder(path.resolve(out), "predictions.json", "predictions"); // before any work
     await startBackend(str(p, "backend"));
     const ds = openDataset(data, { dataset: datasetArg("seg predict", data, str(p, "dataset")), resize: intArg("seg predict", "resize", str(p, "resize")) });
     const split = ds.split((str(p, "split") ?? "test") as SplitName);
@@ -198,7 +195,8 @@ const predict: Command = {
       const r = await predictSegmentation(model, split, {
         outDir: out,
         batchSize: intArg("seg predict", "batch", str(p, "batch")),
-        source: path.resolve(ckpt),
+        // The weights' hash, not the path: a checkpoint retrained in place is another source.
+        source: `sha256:${sha256File(ckpt).slice(0, 16)}`,
         overwrite: flag(p, "overwrite"),
         onProgress: (done) => bar.update(done),
       });

@@ -1,5 +1,5 @@
 import * as path from "node:path";
-import { type Command, parse, str, flag, intArg, startBackend } from "../command";
+import { type Command, parse, datasetArg, interruptOnCtrlC, str, flag, intArg, startBackend } from "../command";
 import { resolveConfig, parseSetOverrides, PROFILES, type PbipConfig, type ConfigOverride } from "../../config/profiles";
 import { openDataset } from "../../data/dataset";
 import { createEncoderFor, createClassNet, stage1Loaders, openBank } from "../../pipeline";
@@ -102,7 +102,8 @@ const train: Command = {
     if (!data || !bankDir || !out) throw new UsageError("pbip train: --data, --bank and --out are required (see --help)");
     const cfg = configFromArgs(p.values);
     await startBackend(str(p, "backend"));
-    const ds = openDataset(data, { dataset: str(p, "dataset") ?? "synthetic", resize: intArg("train", "resize", str(p, "resize"), 16) });
+    const dataset = datasetArg("train", data, str(p, "dataset"));
+    const ds = openDataset(data, { dataset, resize: intArg("train", "resize", str(p, "resize"), 16) });
     const encoder = await createEncoderFor(cfg);
     const bank = openBank(bankDir, encoder);
     const net = await createClassNet(cfg, bank, ds.spec);
@@ -110,8 +111,11 @@ const train: Command = {
     const protos = prototypesTensor(bank);
     const json = flag(p, "json");
     let bar: ProgressBar | undefined;
+    const ctrlC = interruptOnCtrlC();
+    let interrupted = false;
     try {
       for await (const ev of trainClassNet({
+        signal: ctrlC.signal,
         config: cfg,
         net,
         encoder,
@@ -123,6 +127,7 @@ const train: Command = {
         resume: !flag(p, "no-resume"),
         bankIdentity: { dir: path.resolve(bankDir), encoder: bank.meta.encoder, k: bank.meta.k, rule: bank.meta.rule, seed: bank.meta.seed },
       })) {
+        if (ev.type === "interrupted") interrupted = true;
         if (json) {
           console.log(JSON.stringify(ev.type === "start" ? { ...ev, config: undefined } : ev));
           continue;
@@ -137,7 +142,9 @@ const train: Command = {
         } else if (ev.type === "step") bar?.update(ev.step, describeStep(ev));
         else if (ev.type === "validation") console.error(`\nepoch ${ev.epoch + 1}: val pseudo-mask mIoU ${(100 * ev.score.miou).toFixed(2)}%${ev.best ? " (best)" : ""}`);
         else if (ev.type === "checkpoint") console.error(`checkpoint ${ev.file}`);
-        else if (ev.type === "done") {
+        else if (ev.type === "interrupted") {
+          console.error(`\nstopped at step ${ev.step}${ev.checkpoint ? `; saved in ${ev.checkpoint}` : ""}: run the same command again to resume`);
+        } else if (ev.type === "done") {
           console.log(
             `done in ${formatDuration(ev.seconds)}: last ${ev.lastCheckpoint ?? "-"}, best ${ev.bestCheckpoint ?? "-"}` +
               (ev.bestMiou !== undefined ? ` (val mIoU ${(100 * ev.bestMiou).toFixed(2)}%)` : "") +
@@ -146,11 +153,12 @@ const train: Command = {
         }
       }
     } finally {
+      ctrlC.dispose();
       protos.dispose();
       net.dispose();
       encoder.dispose();
     }
-    return 0;
+    return interrupted ? 130 : 0;
   },
 };
 
