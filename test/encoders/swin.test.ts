@@ -109,8 +109,17 @@ test(`input gradient on ${backend} (${memory} memory) matches PyTorch autograd (
     t.diagnostic(`d loss / d input[0]: max relative error vs torch ${err.toExponential(2)}`);
     assert.ok(err < 1e-4, `gradient vs torch: ${err.toExponential(2)}`);
     // Image 1 does not reach image 0's features and vice versa: the loss is separable, so
-    // the gradient of image 1 is generally non-zero; check it is finite and the same when image 0 changes.
-    assert.ok(gAll.slice(n0).every(Number.isFinite));
+    // the gradient of image 1 is non-zero, finite, and the same when image 0 changes.
+    const g1 = gAll.slice(n0);
+    assert.ok(g1.every(Number.isFinite) && g1.some((v) => v !== 0));
+    const other = Float32Array.from(INPUT, (v, i) => (i < n0 ? 0.5 * v + 0.1 : v));
+    const x2 = tf.tensor4d(other, IN_SHAPE);
+    const g2 = tf.grad((xx: tf.Tensor) => loss(xx as tf.Tensor4D))(x2);
+    const g2All = g2.dataSync();
+    assert.ok(maxRelErr(g2All.slice(0, n0), g0) > 1e-3, "image 0's own gradient changed with it");
+    const sep = maxRelErr(g2All.slice(n0), g1);
+    assert.ok(sep < 1e-5, `image 1's gradient moved by ${sep.toExponential(2)} when only image 0 changed`);
+    tf.dispose([x2, g2]);
     if (backend === "cpu" && memory === "fast") {
     // Finite differences on sampled coordinates (float32: eps 1e-2, tolerance 2e-2 of the largest gradient).
     const f = (arr: Float32Array) => tf.tidy(() => loss(tf.tensor4d(arr, IN_SHAPE)).dataSync()[0]!);

@@ -272,13 +272,15 @@ test("MiT-b1 at 224 px matches the PyTorch reference module (max relative error 
   });
 });
 
-/** The README's torch-only one-liner, with the file names as placeholders. */
-const ONE_LINER =
-  "import torch,json,struct,itertools as it;sd=torch.load('IN',map_location='cpu');sd=sd.get('state_dict',sd);" +
-  "ts=[(k,v.float().contiguous().numpy().astype('<f4').tobytes(),list(v.shape)) for k,v in sorted(sd.items()) if torch.is_tensor(v)];" +
-  "ends=list(it.accumulate(len(b) for _,b,_ in ts));" +
-  "h=json.dumps({k:{'dtype':'F32','shape':s,'data_offsets':[e-len(b),e]} for (k,b,s),e in zip(ts,ends)}).encode();" +
-  "h+=b' '*(-len(h)%8);open('OUT','wb').write(struct.pack('<Q',len(h))+h+b''.join(b for _,b,_ in ts))";
+/** The README's torch-only one-liner, read from the README, with its file names as placeholders. */
+function readmeOneLiner(): string {
+  const readme = fs.readFileSync(path.join(__dirname, "..", "..", "README.md"), "utf8");
+  const m = /python3 -c "(import torch,json,struct[^"]+)"/.exec(readme);
+  assert.ok(m, "README.md has the torch-only one-liner");
+  const code = m[1]!;
+  assert.ok(code.includes("'mit_b1.pth'") && code.includes("'mit_b1.safetensors'"), "the one-liner names mit_b1.pth and mit_b1.safetensors");
+  return code.replace("'mit_b1.pth'", "'IN'").replace("'mit_b1.safetensors'", "'OUT'");
+}
 
 test("kernel-setup/convert_mit_pth.py and the README one-liner turn a .pth into a loadable .safetensors", async (t) => {
   if (!torchAvailable()) {
@@ -292,7 +294,7 @@ test("kernel-setup/convert_mit_pth.py and the README one-liner turn a .pth into 
   assert.equal(ref.status, 0, ref.stderr);
   const conv = spawnSync(PY, [path.join(root, "kernel-setup/convert_mit_pth.py"), path.join(dir, "weights.pth"), path.join(dir, "converted.safetensors")], { encoding: "utf8" });
   assert.equal(conv.status, 0, conv.stderr);
-  const code = ONE_LINER.replace("IN", path.join(dir, "weights.pth")).replace("OUT", path.join(dir, "oneliner.safetensors"));
+  const code = readmeOneLiner().replace("'IN'", `'${path.join(dir, "weights.pth")}'`).replace("'OUT'", `'${path.join(dir, "oneliner.safetensors")}'`);
   const one = spawnSync(PY, ["-c", code], { encoding: "utf8" });
   assert.equal(one.status, 0, one.stderr);
   await onBackend("wasm", () => {

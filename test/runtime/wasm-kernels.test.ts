@@ -94,6 +94,44 @@ function depthwiseGrads(c: ConvCase) {
   return out;
 }
 
+/**
+ * Loss gradients of {@link depthwiseLoss} in float64 by plain loops (stride 1, `same` padding,
+ * any dilation): y = sum_k x[i + d*k - p] w[k]; dL/dy = cos y - y sin y; dx and dw by the chain rule.
+ */
+function depthwiseGrads64(c: ConvCase, x: Float32Array, w: Float32Array): { dx: Float64Array; dw: Float64Array } {
+  const [B, H, W, C] = c.x;
+  const [KH, KW] = c.f;
+  const d = c.dilation ?? 1;
+  if (c.stride !== 1 || c.pad !== "same") throw new Error("depthwiseGrads64: stride 1, same padding only");
+  const pt = Math.floor(((KH! - 1) * d) / 2);
+  const pl = Math.floor(((KW! - 1) * d) / 2);
+  const at = (b: number, h: number, ww: number, ch: number) => ((b * H! + h) * W! + ww) * C! + ch;
+  const dx = new Float64Array(x.length);
+  const dw = new Float64Array(w.length);
+  for (let b = 0; b < B!; b++)
+    for (let oh = 0; oh < H!; oh++)
+      for (let ow = 0; ow < W!; ow++)
+        for (let ch = 0; ch < C!; ch++) {
+          const taps: [number, number][] = [];
+          let y = 0;
+          for (let kh = 0; kh < KH!; kh++)
+            for (let kw = 0; kw < KW!; kw++) {
+              const ih = oh + kh * d - pt;
+              const iw = ow + kw * d - pl;
+              if (ih < 0 || ih >= H! || iw < 0 || iw >= W!) continue;
+              const wi = (kh * KW! + kw) * C! + ch;
+              y += x[at(b, ih, iw, ch)]! * w[wi]!;
+              taps.push([at(b, ih, iw, ch), wi]);
+            }
+          const dy = Math.cos(y) - y * Math.sin(y);
+          for (const [xi, wi] of taps) {
+            dx[xi]! += dy * w[wi]!;
+            dw[wi]! += dy * x[xi]!;
+          }
+        }
+  return { dx, dw };
+}
+
 for (const c of DW) {
   test(`depthwise conv2d gradients on WASM match CPU and finite differences: ${c.name}`, async () => {
     const cpu = await onBackend("cpu", () => depthwiseGrads(c));
@@ -102,10 +140,15 @@ for (const c of DW) {
     const wasm = depthwiseGrads(c);
     assert.equal(tf.memory().numTensors, before, "no tensors leaked");
     // The CPU backend's depthwise backprop kernels ignore dilation (tfjs 4.22), so a
-    // dilated case is checked against finite differences only.
+    // dilated case is checked against loops in float64 instead.
     if ((c.dilation ?? 1) === 1) {
       assert.ok(maxRelErr(wasm.dw, cpu.dw) < 1e-4, `dW rel err ${maxRelErr(wasm.dw, cpu.dw)}`);
       assert.ok(maxRelErr(wasm.dx, cpu.dx) < 1e-4, `dX rel err ${maxRelErr(wasm.dx, cpu.dx)}`);
+    } else {
+      const ref = depthwiseGrads64(c, wasm.x, wasm.w);
+      assert.ok(maxRelErr(wasm.dw, ref.dw) < 1e-4, `dilated dW vs float64 loops: rel err ${maxRelErr(wasm.dw, ref.dw)}`);
+      assert.ok(maxRelErr(wasm.dx, ref.dx) < 1e-4, `dilated dX vs float64 loops: rel err ${maxRelErr(wasm.dx, ref.dx)}`);
+      assert.ok(maxRelErr(wasm.dw, depthwiseGrads64({ ...c, dilation: 1 }, wasm.x, wasm.w).dw) > 1e-2, "the case depends on the dilation");
     }
     // Finite differences in float64 from the float32 forward pass on WASM.
     const loss = (xs: Float32Array, ws: Float32Array) =>

@@ -114,6 +114,7 @@ export function compareBackendsTest(caseModule: string, opts: { timeoutMs?: numb
         assert.equal(g.leaked, 0, `webgpu: ${g.leaked} tensor(s) leaked`);
         assert.equal(r.leaked, 0, `cpu: ${r.leaked} tensor(s) leaked`);
         assert.deepEqual(Object.keys(g.outputs).sort(), Object.keys(r.outputs).sort());
+        assert.ok(Object.keys(r.outputs).length > 0, `case ${c.name} returned no outputs, so nothing would be compared`);
         for (const [k, ref] of Object.entries(r.outputs)) {
           const got: { shape: number[]; data: string } | undefined = g.outputs[k];
           if (!got) return assert.fail(`${k}: missing from the webgpu output`);
