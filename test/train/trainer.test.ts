@@ -7,6 +7,7 @@ import { FileError } from "../../src/util/errors";
 import { onBackend, maxRelErr } from "../helpers";
 import { TinyBackbone, TinyEncoder } from "../tiny";
 import { ClassNet } from "../../src/model/classnet";
+import { buildMiT } from "../../src/model/backbones";
 import { resolveConfig, type PbipConfig, type ConfigOverride } from "../../src/config/profiles";
 import { PbipTask, trainClassNet, checkpointed, encoderKeepPlan, regionSurrogate, type PbipHooks } from "../../src/train/trainer";
 import { foregroundContrastiveLoss } from "../../src/losses/contrastive";
@@ -66,9 +67,14 @@ function memorySource(n: number, batch: number, seed: number, poison = -1): Batc
   };
 }
 
-function tinyNet(cfg: PbipConfig, seed = 1): ClassNet {
+/** A ClassNet on the tiny test backbone, or (`mitDropPath` given) on a tiny Mix Transformer with that stochastic depth. */
+function tinyNet(cfg: PbipConfig, seed = 1, mitDropPath?: number): ClassNet {
   const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", 11) as tf.Tensor2D);
-  const net = new ClassNet({ backbone: new TinyBackbone(seed), prototypes: protos, k: K, model: cfg.model, normalization: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }, seed });
+  const backbone =
+    mitDropPath === undefined
+      ? new TinyBackbone(seed)
+      : buildMiT("mit-b0", { config: { embedDims: [8, 16, 24, 32], numHeads: [1, 2, 3, 4], depths: [2, 2, 2, 2], srRatios: [8, 4, 2, 1], mlpRatios: [2, 2, 2, 2], dropPathRate: mitDropPath }, seed });
+  const net = new ClassNet({ backbone, prototypes: protos, k: K, model: cfg.model, normalization: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }, seed });
   protos.dispose();
   return net;
 }
@@ -206,9 +212,9 @@ test("encoderKeepPlan: a number caps the kept images; auto keeps what fits the W
   assert.equal(auto.keep(16, 16, perImage), false, "16 plus 16 do not");
 });
 
-async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; abortAfter?: number; val?: boolean; source?: BatchSource; valSource?: BatchSource; protoSeed?: number; hooks?: PbipHooks } = {}): Promise<TrainEvent[]> {
+async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; abortAfter?: number; val?: boolean; source?: BatchSource; valSource?: BatchSource; protoSeed?: number; hooks?: PbipHooks; mitDropPath?: number } = {}): Promise<TrainEvent[]> {
   const ctrl = new AbortController();
-  const net = tinyNet(cfg);
+  const net = tinyNet(cfg, 1, extra.mitDropPath);
   const encoder = new TinyEncoder(SIZE);
   const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", extra.protoSeed ?? 12) as tf.Tensor2D);
   const events: TrainEvent[] = [];
@@ -292,6 +298,25 @@ test("an aborted run (Ctrl-C) saves its steps, mid-epoch or at an epoch's end, a
     assert.deepEqual([...vals(first), ...vals(second)], vals(full), "every epoch validated once, epoch 1 first when stopped before its validation");
     for (const [n, t] of weights(full)) assert.deepEqual(Array.from(weights(second).get(n)!.data), Array.from(t.data), `after step ${at}: ${n} differs`);
   }
+});
+
+test("with a Mix Transformer's stochastic depth (the release's 0.1) a resumed run still ends with the uninterrupted run's weights", async () => {
+  // The trainer reseeds the backbone's drop masks every step (Backbone.setStepSeed); without it a
+  // resumed run would draw other masks. Drop path 0 ends elsewhere, so the masks matter here.
+  await onBackend("wasm", () => undefined);
+  const cfg = config({ match: { regionMode: "feature" } as PbipConfig["match"] });
+  const last = (e: TrainEvent[]) => readSafetensors((e.at(-1) as Extract<TrainEvent, { type: "done" }>).lastCheckpoint!);
+  const full = last(await train(cfg, tmp("mit-full"), { val: false, mitDropPath: 0.1 }));
+  const dir = tmp("mit-resume");
+  await train(cfg, dir, { val: false, mitDropPath: 0.1, stopAfter: 6 });
+  const resumed = last(await train(cfg, dir, { val: false, mitDropPath: 0.1 }));
+  const noDrop = last(await train(cfg, tmp("mit-nodrop"), { val: false, mitDropPath: 0 }));
+  let dropMatters = false;
+  for (const [n, t] of full) {
+    assert.deepEqual(Array.from(resumed.get(n)!.data), Array.from(t.data), `${n} differs after resume`);
+    dropMatters ||= noDrop.get(n)!.data.some((v, i) => v !== t.data[i]);
+  }
+  assert.ok(dropMatters, "stochastic depth changed the training");
 });
 
 test("a checkpoint trained with another config or other prototypes is not resumed; the error names what differs", async () => {
