@@ -63,11 +63,14 @@ async function checkImage(file: string, spec: DatasetSpec): Promise<DataProblem[
   }
   let width: number;
   let height: number;
+  let channels: number;
   try {
     // libpng (through sharp, off the main thread) checks CRCs, the zlib stream and truncation.
     const r = await sharp(buf, { failOn: "truncated" }).raw().toBuffer({ resolveWithObject: true });
     width = r.info.width;
     height = r.info.height;
+    // As stored (the decoded buffer is converted to sRGB already).
+    channels = (await sharp(buf).metadata()).channels ?? r.info.channels;
   } catch (e) {
     let msg = (e as Error).message;
     if (isPng(buf)) {
@@ -81,11 +84,14 @@ async function checkImage(file: string, spec: DatasetSpec): Promise<DataProblem[
     return [{ file, kind: /truncated|CRC|corrupt|decompress|IEND|read error/i.test(msg) ? "corrupt" : "unreadable", problem: msg }];
   }
   if (width !== spec.patchSize || height !== spec.patchSize) out.push({ file, kind: "size", problem: `patch is ${width}x${height}, expected ${spec.patchSize}x${spec.patchSize}` });
+  // Read fine, but not what an H&E patch usually is: said, so a wrong export is noticed.
+  const stored = [!isPng(buf) ? "not a PNG (JPEG or another format: decoded, but lossy formats change colours)" : "", channels <= 2 ? "greyscale (read as RGB with equal channels)" : "", channels === 2 || channels === 4 ? "with an alpha channel (dropped when read)" : ""].filter(Boolean);
+  if (stored.length) out.push({ file, kind: "image-format", problem: `patch is ${stored.join(", ")}` });
   return out;
 }
 
 /** Problem kinds that are notes: the files still read correctly, and `ok` stays true. */
-const NOTE_KINDS: string[] = ["mask-format", "mask-palette"];
+const NOTE_KINDS: string[] = ["mask-format", "mask-palette", "image-format"];
 
 const hexOf = (c: readonly number[]) => `#${c.map((v) => v.toString(16).padStart(2, "0")).join("")}`;
 
@@ -240,7 +246,7 @@ export function formatVerifyReport(r: VerifyReport): string {
   for (const kind of NOTE_KINDS) {
     const ofKind = notes.filter((p) => p.kind === kind);
     for (const p of ofKind.slice(0, 5)) out.push(`  [note] ${p.file}: ${p.problem}`);
-    if (ofKind.length > 5) out.push(`  [note] ... and ${ofKind.length - 5} more masks like these (${kind})`);
+    if (ofKind.length > 5) out.push(`  [note] ... and ${ofKind.length - 5} more files like these (${kind})`);
   }
   return out.join("\n");
 }

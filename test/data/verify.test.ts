@@ -160,3 +160,27 @@ test("a palette mask coloured otherwise than the dataset's palette is a note (it
   assert.match(r.problems[0]!.problem, /palette colours ids 0, 1, 2 differently from the synthetic palette \(id 0: #000000 in the file, TE is #[0-9a-f]{6}\)/);
   assert.match(formatVerifyReport(r), /OK: no problems found \(1 note below\)[\s\S]*\[note\] .*palette colours ids/);
 });
+
+test("patches stored as greyscale, with alpha, or as JPEG are noted (they read, as RGB) and the check still passes", async () => {
+  const { out } = await smallSet();
+  const dir = copyDir(out, path.join(tmpDir(), "formats"));
+  const train = fs.readdirSync(path.join(dir, "train")).filter((f) => f.endsWith(".png")).sort();
+  const S = SMALL.size;
+  const write = async (name: string, img: sharp.Sharp) => {
+    const f = path.join(dir, "train", name);
+    await img.toFile(f + ".tmp");
+    fs.renameSync(f + ".tmp", f);
+    return f;
+  };
+  const grey = await write(train[0]!, sharp(Buffer.alloc(S * S, 120), { raw: { width: S, height: S, channels: 1 } }).toColourspace("b-w").png());
+  const rgba = await write(train[1]!, sharp(Buffer.alloc(S * S * 4, 200), { raw: { width: S, height: S, channels: 4 } }).png());
+  const jpeg = await write(train[2]!, sharp(Buffer.alloc(S * S * 3, 90), { raw: { width: S, height: S, channels: 3 } }).jpeg());
+  const r = await verifyDataset(dir, { dataset: "synthetic", splits: ["train"] });
+  assert.equal(r.ok, true, JSON.stringify(r.problems));
+  const notes = new Map(r.problems.filter((p) => p.kind === "image-format").map((p) => [p.file, p.problem]));
+  assert.match(notes.get(grey) ?? "", /greyscale/);
+  assert.match(notes.get(rgba) ?? "", /alpha channel/);
+  assert.match(notes.get(jpeg) ?? "", /not a PNG/);
+  assert.equal(notes.size, 3, "the other patches are plain RGB PNGs");
+  assert.match(formatVerifyReport(r), /\[note\] .*greyscale/);
+});
