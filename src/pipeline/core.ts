@@ -210,10 +210,13 @@ export async function writePseudoMasks(o: PseudoMaskOptions): Promise<PseudoMask
     }
   }
   fs.mkdirSync(o.outDir, { recursive: true });
-  writeJsonAtomic(recFile, rec);
   const side = spec.patchSize;
   const outFile = (id: string) => path.join(o.outDir, id.replace(/\.[^.]+$/, "") + ".png");
-  const todo = o.overwrite ? [...o.split.samples] : o.split.samples.filter((s) => !validMask(outFile(s.id), spec, side));
+  // Overwriting: the old masks go before the new record is written, so that a run stopped
+  // midway and resumed cannot keep masks of the old checkpoint under the new record.
+  if (o.overwrite) for (const s of o.split.samples) fs.rmSync(outFile(s.id), { force: true });
+  writeJsonAtomic(recFile, rec);
+  const todo = o.split.samples.filter((s) => !validMask(outFile(s.id), spec, side));
   const hasMasks = o.split.samples.every((s) => s.maskPath);
   const cm = hasMasks ? new ConfusionMatrix(Math.max(spec.classes.length + 1, spec.backgroundId + 1)) : undefined;
   let done = o.split.samples.length - todo.length;

@@ -103,12 +103,15 @@ export async function predictSegmentation(model: SegModel, split: Split, o: Pred
       throw new FileError(recFile, `the masks here were written by other weights or settings (${JSON.stringify(was)}); give another --out, or --overwrite to predict them all again`);
     }
   }
+  // Overwriting: the old masks go before the new record is written, so that a run stopped
+  // midway and resumed cannot keep masks of the old weights under the new record.
+  if (o.overwrite) for (const s of split.samples) fs.rmSync(predictionPath(outDir, s), { force: true });
   writeJsonAtomic(recFile, rec);
   const palette = spec.palette.slice(0, spec.classes.length + 1);
   const todo: Sample[] = [];
   let skipped = 0;
   for (const s of split.samples) {
-    if (!o.overwrite && isValidPredictionFile(predictionPath(outDir, s), palette, outSize)) skipped++;
+    if (isValidPredictionFile(predictionPath(outDir, s), palette, outSize)) skipped++;
     else todo.push(s);
   }
   const total = split.samples.length;

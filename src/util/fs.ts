@@ -90,7 +90,6 @@ export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Prom
   if (old) fs.rmSync(old, { recursive: true, force: true });
 }
 
-/** SHA-256 of a file or buffer, hex. */
 /**
  * For writers that fill a folder file by file and resume (pseudo-masks, predictions): refuse a
  * folder that holds files but not the writer's record, so that a mistyped `--out` (a dataset's
@@ -109,6 +108,7 @@ export function assertRecordedOutputFolder(dir: string, recordName: string, what
   );
 }
 
+/** SHA-256 of a file or buffer, hex. */
 export function sha256(data: Uint8Array | string): string {
   return crypto.createHash("sha256").update(data).digest("hex");
 }

@@ -188,6 +188,14 @@ test("writePseudoMasks: palette PNGs in the dataset palette with only palette id
   await assert.rejects(writePseudoMasks({ net, split, cam: { ...cam, merge: "mean" }, inputSize: 32, outDir: out }), /\(cam\.merge differs\)/);
   const r3 = await writePseudoMasks({ net, split, cam, inputSize: 32, outDir: out, source: "sha256:other", overwrite: true });
   assert.deepEqual([r3.written, r3.skipped], [5, 0]);
+  // An overwrite stopped after its first batch, then resumed: the old checkpoint's masks are gone,
+  // so the resume makes the other three (none kept under the new record).
+  const stopAt = (d: number) => {
+    if (d >= 2) throw new Error("stopped");
+  };
+  await assert.rejects(writePseudoMasks({ net, split, cam, inputSize: 32, outDir: out, batchSize: 2, source: "sha256:third", overwrite: true, onProgress: stopAt }), /stopped/);
+  const r4 = await writePseudoMasks({ net, split, cam, inputSize: 32, outDir: out, batchSize: 2, source: "sha256:third" });
+  assert.deepEqual([r4.written, r4.skipped], [3, 2]);
   // A folder of files pbip did not write (here the dataset's own masks) is never written into.
   const gt = path.join(root, "data", "test", "mask");
   const before = fs.readdirSync(gt).map((f) => fs.readFileSync(path.join(gt, f)).toString("base64"));

@@ -48,6 +48,13 @@ test("predictSegmentation writes palette PNGs with palette ids only, resumes, an
     await assert.rejects(predictSegmentation(model, split, { outDir: out, source: "weights-B" }), (e: Error) => e.message.includes("predictions.json") && /other weights/.test(e.message));
     const r3 = await predictSegmentation(model, split, { outDir: out, source: "weights-B", overwrite: true });
     assert.equal(r3.written, 3);
+    // An overwrite stopped after its first batch and resumed redoes the rest, keeping no mask of the old weights.
+    const stopAt = (d: number) => {
+      if (d >= 2) throw new Error("stopped");
+    };
+    await assert.rejects(predictSegmentation(model, split, { outDir: out, batchSize: 2, source: "weights-C", overwrite: true, onProgress: stopAt }), /stopped/);
+    const r4 = await predictSegmentation(model, split, { outDir: out, batchSize: 2, source: "weights-C" });
+    assert.deepEqual([r4.written, r4.skipped], [1, 2]);
     // Never into a folder pbip did not write (the test images here), even with overwrite.
     const imgDir = path.dirname(split.samples[0]!.imagePath);
     await assert.rejects(predictSegmentation(model, split, { outDir: imgDir, overwrite: true }), (e: Error) => e.message.startsWith(imgDir) && /but no predictions\.json/.test(e.message));
