@@ -24,6 +24,7 @@ import { projectRoot, readJson, writeJsonAtomic, sha256, cacheDir } from "../uti
 import { stableStringify } from "../util/json";
 export { stableStringify };
 import { ProgressBar } from "../util/progress";
+import { inNotebook, newDisplayHandle } from "../viz/display";
 
 /** Sizes of the embedded synthetic dataset: the default set, and the PBIP_QUICK one. */
 export const EMBEDDED_SIZES = {
@@ -110,10 +111,22 @@ export async function ensureSyntheticDataset(dir: string, quick: boolean, verbos
     if (sameSizes && card.generator?.version === SYNTH_GENERATOR_VERSION) return dir;
     // A set painted by another version of the generator is not the embedded
     // benchmark any more: numbers measured on it would not match a fresh clone's.
-    if (sameSizes && verbose) console.error(`${dir} was painted by generator v${card.generator?.version ?? "?"}; regenerating it with v${SYNTH_GENERATOR_VERSION}`);
+    if (sameSizes && verbose) (inNotebook() ? console.log : console.error)(`${dir} was painted by generator v${card.generator?.version ?? "?"}; regenerating it with v${SYNTH_GENERATOR_VERSION}`);
   }
-  const bar = verbose ? new ProgressBar("generating synthetic tissue", sizes.train + sizes.val + sizes.test) : undefined;
-  await generateSynthetic({ out: dir, ...sizes, onProgress: (e) => (e.phase === "paint" ? bar?.update(e.done) : undefined) });
+  const total = sizes.train + sizes.val + sizes.test;
+  // In a notebook the progress is one output updated in place (stderr would show as an error box).
+  const handle = verbose && inNotebook() ? newDisplayHandle() : undefined;
+  const bar = verbose && !handle ? new ProgressBar("generating synthetic tissue", total) : undefined;
+  const t0 = Date.now();
+  await generateSynthetic({
+    out: dir,
+    ...sizes,
+    onProgress: (e) => {
+      if (e.phase !== "paint") return;
+      bar?.update(e.done);
+      handle?.update({ "text/plain": `generating the embedded synthetic tissue set in ${dir}: ${e.done}/${total} patches, ${((Date.now() - t0) / 1000).toFixed(0)} s` });
+    },
+  });
   return dir;
 }
 
