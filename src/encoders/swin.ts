@@ -42,6 +42,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { EncoderIdentity, EncoderOutput, ImageEncoder, Preprocessing } from "./types";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { preprocessForEncoder } from "./preprocess";
 import { readEncoderSidecar, sidecarPathFor, sidecarPreprocessing } from "./onnx";
 import { gatherRows, geluGradWasm, geluWasm, layerNormGradWasm, layerNormWasm, linearMatMul, softmaxGradWasm, transformerKernelsAvailable, windowMatMul } from "../runtime/wasm-transformer";
@@ -72,7 +73,7 @@ export {
 } from "./swin-weights";
 export type { ParamSpec, SwinConfig, SwinHostWeights } from "./swin-weights";
 import { assertCleanLoad } from "../io/tensors";
-import { UsageError } from "../util/errors";
+import { FileError, UsageError } from "../util/errors";
 
 // ------------------------------------------------------------------ parameters
 
@@ -934,6 +935,17 @@ export async function createSwinEncoder(options: SwinEncoderOptions = {}): Promi
   if (options.weights) {
     files.push(options.weights);
     if (options.projection) files.push(options.projection);
+    for (const f of files) {
+      if (!fs.existsSync(f)) {
+        throw new FileError(
+          path.resolve(f),
+          "file not found. Swin-T weights are written once, on a machine with Python, PyTorch and transformers: " +
+            "`python kernel-setup/export_swin_weights.py medclip --medclip-checkpoint <MedCLIP pytorch_model.bin> --out weights/swin-t-medclip.safetensors` " +
+            "(MedCLIP's vision tower, the paper profile's encoder) or `... imagenet --seed 42 --out weights/swin-t-imagenet-seed42.safetensors` (the release's); " +
+            "see README, Real data and real encoders",
+        );
+      }
+    }
     const r = readSwinWeights(files, config, { projection: true });
     const allow = r.tensors.has(PROJECTION_KEY) ? [] : [/^projection\.weight$/];
     assertCleanLoad(files.join(" + "), r.report, allow);

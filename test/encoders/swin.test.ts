@@ -160,6 +160,8 @@ test("weights report names missing, unexpected and mis-shaped keys; wrong index 
     assert.match(e.message, /mis-shaped \(1\)/);
     return true;
   });
+  // A weights file that is not there says how to make one (the paper profile names weights/swin-t-medclip.safetensors).
+  await assert.rejects(createSwinEncoder({ weights: path.join(dir, "swin-t-medclip.safetensors"), config: TINY }), /swin-t-medclip\.safetensors: file not found\. .*export_swin_weights\.py medclip/);
   // The fixture's int64 relative_position_index buffers are checked against a 3x3 window; a 2x2 config refuses them.
   const ok = readSwinWeights([path.join(FIX, "weights.safetensors")], TINY);
   assert.equal(ok.checkedIndexBuffers, 8);
