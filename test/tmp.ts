@@ -19,13 +19,17 @@ function cleanUp(code: number): void {
   for (const d of left) fs.rmSync(d, { recursive: true, force: true });
 }
 
-/** A new empty folder under the system's temporary folder, removed when the process exits without a failure. */
-export function tmpDir(prefix = "pbip-test-"): string {
+/** Remove `dir` as {@link tmpDir}'s folders are: when the process exits without a failure. Returns it. */
+export function removeOnExit(dir: string): string {
   if (!hooked) {
     process.on("exit", cleanUp);
     hooked = true;
   }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   made.push(dir);
   return dir;
+}
+
+/** A new empty folder under the system's temporary folder, removed when the process exits without a failure. */
+export function tmpDir(prefix = "pbip-test-"): string {
+  return removeOnExit(fs.mkdtempSync(path.join(os.tmpdir(), prefix)));
 }

@@ -168,7 +168,14 @@ export interface PbipConfig {
  */
 export function upgradeStoredConfig(cfg: PbipConfig): PbipConfig {
   const c = JSON.parse(JSON.stringify(cfg)) as PbipConfig;
-  if (c.cam && (c.cam as Partial<PbipConfig["cam"]>).merge === undefined) c.cam.merge = "softmax";
+  if (c.cam) c.cam = upgradeStoredCam(c.cam);
+  return c;
+}
+
+/** {@link upgradeStoredConfig} for a stored `cam` section alone (e.g. in a pseudo-mask stamp). Returns a copy. */
+export function upgradeStoredCam(cam: PbipConfig["cam"]): PbipConfig["cam"] {
+  const c = JSON.parse(JSON.stringify(cam)) as PbipConfig["cam"];
+  if ((c as Partial<PbipConfig["cam"]>).merge === undefined) c.merge = "softmax";
   return c;
 }
 

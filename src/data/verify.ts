@@ -64,13 +64,18 @@ async function checkImage(file: string, spec: DatasetSpec): Promise<DataProblem[
   let width: number;
   let height: number;
   let channels: number;
+  let hasAlpha = false;
+  let cmyk = false;
   try {
     // libpng (through sharp, off the main thread) checks CRCs, the zlib stream and truncation.
     const r = await sharp(buf, { failOn: "truncated" }).raw().toBuffer({ resolveWithObject: true });
     width = r.info.width;
     height = r.info.height;
     // As stored (the decoded buffer is converted to sRGB already).
-    channels = (await sharp(buf).metadata()).channels ?? r.info.channels;
+    const meta = await sharp(buf).metadata();
+    channels = meta.channels ?? r.info.channels;
+    hasAlpha = meta.hasAlpha === true;
+    cmyk = meta.space === "cmyk";
   } catch (e) {
     let msg = (e as Error).message;
     if (isPng(buf)) {
@@ -85,7 +90,7 @@ async function checkImage(file: string, spec: DatasetSpec): Promise<DataProblem[
   }
   if (width !== spec.patchSize || height !== spec.patchSize) out.push({ file, kind: "size", problem: `patch is ${width}x${height}, expected ${spec.patchSize}x${spec.patchSize}` });
   // Read fine, but not what an H&E patch usually is: said, so a wrong export is noticed.
-  const stored = [!isPng(buf) ? "not a PNG (JPEG or another format: decoded, but lossy formats change colours)" : "", channels <= 2 ? "greyscale (read as RGB with equal channels)" : "", channels === 2 || channels === 4 ? "with an alpha channel (dropped when read)" : ""].filter(Boolean);
+  const stored = [!isPng(buf) ? "not a PNG (JPEG or another format: decoded, but lossy formats change colours)" : "", channels <= 2 ? "greyscale (read as RGB with equal channels)" : "", cmyk ? "CMYK (converted to RGB when read)" : "", hasAlpha ? "with an alpha channel (dropped when read)" : ""].filter(Boolean);
   if (stored.length) out.push({ file, kind: "image-format", problem: `patch is ${stored.join(", ")}` });
   return out;
 }

@@ -11,6 +11,7 @@ import { readJson, writeJsonAtomic } from "../util/fs";
 import { ProgressBar } from "../util/progress";
 import { stage2Config, trainSegmentation, openSegData, buildSegModel, loadSegModel, predictSegmentation, type SegArch } from "../seg";
 import type { PbipConfig } from "../config/profiles";
+import { upgradeStoredConfig } from "../config/profiles";
 import type { TrainEvent } from "../train/loop";
 import { latestCheckpoint, plannedSteps } from "../train/loop";
 import { readMetadata } from "../io/checkpoint";
@@ -51,7 +52,9 @@ export async function stage2(run: PbipRun, pseudoTrain: string, o: Stage2Options
   const freezeBackbone = o.freezeBackbone ?? run.config.profile === "notebook";
   const stamp = { arch, config, pseudoTrain: path.resolve(pseudoTrain), backboneWeights: run.config.model.backboneWeights ?? null, freezeBackbone };
   const stampFile = path.join(dir, "stage2.json");
-  if (fs.existsSync(stampFile) && stableStringify(readJson(stampFile)) !== stableStringify(stamp)) {
+  // A stamp written before cam.merge existed compares as the softmax merge it used.
+  const stored = fs.existsSync(stampFile) ? readJson<typeof stamp>(stampFile) : undefined;
+  if (stored && stableStringify({ ...stored, config: upgradeStoredConfig(stored.config) }) !== stableStringify(stamp)) {
     const aside = `${dir}.old-${Date.now()}`;
     fs.renameSync(dir, aside);
     console.error(`stage 2: ${dir} was made with other settings; moved it to ${aside}`);

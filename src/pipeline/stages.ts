@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { PbipConfig, ConfigOverride } from "../config/profiles";
-import { resolveConfig } from "../config/profiles";
+import { resolveConfig, upgradeStoredCam } from "../config/profiles";
 import type { ImageEncoder } from "../encoders/types";
 import { buildBankEvents, saveBank, loadBank, prototypesTensor, type ImageBank, type BankBuildEvent } from "../bank";
 import { encoderMismatch } from "../bank/bank";
@@ -188,7 +188,9 @@ export async function ensurePseudoMasks(
   const dir = run.paths.pseudo(variant, split);
   const stamp = path.join(dir, "..", `${split}.source.json`);
   const source = { checkpoint: path.resolve(checkpoint), checkpointMtime: fs.statSync(checkpoint).mtimeMs, cam: config.cam, inputSize: config.data.inputSize };
-  if (fs.existsSync(stamp) && JSON.stringify(readJson(stamp)) !== JSON.stringify(source)) fs.rmSync(dir, { recursive: true, force: true });
+  // A stamp written before cam.merge existed compares as the softmax merge it used.
+  const stored = fs.existsSync(stamp) ? readJson<typeof source>(stamp) : undefined;
+  if (stored && stableStringify({ ...stored, cam: upgradeStoredCam(stored.cam) }) !== stableStringify(source)) fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   writeJsonAtomic(stamp, source);
   // The stamp beside the folder decides whether its masks are this checkpoint's (the folder is

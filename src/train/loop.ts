@@ -388,16 +388,21 @@ export async function* runTraining<Ctx>(task: TrainTask<Ctx>, o: LoopOptions): A
       }
       yield* endOfEpoch(epoch, valScore);
     }
-    const finished = step >= totalSteps && endedEpoch === Math.floor((step - 1) / stepsPerEpoch);
-    if (aborted() && !finished) {
-      // Saved mid-epoch if need be, as after a bad file: a resume skips the batches already
-      // trained. Stopped after an epoch's last step, before its end (validation, checkpoint):
-      // the resume does that end first.
-      if (stepsThisCall > 0) {
-        const ep = Math.floor((step - 1) / stepsPerEpoch);
-        const unfinishedEnd = (step % stepsPerEpoch === 0 || step >= totalSteps) && endedEpoch < ep;
-        if (step > savedStep || unfinishedEnd) lastCkpt = await writeCheckpoint(ep, undefined, unfinishedEnd && validationDue(ep));
+    if (aborted() && stepsThisCall > 0) {
+      const ep = Math.floor((step - 1) / stepsPerEpoch);
+      if ((step % stepsPerEpoch === 0 || step >= totalSteps) && endedEpoch < ep) {
+        // Stopped after an epoch's last step, before its end. With no validation due, the end
+        // (its checkpoint, and best.safetensors at the run's end) is done now; with one, it is
+        // left pending and the resume does it first.
+        if (!validationDue(ep)) yield* endOfEpoch(ep, undefined);
+        else lastCkpt = await writeCheckpoint(ep, undefined, true);
       }
+      // Saved mid-epoch if need be, as after a bad file: a resume skips the batches already trained.
+      if (step > savedStep) lastCkpt = await writeCheckpoint(ep, undefined);
+    }
+    // A run whose steps and last epoch's end are all done is finished, Ctrl-C or not.
+    const finished = step >= totalSteps && (stepsThisCall === 0 || endedEpoch === Math.floor((step - 1) / stepsPerEpoch));
+    if (aborted() && !finished) {
       yield { type: "interrupted", step, ...(lastCkpt ? { checkpoint: lastCkpt } : {}) };
       return;
     }

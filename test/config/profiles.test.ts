@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { PROFILES, RELEASE, PAPER, NOTEBOOK, resolveConfig, parseSetOverrides, formatConfigDiff, diffConfigs, configProblems, upgradeStoredConfig, type PbipConfig } from "../../src/config";
+import { PROFILES, RELEASE, PAPER, NOTEBOOK, resolveConfig, parseSetOverrides, formatConfigDiff, diffConfigs, configProblems, upgradeStoredConfig, upgradeStoredCam, type PbipConfig } from "../../src/config";
 import { resumeMismatch } from "../../src/train/loop";
 
 test("the three profiles are valid configs and carry METHOD.md section 6's values where they differ", () => {
@@ -64,4 +64,5 @@ test("a config stored before cam.merge existed compares equal to today's (it mer
   assert.equal(resumeMismatch({ config: old }, now), undefined, "a run written before the key resumes");
   assert.match(resumeMismatch({ config: old }, resolveConfig("release", { cam: { merge: "mean" } })) ?? "", /another config \(cam\.merge\)/);
   assert.equal((old.cam as Partial<PbipConfig["cam"]>).merge, undefined, "the stored object is not changed");
+  assert.deepEqual(upgradeStoredCam(old.cam), now.cam, "a stored cam section alone (pseudo-mask stamps)");
 });

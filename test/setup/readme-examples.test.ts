@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
+import { removeOnExit } from "../tmp";
 import { devPaths } from "../../src/nbrun/paths";
 
 const root = devPaths().root;
@@ -23,7 +24,7 @@ test("every TypeScript example in README.md compiles against the package", { tim
   assert.ok(blocks.length >= 5, `found ${blocks.length} blocks`);
   assert.ok(fs.existsSync(path.join(root, "dist", "index.d.ts")), "the package is built (npm test builds first)");
   // Under node_modules (ignored by git and lint), where `pbip` resolves through node_modules/pbip.
-  const dir = path.join(root, "node_modules", ".cache", `pbip-readme-${process.pid}`);
+  const dir = removeOnExit(path.join(root, "node_modules", ".cache", `pbip-readme-${process.pid}`));
   fs.mkdirSync(dir, { recursive: true });
   const files = blocks.map((b, i) => {
     const f = path.join(dir, `example-${i + 1}.mts`);

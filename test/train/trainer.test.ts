@@ -212,8 +212,9 @@ test("encoderKeepPlan: a number caps the kept images; auto keeps what fits the W
   assert.equal(auto.keep(16, 16, perImage), false, "16 plus 16 do not");
 });
 
-async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; abortAfter?: number; val?: boolean; source?: BatchSource; valSource?: BatchSource; protoSeed?: number; hooks?: PbipHooks; mitDropPath?: number } = {}): Promise<TrainEvent[]> {
+async function train(cfg: PbipConfig, dir: string, extra: { stopAfter?: number; abortAfter?: number; abortAtStart?: boolean; val?: boolean; source?: BatchSource; valSource?: BatchSource; protoSeed?: number; hooks?: PbipHooks; mitDropPath?: number } = {}): Promise<TrainEvent[]> {
   const ctrl = new AbortController();
+  if (extra.abortAtStart) ctrl.abort();
   const net = tinyNet(cfg, 1, extra.mitDropPath);
   const encoder = new TinyEncoder(SIZE);
   const protos = tf.tidy(() => tf.randomNormal([8, 5], 0, 1, "float32", extra.protoSeed ?? 12) as tf.Tensor2D);
@@ -298,6 +299,14 @@ test("an aborted run (Ctrl-C) saves its steps, mid-epoch or at an epoch's end, a
     assert.deepEqual([...vals(first), ...vals(second)], vals(full), "every epoch validated once, epoch 1 first when stopped before its validation");
     for (const [n, t] of weights(full)) assert.deepEqual(Array.from(weights(second).get(n)!.data), Array.from(t.data), `after step ${at}: ${n} differs`);
   }
+  // After the last step of a run without validation: the run's end is done (checkpoint, best), not left for a resume.
+  const noVal = tmp("abort-noval");
+  const last = await train(cfg, noVal, { val: false, abortAfter: 8 });
+  const done = last.at(-1) as Extract<TrainEvent, { type: "done" }>;
+  assert.equal(done.type, "done");
+  assert.ok(done.bestCheckpoint && fs.existsSync(path.join(noVal, "best.safetensors")), "best.safetensors of a finished run without validation");
+  // A finished run started again and stopped at once is still finished.
+  assert.equal((await train(cfg, noVal, { val: false, abortAtStart: true })).at(-1)!.type, "done");
 });
 
 test("with a Mix Transformer's stochastic depth (the release's 0.1) a resumed run still ends with the uninterrupted run's weights", async () => {
