@@ -11,11 +11,6 @@ import { mergeSubclasses } from "../model/heads";
 
 export type CamConfig = PbipConfig["cam"];
 
-/** A CAM config's subclass merge (`softmax` for configs written before the key existed). */
-function camMerge(cfg: CamConfig): "softmax" | "mean" {
-  return cfg.merge ?? "softmax";
-}
-
 /**
  * One stage's class map: merge the K subclass channels (`softmax`-weighted as the release, or their `mean` as eq. 2), ReLU,
  * min-max per image and class over the pixels, multiply by the gate (image-level
@@ -67,7 +62,7 @@ export function computeCams(net: ClassNet, images: tf.Tensor4D, labels: tf.Tenso
   return tf.tidy(() => {
     const size: [number, number] = outSize ?? [images.shape[1], images.shape[2]];
     const plain = net.forward(images, false);
-    const probs = classProbabilities(net, plain.logits, camMerge(cfg));
+    const probs = classProbabilities(net, plain.logits, cfg.merge);
     let gate: tf.Tensor2D;
     if (cfg.gate === "gt") {
       if (!labels) throw new Error("computeCams: cam.gate is `gt` but no labels were given");
@@ -83,7 +78,7 @@ export function computeCams(net: ClassNet, images: tf.Tensor4D, labels: tf.Tenso
         !v.flip && v.scale === 1
           ? plain
           : net.forward((v.flip ? tf.reverse(tf.mul(images, v.scale), 2) : tf.mul(images, v.scale)) as tf.Tensor4D, false);
-      const cams = out.maps.map((m) => stageCam(m, net.k, gate, size, camMerge(cfg)));
+      const cams = out.maps.map((m) => stageCam(m, net.k, gate, size, cfg.merge));
       let f = fuseStageCams(cams, out.stages, cfg.stageWeights);
       if (v.flip) f = tf.reverse(f, 2);
       fused.push(f);

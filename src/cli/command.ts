@@ -118,3 +118,8 @@ export function interruptOnCtrlC(): { signal: AbortSignal; dispose: () => void }
     },
   };
 }
+
+/** The line a training command prints when Ctrl-C stopped it. */
+export function interruptedLine(ev: { step: number; checkpoint?: string }): string {
+  return `\nstopped at step ${ev.step}${ev.checkpoint ? `; saved in ${ev.checkpoint}` : ""}: run the same command again to resume`;
+}

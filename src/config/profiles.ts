@@ -137,7 +137,7 @@ export interface PbipConfig {
     /**
      * How a class's K subclass maps merge into its CAM (and its image-level probability):
      * `softmax`, sum(softmax(s) * s) over the K (release); `mean`, eq. 2's average over the K (paper).
-     * Configs written before this key existed merge by `softmax`.
+     * Configs written before this key existed are read as `softmax` ({@link upgradeStoredConfig}).
      */
     merge: "softmax" | "mean";
     /** Which labels gate the CAM channels. */
@@ -164,12 +164,11 @@ export interface PbipConfig {
  * A config read from a file (a checkpoint, a run's config.json, an ablation record) that an
  * earlier version of pbip wrote, with the keys added since filled by the behaviour that version
  * had, so that it compares equal to the same config written now: `cam.merge` (added 2026-11-30,
- * before it CAMs merged by softmax). Returns a copy; a current config comes back equal.
+ * before it CAMs merged by softmax). Returns a copy (the stored object is unchanged); a current
+ * config comes back equal.
  */
 export function upgradeStoredConfig(cfg: PbipConfig): PbipConfig {
-  const c = JSON.parse(JSON.stringify(cfg)) as PbipConfig;
-  if (c.cam) c.cam = upgradeStoredCam(c.cam);
-  return c;
+  return cfg.cam ? { ...cfg, cam: upgradeStoredCam(cfg.cam) } : { ...cfg };
 }
 
 /** {@link upgradeStoredConfig} for a stored `cam` section alone (e.g. in a pseudo-mask stamp). Returns a copy. */

@@ -3,11 +3,10 @@
  * each builds one stage's object from a config, so that a notebook cell and a
  * `pbip` command do exactly the same thing.
  */
-import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import type { PbipConfig } from "../config/profiles";
-import { diffValues, kPerClass, upgradeStoredConfig } from "../config/profiles";
+import { kPerClass, upgradeStoredConfig } from "../config/profiles";
 import type { DatasetSpec, Split, SplitName } from "../data/types";
 import type { Dataset } from "../data/dataset";
 import { createLoader, type Loader } from "../data/loader";
@@ -25,8 +24,7 @@ import { assertCleanLoad } from "../io/tensors";
 import { computeCams, camsToMasks } from "../cam";
 import { ConfusionMatrix } from "../eval/confusion";
 import { FileError } from "../util/errors";
-import { assertRecordedOutputFolder, readJson, writeJsonAtomic } from "../util/fs";
-import { stableStringify } from "../util/json";
+import { openRecordedFolder } from "../io/records";
 
 /** The frozen encoder a config names (with its input-size override). */
 export async function createEncoderFor(cfg: PbipConfig): Promise<ImageEncoder> {
@@ -199,23 +197,10 @@ function validMask(file: string, spec: DatasetSpec, side: number): boolean {
  */
 export async function writePseudoMasks(o: PseudoMaskOptions): Promise<PseudoMaskResult> {
   const spec = o.split.dataset;
-  const recFile = path.join(o.outDir, PSEUDO_MASK_RECORD);
-  if (!o.adoptUnrecorded) assertRecordedOutputFolder(o.outDir, PSEUDO_MASK_RECORD, "pseudo-masks");
   const rec: PseudoMaskRecord = { kind: "pbip-pseudo-masks", dataset: spec.name, split: o.split.name, ...(o.source !== undefined ? { source: o.source } : {}), cam: o.cam, inputSize: o.inputSize };
-  if (fs.existsSync(recFile) && !o.overwrite) {
-    const was = readJson<PseudoMaskRecord>(recFile);
-    if (stableStringify(was) !== stableStringify(rec)) {
-      const diff = diffValues(was, rec).map((d) => d.path);
-      throw new FileError(recFile, `the masks here were made by another checkpoint or with other settings (${diff.join(", ")} differ${diff.length === 1 ? "s" : ""}); give a new --out, or --overwrite to make them all again`);
-    }
-  }
-  fs.mkdirSync(o.outDir, { recursive: true });
   const side = spec.patchSize;
   const outFile = (id: string) => path.join(o.outDir, id.replace(/\.[^.]+$/, "") + ".png");
-  // Overwriting: the old masks go before the new record is written, so that a run stopped
-  // midway and resumed cannot keep masks of the old checkpoint under the new record.
-  if (o.overwrite) for (const s of o.split.samples) fs.rmSync(outFile(s.id), { force: true });
-  writeJsonAtomic(recFile, rec);
+  openRecordedFolder({ dir: o.outDir, recordName: PSEUDO_MASK_RECORD, record: rec, what: "pseudo-masks", madeBy: "another checkpoint", outputs: o.split.samples.map((s) => outFile(s.id)), overwrite: o.overwrite, adoptUnrecorded: o.adoptUnrecorded });
   const todo = o.split.samples.filter((s) => !validMask(outFile(s.id), spec, side));
   const hasMasks = o.split.samples.every((s) => s.maskPath);
   const cm = hasMasks ? new ConfusionMatrix(Math.max(spec.classes.length + 1, spec.backgroundId + 1)) : undefined;

@@ -14,7 +14,7 @@ import { decodePng } from "../data/png";
 import { SegmentationEvaluator, type EvalReport } from "../eval/evaluate";
 import type { BackgroundConvention } from "../eval/metrics";
 import { FileError } from "../util/errors";
-import { assertRecordedOutputFolder, readJson, writeJsonAtomic } from "../util/fs";
+import { openRecordedFolder } from "../io/records";
 import { sampleStem } from "./data";
 import type { SegModel } from "./models";
 
@@ -93,20 +93,8 @@ export async function predictSegmentation(model: SegModel, split: Split, o: Pred
   if (model.config.classes.join(",") !== spec.codes.join(",")) {
     throw new Error(`predictSegmentation: the model was trained for classes ${model.config.classes.join(", ")}, ${spec.name} has ${spec.codes.join(", ")}; predict with a model of this dataset`);
   }
-  assertRecordedOutputFolder(outDir, "predictions.json", "predictions");
-  fs.mkdirSync(outDir, { recursive: true });
-  const recFile = path.join(outDir, "predictions.json");
   const rec: PredictionsRecord = { kind: "pbip-seg-predictions", dataset: spec.name, split: split.name, arch: model.config.arch, source: o.source, inputSize };
-  if (fs.existsSync(recFile) && !o.overwrite) {
-    const was = readJson<PredictionsRecord>(recFile);
-    if (JSON.stringify(was) !== JSON.stringify(rec)) {
-      throw new FileError(recFile, `the masks here were written by other weights or settings (${JSON.stringify(was)}); give another --out, or --overwrite to predict them all again`);
-    }
-  }
-  // Overwriting: the old masks go before the new record is written, so that a run stopped
-  // midway and resumed cannot keep masks of the old weights under the new record.
-  if (o.overwrite) for (const s of split.samples) fs.rmSync(predictionPath(outDir, s), { force: true });
-  writeJsonAtomic(recFile, rec);
+  openRecordedFolder({ dir: outDir, recordName: "predictions.json", record: rec, what: "predictions", madeBy: "other weights", outputs: split.samples.map((s) => predictionPath(outDir, s)), overwrite: o.overwrite });
   const palette = spec.palette.slice(0, spec.classes.length + 1);
   const todo: Sample[] = [];
   let skipped = 0;

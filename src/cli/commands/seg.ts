@@ -4,7 +4,7 @@
  * pseudo-masks, then predict palette-PNG masks for a split and score them.
  */
 import * as path from "node:path";
-import { parse, str, flag, intArg, startBackend, datasetArg, interruptOnCtrlC, type Command } from "../command";
+import { parse, str, flag, intArg, startBackend, datasetArg, interruptOnCtrlC, interruptedLine, type Command } from "../command";
 import { UsageError } from "../../util/errors";
 import { ProgressBar, formatDuration } from "../../util/progress";
 import { assertRecordedOutputFolder, sha256File, writeJsonAtomic } from "../../util/fs";
@@ -145,7 +145,7 @@ const train: Command = {
         } else if (ev.type === "validation") {
           console.error(`${process.stderr.isTTY ? "\n" : ""}epoch ${ev.epoch + 1}: val mIoU ${(ev.score.miou * 100).toFixed(2)} (count-bg)${ev.best ? " (best)" : ""}`);
         } else if (ev.type === "interrupted") {
-          console.error(`\nstopped at step ${ev.step}${ev.checkpoint ? `; saved in ${ev.checkpoint}` : ""}: run the same command again to resume`);
+          console.error(interruptedLine(ev));
         } else if (ev.type === "done") {
           console.error(
             `done in ${formatDuration(ev.seconds)}: step ${ev.step}; last checkpoint ${ev.lastCheckpoint ?? "-"}; best ${ev.bestCheckpoint ?? "-"}${ev.bestMiou !== undefined ? ` (val mIoU ${(ev.bestMiou * 100).toFixed(2)})` : ""}`,

@@ -1,5 +1,5 @@
 import * as path from "node:path";
-import { type Command, parse, datasetArg, interruptOnCtrlC, str, flag, intArg, startBackend } from "../command";
+import { type Command, parse, datasetArg, interruptOnCtrlC, interruptedLine, str, flag, intArg, startBackend } from "../command";
 import { resolveConfig, parseSetOverrides, PROFILES, type PbipConfig, type ConfigOverride } from "../../config/profiles";
 import { openDataset } from "../../data/dataset";
 import { createEncoderFor, createClassNet, stage1Loaders, openBank } from "../../pipeline";
@@ -143,7 +143,7 @@ const train: Command = {
         else if (ev.type === "validation") console.error(`\nepoch ${ev.epoch + 1}: val pseudo-mask mIoU ${(100 * ev.score.miou).toFixed(2)}%${ev.best ? " (best)" : ""}`);
         else if (ev.type === "checkpoint") console.error(`checkpoint ${ev.file}`);
         else if (ev.type === "interrupted") {
-          console.error(`\nstopped at step ${ev.step}${ev.checkpoint ? `; saved in ${ev.checkpoint}` : ""}: run the same command again to resume`);
+          console.error(interruptedLine(ev));
         } else if (ev.type === "done") {
           console.log(
             `done in ${formatDuration(ev.seconds)}: last ${ev.lastCheckpoint ?? "-"}, best ${ev.bestCheckpoint ?? "-"}` +
