@@ -9,7 +9,8 @@
 #                  (private apt state in .cache/apt; nothing installed system-wide), so the
 #                  WebGPU backend runs on the CPU; `. .cache/vulkan/env.sh` to use it
 #   torch          PyTorch in /usr/bin/python3 for the reference tests (apt when possible)
-# Options: --check (report only), --user, --no-gpu-emulation, --no-torch.
+#   real-samples   real H&E / IHC images into .cache/real-samples (Debian's archive, else upstream)
+# Options: --check (report only), --user, --no-gpu-emulation, --no-torch, --no-real-samples.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

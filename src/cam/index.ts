@@ -8,6 +8,8 @@ import { boolToFloat } from "../runtime/ops";
 import type { PbipConfig } from "../config/profiles";
 import type { ClassNet } from "../model/classnet";
 import { mergeSubclasses } from "../model/heads";
+import { greyOf } from "../data/glass";
+import type { RgbImage } from "../data/image";
 
 export type CamConfig = PbipConfig["cam"];
 
@@ -121,12 +123,34 @@ export async function camsToMasks(cams: tf.Tensor4D, backgroundId: number, bg: C
   const m = Int32Array.from(await ids.data());
   tf.dispose([grey, ids]);
   for (let i = 0; i < b; i++) {
-    const white = new Uint8Array(h * w);
-    for (let p = 0; p < h * w; p++) white[p] = g[i * h * w + p]! > bg.whiteGrey ? 1 : 0;
-    removeSmallBlobs(white, w, h, bg.minBlob);
+    const white = whiteMaskOfGrey(g.subarray(i * h * w, (i + 1) * h * w), w, h, bg.whiteGrey, bg.minBlob);
     for (let p = 0; p < h * w; p++) if (white[p]) m[i * h * w + p] = backgroundId;
   }
   return tf.tensor3d(m, [b, h, w], "int32");
+}
+
+/**
+ * The white rule on one image's grey levels (row-major, `width * height`): 1 where
+ * grey > `whiteGrey`, except in 4-connected white blobs under `minBlob` pixels.
+ */
+export function whiteMaskOfGrey(grey: ArrayLike<number>, width: number, height: number, whiteGrey: number, minBlob: number): Uint8Array {
+  if (grey.length !== width * height) throw new Error(`whiteMaskOfGrey: ${grey.length} grey values for a ${width}x${height} image`);
+  const white = new Uint8Array(width * height);
+  for (let p = 0; p < white.length; p++) white[p] = grey[p]! > whiteGrey ? 1 : 0;
+  removeSmallBlobs(white, width, height, minBlob);
+  return white;
+}
+
+/**
+ * The white rule of pseudo-masks (`cam.background` mode `white`) on an 8-bit RGB
+ * image: 1 for pixels it calls glass (ITU-R 601 grey > `whiteGrey`; white blobs
+ * under `minBlob` pixels stay tissue).
+ */
+export function whiteRuleMask(image: RgbImage, whiteGrey: number, minBlob: number): Uint8Array {
+  const { data, width, height } = image;
+  const grey = new Float32Array(width * height);
+  for (let p = 0; p < grey.length; p++) grey[p] = greyOf(data[3 * p]!, data[3 * p + 1]!, data[3 * p + 2]!);
+  return whiteMaskOfGrey(grey, width, height, whiteGrey, minBlob);
 }
 
 /** Clear 4-connected blobs of 1s smaller than `minSize` pixels, in place. */

@@ -9,3 +9,5 @@ export * from "./colour";
 export * from "./baselines";
 export * from "./verify";
 export * from "./synthetic";
+export * from "./real-samples";
+export * from "./glass";

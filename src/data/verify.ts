@@ -13,6 +13,8 @@ import { decodePng, isPng } from "./png";
 import { maskIdsFromPng, idHistogram } from "./image";
 import { detectLayout, resolveSpec, scanSplit, SPLIT_NAMES, type DataProblem, type LayoutChoice } from "./dataset";
 import type { DataManifest } from "./manifest";
+import { BASELINE_WHITE_LEVEL } from "./colour";
+import { GlassStats, glassAdvice, glassCheck, type GlassCheck } from "./glass";
 import type { DatasetSpec, LabelFormat, SplitName } from "./types";
 
 /** One row of the verify table. */
@@ -37,6 +39,8 @@ export interface VerifyReport {
   rows: VerifyRow[];
   problems: DataProblem[];
   ok: boolean;
+  /** Whether the white level finds the glass of these images (a sample of every 7th pixel of every image). */
+  glass: GlassCheck & { whiteGrey: number };
 }
 
 /** Options of {@link verifyDataset}. */
@@ -49,11 +53,16 @@ export interface VerifyOptions {
   checkCounts?: boolean;
   /** Parallel image decodes (default 4). */
   concurrency?: number;
+  /** The white level the glass check tests (default 200, the TPRO / MLPS rule and pbip's profiles). */
+  whiteGrey?: number;
   /** Progress callback: files checked so far and total. */
   onProgress?: (done: number, total: number) => void;
 }
 
-async function checkImage(file: string, spec: DatasetSpec): Promise<DataProblem[]> {
+/** Every 7th pixel of each image goes into the glass statistics (odd, so no grid aligns with it). */
+const GLASS_SAMPLE_STEP = 7;
+
+async function checkImage(file: string, spec: DatasetSpec, glass: GlassStats): Promise<DataProblem[]> {
   const out: DataProblem[] = [];
   let buf: Buffer;
   try {
@@ -71,6 +80,7 @@ async function checkImage(file: string, spec: DatasetSpec): Promise<DataProblem[
     const r = await sharp(buf, { failOn: "truncated" }).raw().toBuffer({ resolveWithObject: true });
     width = r.info.width;
     height = r.info.height;
+    if (r.info.channels >= 3) glass.add(r.data, r.info.channels, GLASS_SAMPLE_STEP);
     // As stored (the decoded buffer is converted to sRGB already).
     const meta = await sharp(buf).metadata();
     channels = meta.channels ?? r.info.channels;
@@ -96,7 +106,7 @@ async function checkImage(file: string, spec: DatasetSpec): Promise<DataProblem[
 }
 
 /** Problem kinds that are notes: the files still read correctly, and `ok` stays true. */
-const NOTE_KINDS: string[] = ["mask-format", "mask-palette", "image-format"];
+const NOTE_KINDS: string[] = ["mask-format", "mask-palette", "image-format", "glass-level"];
 
 const hexOf = (c: readonly number[]) => `#${c.map((v) => v.toString(16).padStart(2, "0")).join("")}`;
 
@@ -182,10 +192,11 @@ export async function verifyDataset(root: string, opts: VerifyOptions): Promise<
   const total = scans.reduce((a, s) => a + s.samples.length, 0);
   let done = 0;
   const conc = Math.max(1, opts.concurrency ?? 4);
+  const glass = new GlassStats();
   for (const scan of scans) {
     const splitProblems = [...scan.problems];
     const jobs = scan.samples.map((s) => async (): Promise<DataProblem[]> => {
-      const p = await checkImage(s.imagePath, spec);
+      const p = await checkImage(s.imagePath, spec, glass);
       if (s.maskPath) p.push(...checkMask(s.maskPath, spec, s.imagePath));
       return p;
     });
@@ -219,9 +230,13 @@ export async function verifyDataset(root: string, opts: VerifyOptions): Promise<
     });
     problems.push(...splitProblems);
   }
-  // Notes (a grey or RGB mask that still reads; a palette mask coloured otherwise) are not failures.
+  const whiteGrey = opts.whiteGrey ?? BASELINE_WHITE_LEVEL;
+  const glassResult = glassCheck(glass, whiteGrey);
+  const advice = glassAdvice(glassResult, whiteGrey);
+  if (advice) problems.push({ file: root, kind: "glass-level", problem: advice });
+  // Notes (a grey or RGB mask that still reads; a palette mask coloured otherwise; grey glass) are not failures.
   const ok = problems.every((p) => NOTE_KINDS.includes(p.kind));
-  return { dataset: spec.name, root, layout, rows, problems, ok };
+  return { dataset: spec.name, root, layout, rows, problems, ok, glass: { ...glassResult, whiteGrey } };
 }
 
 /** The report as a plain-text table plus the list of problems, for the terminal. */

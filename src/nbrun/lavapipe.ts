@@ -187,6 +187,53 @@ function versionSatisfies(have: string, op: string | undefined, want: string | u
 }
 
 /** Packages never unpacked privately: the C library must be the system's own. */
+/**
+ * Download Debian bookworm packages (the candidate version of each) through the
+ * private apt configuration in `.cache/apt`, without installing anything; returns
+ * the `.deb` paths, in the order given. Already-downloaded files are reused; the
+ * private package lists are fetched when missing or older than a week.
+ */
+export function downloadDebianPackages(names: string[]): string[] {
+  for (const tool of ["apt-get", "apt-cache"]) {
+    if (!which(tool)) throw new SetupError(`needs ${tool} (Debian/Ubuntu) to download ${names.join(", ")}`);
+  }
+  if (!fs.existsSync(KEYRING)) throw new SetupError(`needs Debian's archive keyring ${KEYRING}: install the package debian-archive-keyring`);
+  const p = devPaths();
+  const opts = aptOptions(p.aptDir);
+  writeAptConfig(p.aptDir);
+  const listsDir = path.join(p.aptDir, "lists");
+  const lists = fs.readdirSync(listsDir).filter((f) => f.endsWith("_Packages") || f.endsWith("_Packages.lz4"));
+  const fresh = lists.length >= 2 && lists.every((f) => Date.now() - fs.statSync(path.join(listsDir, f)).mtimeMs < 7 * 86400e3);
+  const update = () => must(run("apt-get", [...opts, "-q", "update"]), "apt-get update (private lists in .cache/apt)");
+  if (!fresh) update();
+  const debsDir = path.join(p.aptDir, "debs");
+  const stanzas = names.map((name) => {
+    const r = run("apt-cache", [...opts, "show", "--no-all-versions", name]);
+    const st = r.status === 0 ? parseStanza(r.stdout) : undefined;
+    if (!st) throw new SetupError(`package ${name} not found in Debian bookworm`);
+    return st;
+  });
+  const debFor = (st: Stanza) => {
+    const prefix = `${st.Package}_${st.Version.replace(/:/g, "%3a")}_`;
+    return fs.readdirSync(debsDir).find((f) => f.startsWith(prefix) && f.endsWith(".deb"));
+  };
+  const missing = stanzas.filter((st) => !debFor(st));
+  if (missing.length) {
+    const args = [...opts, "-q", "download", ...missing.map((st) => `${st.Package}=${st.Version}`)];
+    let r = run("apt-get", args, { cwd: debsDir });
+    if (r.status !== 0 && /404|Unable to fetch|Failed to fetch/i.test(r.stderr)) {
+      update();
+      r = run("apt-get", args, { cwd: debsDir });
+    }
+    must(r, "apt-get download (into .cache/apt/debs)");
+  }
+  return stanzas.map((st) => {
+    const f = debFor(st);
+    if (!f) throw new SetupError(`apt-get download reported success but no ${st.Package}_${st.Version} .deb is in ${debsDir}`);
+    return path.join(debsDir, f);
+  });
+}
+
 const NEVER_UNPACK = new Set(["libc6", "libc-bin", "libc6-dev"]);
 
 /**

@@ -1,4 +1,6 @@
 /** Script entry of `kernel-setup/setup.sh` (see ./setup.ts). */
 import { setupMain } from "./setup";
 
-process.exitCode = setupMain(process.argv.slice(2));
+void setupMain(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

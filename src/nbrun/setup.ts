@@ -10,7 +10,10 @@
  *            user-wide with `--user`;
  *   gpu-emu  unpack Mesa lavapipe into `.cache/vulkan` and prove that the WebGPU
  *            backend starts on it (skipped with `--no-gpu-emulation`);
- *   torch    PyTorch in /usr/bin/python3 for the reference tests (apt when possible).
+ *   torch    PyTorch in /usr/bin/python3 for the reference tests (apt when possible);
+ *   real-samples  the real H&E and IHC images (and the Visium spot list) into
+ *            `.cache/real-samples`, from Debian's archive or upstream (`fetchRealSamples`);
+ *            skipped with `--no-real-samples`.
  * `--check` reports the state of each step and changes nothing.
  */
 import { spawnSync } from "node:child_process";
@@ -21,6 +24,7 @@ import { devPaths } from "./paths";
 import { ensureBuilt, staleSources, selfLinkState, linkSelf } from "./build";
 import { findJupyterPython, findTslabKernelspec, kernelspecIsCurrent, which, JUPYTER_INSTALL_HINT, type JupyterPython } from "./jupyter";
 import { installLavapipe, readGpuEmulationEnv, lddProblems, probeWebGpuWithLavapipe, type Log } from "./lavapipe";
+import { fetchRealSamples, realSamplesPresent, REAL_SAMPLES } from "../data/real-samples";
 
 /** Options of the setup (the flags of kernel-setup/setup.sh). */
 export interface SetupOptions {
@@ -32,6 +36,8 @@ export interface SetupOptions {
   check: boolean;
   /** Skip the PyTorch step (`--no-torch`). */
   torch: boolean;
+  /** Skip fetching the real samples (`--no-real-samples`). */
+  realSamples?: boolean;
 }
 
 type Status = "ok" | "done" | "skip" | "FAIL" | "todo";
@@ -242,6 +248,23 @@ function stepFonts(o: SetupOptions): StepResult {
   return has() ? res("fonts", "done", "apt-get installed fonts-dejavu-core", t0) : res("fonts", "FAIL", "fonts-dejavu-core installed but fontconfig does not list DejaVu Sans", t0);
 }
 
+/** The real H&E / IHC samples that the real-tissue tests and notebook 00 use. */
+async function stepRealSamples(o: SetupOptions): Promise<StepResult> {
+  const t0 = Date.now();
+  const what = `${REAL_SAMPLES.length} real samples (Visium H&E with Space Ranger's spots, IHC)`;
+  if (o.realSamples === false) return res("real-samples", "skip", "--no-real-samples: the real-tissue tests will fail until they are fetched", t0);
+  const have = realSamplesPresent();
+  const rel = (d: string) => path.relative(process.cwd(), d) || d;
+  if (have) return res("real-samples", "skip", `${what} in ${rel(have.dir)}`, t0);
+  if (o.check) return res("real-samples", "todo", `${what} not fetched: npx pbip data samples`, t0);
+  try {
+    const got = await fetchRealSamples();
+    return res("real-samples", "done", `${what} fetched from ${got.source === "debian" ? "Debian's archive" : "upstream"} into ${rel(got.dir)}`, t0);
+  } catch (e) {
+    return res("real-samples", "FAIL", (e as Error).message, t0);
+  }
+}
+
 function res(step: string, status: Status, message: string, t0: number): StepResult {
   return { step, status, message, seconds: (Date.now() - t0) / 1000 };
 }
@@ -252,7 +275,7 @@ export function formatStep(r: StepResult): string {
 }
 
 /** Run every step in order; failures do not stop later steps. */
-export function runSetup(o: SetupOptions, print: Log = (l) => console.log(l)): StepResult[] {
+export async function runSetup(o: SetupOptions, print: Log = (l) => console.log(l)): Promise<StepResult[]> {
   const results: StepResult[] = [];
   const emit = (r: StepResult) => {
     results.push(r);
@@ -265,24 +288,27 @@ export function runSetup(o: SetupOptions, print: Log = (l) => console.log(l)): S
   emit(stepGpu(o));
   emit(stepTorch(o));
   emit(stepFonts(o));
+  emit(await stepRealSamples(o));
   return results;
 }
 
-const USAGE = `usage: kernel-setup/setup.sh [--check] [--user] [--no-gpu-emulation] [--no-torch]
+const USAGE = `usage: kernel-setup/setup.sh [--check] [--user] [--no-gpu-emulation] [--no-torch] [--no-real-samples]
 
   --check             report what is set up; change nothing (exit 1 if something is missing)
   --user              install the tslab kernelspec user-wide (default: project-local in .cache/jupyter)
   --no-gpu-emulation  skip Mesa lavapipe (CPU Vulkan for the WebGPU tests)
-  --no-torch          skip PyTorch (for the reference tests)`;
+  --no-torch          skip PyTorch (for the reference tests)
+  --no-real-samples   skip fetching the real H&E / IHC samples (for the real-tissue tests)`;
 
 /** Entry point of kernel-setup/setup.sh; returns the exit code. */
-export function setupMain(argv: string[]): number {
-  const o: SetupOptions = { gpuEmulation: true, user: false, check: false, torch: true };
+export async function setupMain(argv: string[]): Promise<number> {
+  const o: SetupOptions = { gpuEmulation: true, user: false, check: false, torch: true, realSamples: true };
   for (const a of argv) {
     if (a === "--check") o.check = true;
     else if (a === "--user") o.user = true;
     else if (a === "--no-gpu-emulation") o.gpuEmulation = false;
     else if (a === "--no-torch") o.torch = false;
+    else if (a === "--no-real-samples") o.realSamples = false;
     else if (a === "--help" || a === "-h") {
       console.log(USAGE);
       return 0;
@@ -293,7 +319,7 @@ export function setupMain(argv: string[]): number {
   }
   const t0 = Date.now();
   console.log(`pbip setup${o.check ? " --check" : ""} in ${devPaths().root}`);
-  const results = runSetup(o);
+  const results = await runSetup(o);
   const failed = results.filter((r) => r.status === "FAIL" || r.status === "todo");
   console.log(
     failed.length

@@ -10,6 +10,7 @@ import { verifyDataset, formatVerifyReport } from "../../src/data/verify";
 import { encodePalettePng } from "../../src/data/png";
 import { commands } from "../../src/cli/commands/data";
 import { SMALL, smallSet, copyDir, tmpDir } from "./small-set";
+import { fetchRealSamples } from "../../src/data/real-samples";
 
 /** Run a `pbip data ...` command, capturing what it prints. */
 async function run(words: string[], argv: string[]): Promise<{ code: number; out: string }> {
@@ -183,4 +184,36 @@ test("patches stored as greyscale, with alpha, or as JPEG are noted (they read, 
   assert.match(notes.get(jpeg) ?? "", /not a PNG/);
   assert.equal(notes.size, 3, "the other patches are plain RGB PNGs");
   assert.match(formatVerifyReport(r), /\[note\] .*greyscale/);
+});
+
+test("real H&E with grey glass (Visium tiles in the LUAD layout): verify notes that the white level 200 misses the glass and suggests a level", async () => {
+  const samples = await fetchRealSamples();
+  const dir = path.join(tmpDir(), "visium-luad");
+  fs.mkdirSync(path.join(dir, "train"), { recursive: true });
+  for (const [x, y] of [
+    [0, 0],
+    [224, 0],
+    [0, 224],
+    [224, 224],
+    [376, 375],
+  ] as const) {
+    await sharp(samples.paths["visium-he"]).extract({ left: x, top: y, width: 224, height: 224 }).png().toFile(path.join(dir, "train", `visium-${x}-${y}-[1 0 0 0].png`));
+  }
+  const r = await verifyDataset(dir, { dataset: "luad-histoseg", splits: ["train"], checkCounts: false });
+  assert.equal(r.ok, true, JSON.stringify(r.problems));
+  const note = r.problems.find((p) => p.kind === "glass-level");
+  assert.ok(note, `no glass-level note: ${JSON.stringify(r.glass)}`);
+  assert.equal(note.file, dir);
+  assert.ok(r.glass.missed && r.glass.whiteGrey === 200);
+  const level = r.glass.suggestedWhiteGrey!;
+  assert.ok(level > 140 && level < 185, `suggested ${level}`);
+  assert.match(note.problem, new RegExp(`--set bank\\.whiteGrey=${level} --set cam\\.background\\.whiteGrey=${level}`));
+  const { code, out } = await run(["data", "verify"], [dir, "--dataset", "luad-histoseg", "--split", "train", "--no-counts", "--quiet"]);
+  assert.equal(code, 0);
+  assert.match(out, /OK: no problems found \(1 note below\)[\s\S]*\[note\] .*above the white level 200/);
+  // A white level under the glass finds it: no note.
+  const low = await run(["data", "verify"], [dir, "--dataset", "luad-histoseg", "--split", "train", "--no-counts", "--quiet", "--white-grey", "175", "--json"]);
+  const lowReport = JSON.parse(low.out) as { problems: { kind: string }[]; glass: { missed: boolean; whiteGrey: number } };
+  assert.deepEqual([lowReport.glass.missed, lowReport.glass.whiteGrey, lowReport.problems.length], [false, 175, 0]);
+  await assert.rejects(run(["data", "verify"], [dir, "--dataset", "luad-histoseg", "--white-grey", "300"]), /--white-grey is a grey level 0\.\.255, got "300"/);
 });

@@ -65,7 +65,7 @@ test("setup.sh --check reports every step done, one line each", { timeout: 120_0
   const steps = lines.filter((l) => /^\[(ok|done|skip|FAIL|todo)\s*\]/.test(l));
   assert.deepEqual(
     steps.map((l) => l.slice(7).trim().split(/\s+/)[0]),
-    ["build", "jupyter", "kernel", "gpu-emulation", "torch", "fonts"],
+    ["build", "jupyter", "kernel", "gpu-emulation", "torch", "fonts", "real-samples"],
     r.stdout + r.stderr,
   );
   const notDone = steps.filter((l) => /^\[(FAIL|todo)/.test(l));

@@ -8,6 +8,7 @@ import { listManifests, loadManifest } from "../../data/manifest";
 import { computeBaselines } from "../../data/baselines";
 import { openDataset, type LayoutChoice } from "../../data/dataset";
 import type { SynthCard } from "../../data/synthetic/card";
+import { fetchRealSamples, REAL_SAMPLES } from "../../data/real-samples";
 
 function layoutOption(v: string | undefined): LayoutChoice | undefined {
   if (v === undefined) return undefined;
@@ -105,6 +106,7 @@ const verify: Command = {
     "--layout L      auto (default), luad, bcss or csv",
     "--split S       only this split (train, val, test); repeatable",
     "--no-counts     do not compare split sizes with the published ones",
+    "--white-grey N  the white level whose glass check is reported (default 200, as the profiles)",
     "--json          print the report as JSON",
     "--quiet         no progress bar",
     "Exits 1 when anything is wrong, naming each offending file.",
@@ -118,6 +120,7 @@ const verify: Command = {
         layout: { type: "string" },
         split: { type: "string", multiple: true },
         "no-counts": { type: "boolean" },
+        "white-grey": { type: "string" },
         json: { type: "boolean" },
         quiet: { type: "boolean" },
       },
@@ -131,12 +134,15 @@ const verify: Command = {
     const splitsRaw = p.values.split as string[] | undefined;
     const splits = splitsRaw?.map((s) => (s === "valid" ? "val" : s));
     for (const s of splits ?? []) if (!["train", "val", "test"].includes(s)) throw new UsageError(`--split must be train, val or test, got "${s}"`);
+    const whiteGreyRaw = str(p, "white-grey");
+    if (whiteGreyRaw !== undefined && intOption("data verify", "white-grey", whiteGreyRaw, 0) > 255) throw new UsageError(`pbip data verify: --white-grey is a grey level 0..255, got "${whiteGreyRaw}"`);
     let bar: ProgressBar | undefined;
     const report = await verifyDataset(path.resolve(dir), {
       dataset,
       layout: layoutOption(str(p, "layout")),
       splits: splits as ("train" | "val" | "test")[] | undefined,
       checkCounts: !flag(p, "no-counts"),
+      whiteGrey: whiteGreyRaw === undefined ? undefined : intOption("data verify", "white-grey", whiteGreyRaw, 0),
       onProgress:
         flag(p, "quiet") || flag(p, "json")
           ? undefined
@@ -178,5 +184,28 @@ const baselines: Command = {
   },
 };
 
-/** `pbip data synth`, `pbip data verify`, `pbip data baselines`. */
-export const commands: Command[] = [synth, verify, baselines];
+const samples: Command = {
+  name: ["data", "samples"],
+  summary: "fetch the real H&E and IHC samples (Debian's archive, else upstream) and say what they are",
+  usage: [
+    "pbip data samples [--dir DIR]",
+    "--dir DIR  where to keep them (default .cache/real-samples, or $PBIP_CACHE/real-samples)",
+    "--json     print the paths and sources as JSON",
+    "Every file is checked against its SHA-256. Nothing is installed: the Debian packages are only unpacked.",
+  ].join("\n"),
+  async run(argv) {
+    const p = parse("data samples", argv, { dir: { type: "string" }, json: { type: "boolean" } });
+    const dir = str(p, "dir");
+    const got = await fetchRealSamples({ dir: dir === undefined ? undefined : path.resolve(dir), log: flag(p, "json") ? undefined : (l) => console.error(l) });
+    if (flag(p, "json")) console.log(JSON.stringify(got, null, 2));
+    else {
+      console.log(`real samples in ${got.dir}${got.source === "cache" ? " (already there)" : ` (fetched from ${got.source})`}:`);
+      for (const s of REAL_SAMPLES) console.log(`  ${s.file.padEnd(26)} ${s.description}\n  ${"".padEnd(26)} licence: ${s.licence}`);
+      console.log("Real stained tissue without pixel labels: for checks of colour and glass rules, not for segmentation scores.");
+    }
+    return 0;
+  },
+};
+
+/** `pbip data synth`, `pbip data verify`, `pbip data baselines`, `pbip data samples`. */
+export const commands: Command[] = [synth, verify, baselines, samples];
