@@ -11,3 +11,4 @@ export * from "./verify";
 export * from "./synthetic";
 export * from "./real-samples";
 export * from "./glass";
+export * from "./stain";

@@ -146,9 +146,9 @@ test("real H&E (Visium): pbip's white background rule against Space Ranger's tis
   try {
     const at200 = await agreement(200);
     const atSuggested = await agreement(check.suggestedWhiteGrey!);
-    // Measured: 0.540 at 200 (every spot called tissue: the share of tissue spots) and 0.989 at 160.
+    // Measured: 0.5399 at 200 (every spot called tissue: the share of tissue spots) and 0.9906 at 160.
     assert.ok(at200 < 0.6, `at 200: ${at200}`);
-    assert.ok(atSuggested > 0.98, `at ${check.suggestedWhiteGrey}: ${atSuggested}`);
+    assert.ok(atSuggested > 0.985, `at ${check.suggestedWhiteGrey}: ${atSuggested}`);
   } finally {
     tf.dispose([image, cams]);
   }
