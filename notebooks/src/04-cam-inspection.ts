@@ -124,12 +124,15 @@ if (run.config.cam.background.mode === "white") {
 // The level 200 suits LUAD-HistoSeg, whose glass is near white. Glass is only as bright as the
 // scanner's white balance makes it. Here the rule runs on a real H&E section: a 10x Visium
 // low-res scan of a mouse brain from Seurat's test data, fetched by `npx pbip data samples`.
-// Its glass is grey, around level 187. Space Ranger has called each of the 4,992 capture spots
-// tissue or glass on its own, which gives an independent reference for the rule.
+// Its glass is grey, around level 187. Space Ranger, 10x Genomics' pipeline, has called each of
+// the 4,992 capture spots tissue or glass with its own tissue detection. That is a second
+// algorithm to compare the rule with, not ground truth, but it was not tuned to this rule.
 //
-// The second column uses the level that `glassCheck` suggests: Otsu's threshold of the image's
-// grey levels, used because the bright, colourless pixels lie below 200. `pbip data verify` runs
-// the same check on a whole dataset and prints the setting to use. Spots are drawn green where
+// The second column uses the level that `glassCheck` suggests, because the bright, colourless
+// pixels (the glass candidates) lie below 200. Otsu's threshold of the grey levels finds the
+// bright pixels; the suggested level is the one that best separates the candidates from the
+// coloured tissue pixels. `pbip data verify` runs the same check on a whole dataset and prints
+// the setting to use. Spots are drawn green where
 // the rule agrees with Space Ranger and red where it does not; the pixels the rule calls glass
 // are tinted blue. No pixel labels exist for this scan, so it measures the glass rule only, not
 // segmentation.
@@ -156,7 +159,7 @@ try {
     cells.push({ data: out, width: he.width, height: he.height });
     rows.push({ "white level": level, "spots agreeing (%)": 100 * a.agreement, "tissue spots called glass": a.tissueAsGlass, "glass spots called tissue": a.glassAsTissue });
   }
-  await show(await imageGrid([cells], { colLabels: levels.map((l, i) => `grey > ${l}${i === 1 ? " (Otsu, suggested)" : " (default)"}`), title: "white rule vs Space Ranger's tissue calls (green: agree, red: disagree)" }));
+  await show(await imageGrid([cells], { colLabels: levels.map((l, i) => `grey > ${l}${i === 1 ? " (suggested)" : " (default)"}`), title: "white rule vs Space Ranger's tissue calls (green: agree, red: disagree)" }));
   await show(table(rows, { caption: `real H&E (Visium, mouse brain): the white rule, blobs under ${run.config.cam.background.minBlob} px kept as tissue`, digits: 3 }));
   console.log(glassAdvice(check, 200) ?? "the white level 200 finds this scan's glass");
 } catch (e) {

@@ -122,15 +122,18 @@ export interface PcaResult {
   projected: number[][];
 }
 
-/** Eigen-decomposition of a small symmetric matrix by cyclic Jacobi rotations: eigenvalues descending, eigenvectors as columns of `vectors` rows. */
+/** Eigen-decomposition of a small symmetric matrix by cyclic Jacobi rotations: eigenvalues descending, `vectors[i]` the unit eigenvector of `values[i]`. */
 export function symmetricEigen(a: number[][]): { values: number[]; vectors: number[][] } {
   const n = a.length;
   const m = a.map((r) => r.slice());
   const v: number[][] = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => (i === j ? 1 : 0)));
+  // Converged when the off-diagonal part is negligible next to the whole matrix (relative, so tiny matrices are solved as well as large ones).
+  let total = 0;
+  for (const r of m) for (const x of r) total += x * x;
   for (let sweep = 0; sweep < 100; sweep++) {
     let off = 0;
     for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += m[p]![q]! ** 2;
-    if (off < 1e-22) break;
+    if (off <= 1e-30 * total) break;
     for (let p = 0; p < n; p++) {
       for (let q = p + 1; q < n; q++) {
         const apq = m[p]![q]!;

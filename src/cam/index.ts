@@ -8,7 +8,7 @@ import { boolToFloat } from "../runtime/ops";
 import type { PbipConfig } from "../config/profiles";
 import type { ClassNet } from "../model/classnet";
 import { mergeSubclasses } from "../model/heads";
-import { greyOf } from "../data/glass";
+import { isWhite } from "../data/glass";
 import type { RgbImage } from "../data/image";
 
 export type CamConfig = PbipConfig["cam"];
@@ -118,39 +118,34 @@ export async function camsToMasks(cams: tf.Tensor4D, backgroundId: number, bg: C
     throw new Error("camsToMasks: background mode `white` needs the images");
   }
   const [b, h, w] = ids.shape;
-  const grey = tf.tidy(() => tf.sum(tf.mul(images, tf.tensor1d([0.299, 0.587, 0.114])), 3).mul(255));
-  const g = await grey.data();
+  if (images.shape[0] !== b || images.shape[1] !== h || images.shape[2] !== w || images.shape[3] !== 3) {
+    ids.dispose();
+    throw new Error(`camsToMasks: images [${images.shape.join(", ")}] do not match the CAMs' [${b}, ${h}, ${w}] (RGB)`);
+  }
+  // Back to 8-bit values (the images were read from 8-bit files), so the rule is the exact integer test.
+  const px = Uint8Array.from(await images.data(), (v) => Math.max(0, Math.min(255, Math.round(v * 255))));
   const m = Int32Array.from(await ids.data());
-  tf.dispose([grey, ids]);
+  ids.dispose();
   for (let i = 0; i < b; i++) {
-    const white = whiteMaskOfGrey(g.subarray(i * h * w, (i + 1) * h * w), w, h, bg.whiteGrey, bg.minBlob);
+    const white = whiteRuleMask({ data: px.subarray(3 * i * h * w, 3 * (i + 1) * h * w), width: w, height: h }, bg.whiteGrey, bg.minBlob);
     for (let p = 0; p < h * w; p++) if (white[p]) m[i * h * w + p] = backgroundId;
   }
   return tf.tensor3d(m, [b, h, w], "int32");
 }
 
 /**
- * The white rule on one image's grey levels (row-major, `width * height`): 1 where
- * grey > `whiteGrey`, except in 4-connected white blobs under `minBlob` pixels.
- */
-export function whiteMaskOfGrey(grey: ArrayLike<number>, width: number, height: number, whiteGrey: number, minBlob: number): Uint8Array {
-  if (grey.length !== width * height) throw new Error(`whiteMaskOfGrey: ${grey.length} grey values for a ${width}x${height} image`);
-  const white = new Uint8Array(width * height);
-  for (let p = 0; p < white.length; p++) white[p] = grey[p]! > whiteGrey ? 1 : 0;
-  removeSmallBlobs(white, width, height, minBlob);
-  return white;
-}
-
-/**
  * The white rule of pseudo-masks (`cam.background` mode `white`) on an 8-bit RGB
- * image: 1 for pixels it calls glass (ITU-R 601 grey > `whiteGrey`; white blobs
- * under `minBlob` pixels stay tissue).
+ * image: 1 for pixels it calls glass, those whose ITU-R 601 grey is strictly above
+ * `whiteGrey` (computed exactly in integers, as the bank's `whiteFraction`), except
+ * white blobs under `minBlob` pixels (4-connected), which stay tissue.
  */
 export function whiteRuleMask(image: RgbImage, whiteGrey: number, minBlob: number): Uint8Array {
   const { data, width, height } = image;
-  const grey = new Float32Array(width * height);
-  for (let p = 0; p < grey.length; p++) grey[p] = greyOf(data[3 * p]!, data[3 * p + 1]!, data[3 * p + 2]!);
-  return whiteMaskOfGrey(grey, width, height, whiteGrey, minBlob);
+  if (data.length !== width * height * 3) throw new Error(`whiteRuleMask: ${data.length} bytes for a ${width}x${height} RGB image`);
+  const white = new Uint8Array(width * height);
+  for (let p = 0; p < white.length; p++) white[p] = isWhite(data[3 * p]!, data[3 * p + 1]!, data[3 * p + 2]!, whiteGrey) ? 1 : 0;
+  removeSmallBlobs(white, width, height, minBlob);
+  return white;
 }
 
 /** Clear 4-connected blobs of 1s smaller than `minSize` pixels, in place. */

@@ -14,8 +14,9 @@
  * | `ihc-dab` | IHC (DAB + hematoxylin), colon glands, 512x512 | scikit-image's `data/ihc.png` (`python3-skimage`, "no known copyright restrictions") |
  *
  * Neither image has pixel labels, so nothing here measures segmentation. The Visium
- * spots do carry a tissue/glass call made by Space Ranger, which is an
- * independent reference for pbip's glass rules (see `src/data/glass.ts`).
+ * spots do carry a tissue/glass call made by Space Ranger (10x Genomics' own
+ * tissue detection on the same scan): a second algorithm to compare pbip's glass
+ * rules with, not ground truth (see `src/data/glass.ts`).
  *
  * Sources are tried in order: the cache, Debian (`apt-get download` through the
  * project's private apt configuration, then `dpkg -x`; nothing is installed), and
@@ -50,7 +51,8 @@ export interface RealSampleSpec {
 const SEURAT_DEB = { package: "r-cran-seurat", version: "4.3.0-1" };
 const SEURAT_DOC = "usr/share/doc/r-cran-seurat/tests/testdata/visium/spatial";
 const SEURAT_GIT = "https://raw.githubusercontent.com/satijalab/seurat/v4.3.0/tests/testdata/visium/spatial";
-const SEURAT_LICENCE = "GPL-3 (Seurat's test data; the scan is 10x Genomics' mouse brain Visium demo section)";
+const SEURAT_LICENCE =
+  "distributed in Seurat's test data (r-cran-seurat, GPL-3 per Debian's copyright file); the scan and spot list come from 10x Genomics' public mouse brain Visium demo dataset, under 10x's own dataset terms";
 
 /** The four files, with their hashes as measured on Debian bookworm's packages. */
 export const REAL_SAMPLES: readonly RealSampleSpec[] = [
@@ -110,17 +112,17 @@ export class RealSamplesError extends Error {
   override name = "RealSamplesError";
 }
 
-function pathsIn(dir: string): Record<RealSampleId, string> {
-  return Object.fromEntries(REAL_SAMPLES.map((s) => [s.id, path.join(dir, s.file)])) as Record<RealSampleId, string>;
+function pathsIn(dir: string, specs: readonly RealSampleSpec[]): Record<RealSampleId, string> {
+  return Object.fromEntries(specs.map((s) => [s.id, path.join(dir, s.file)])) as Record<RealSampleId, string>;
 }
 
 /** The samples already in `dir` with the right hashes, or undefined if any is missing or differs. */
-export function realSamplesPresent(dir = realSamplesDir()): RealSamples | undefined {
-  for (const s of REAL_SAMPLES) {
+export function realSamplesPresent(dir = realSamplesDir(), specs: readonly RealSampleSpec[] = REAL_SAMPLES): RealSamples | undefined {
+  for (const s of specs) {
     const f = path.join(dir, s.file);
     if (!fs.existsSync(f) || sha256(fs.readFileSync(f)) !== s.sha256) return undefined;
   }
-  return { dir, paths: pathsIn(dir), source: "cache" };
+  return { dir, paths: pathsIn(dir, specs), source: "cache" };
 }
 
 function checked(spec: RealSampleSpec, bytes: Uint8Array, from: string): Uint8Array {
@@ -131,21 +133,25 @@ function checked(spec: RealSampleSpec, bytes: Uint8Array, from: string): Uint8Ar
   return bytes;
 }
 
-function fromDebian(specs: readonly RealSampleSpec[]): Map<RealSampleId, Uint8Array> {
+/** The fetched bytes of each sample, and where each came from (for samples.json). */
+type Fetched = Map<RealSampleId, { bytes: Uint8Array; from: string }>;
+
+function fromDebian(specs: readonly RealSampleSpec[]): Fetched {
   const pkgs = [...new Set(specs.map((s) => s.debian.package))];
   const debs = downloadDebianPackages(pkgs);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pbip-real-samples-"));
   try {
-    const out = new Map<RealSampleId, Uint8Array>();
-    pkgs.forEach((pkg, i) => {
-      const x = path.join(tmp, pkg);
-      const r = spawnSync("dpkg-deb", ["-x", debs[i]!, x], { encoding: "utf8" });
-      if (r.error || r.status !== 0) throw new RealSamplesError(`dpkg-deb -x ${debs[i]} failed: ${r.error?.message ?? r.stderr.trim()}`);
-      for (const s of specs.filter((t) => t.debian.package === pkg)) {
+    const out: Fetched = new Map();
+    debs.forEach((deb) => {
+      const x = path.join(tmp, deb.package);
+      const r = spawnSync("dpkg-deb", ["-x", deb.path, x], { encoding: "utf8" });
+      if (r.error || r.status !== 0) throw new RealSamplesError(`dpkg-deb -x ${deb.path} failed: ${r.error?.message ?? r.stderr.trim()}`);
+      for (const s of specs.filter((t) => t.debian.package === deb.package)) {
         const f = path.join(x, s.debian.path);
-        if (!fs.existsSync(f)) throw new RealSamplesError(`${path.basename(debs[i]!)} has no ${s.debian.path}`);
+        const name = path.basename(deb.path);
+        if (!fs.existsSync(f)) throw new RealSamplesError(`${name} has no ${s.debian.path}`);
         const raw = fs.readFileSync(f);
-        out.set(s.id, checked(s, s.debian.gzip ? zlib.gunzipSync(raw) : raw, path.basename(debs[i]!)));
+        out.set(s.id, { bytes: checked(s, s.debian.gzip ? zlib.gunzipSync(raw) : raw, name), from: `${deb.package} ${deb.version}: /${s.debian.path}` });
       }
     });
     return out;
@@ -154,72 +160,92 @@ function fromDebian(specs: readonly RealSampleSpec[]): Map<RealSampleId, Uint8Ar
   }
 }
 
-async function fromUpstream(specs: readonly RealSampleSpec[]): Promise<Map<RealSampleId, Uint8Array>> {
-  const out = new Map<RealSampleId, Uint8Array>();
+async function fromUpstream(specs: readonly RealSampleSpec[]): Promise<Fetched> {
+  const out: Fetched = new Map();
   for (const s of specs) {
-    const res = await fetch(s.upstream.url, { signal: AbortSignal.timeout(60_000) });
+    let res: Response;
+    try {
+      res = await fetch(s.upstream.url, { signal: AbortSignal.timeout(60_000) });
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      throw new RealSamplesError(`GET ${s.upstream.url}: ${cause?.message ?? cause?.code ?? (e as Error).message}`);
+    }
     if (!res.ok) throw new RealSamplesError(`GET ${s.upstream.url}: HTTP ${res.status}`);
     const raw = new Uint8Array(await res.arrayBuffer());
-    out.set(s.id, checked(s, s.upstream.gzip ? zlib.gunzipSync(raw) : raw, s.upstream.url));
+    out.set(s.id, { bytes: checked(s, s.upstream.gzip ? zlib.gunzipSync(raw) : raw, s.upstream.url), from: s.upstream.url });
   }
   return out;
 }
 
+/** Options of {@link fetchRealSamples}. */
+export interface FetchRealSamplesOptions {
+  /** Where to keep them (default {@link realSamplesDir}). */
+  dir?: string;
+  /** Progress lines. */
+  log?: (line: string) => void;
+  /** Sources to try, in order (default Debian's archive, then upstream). */
+  sources?: readonly ("debian" | "upstream")[];
+  /** The files (default {@link REAL_SAMPLES}); another list serves tests, or samples of your own with their hashes. */
+  specs?: readonly RealSampleSpec[];
+}
+
+/** A failure's whole message on one line (apt's own words come on the lines after the first). */
+const oneLine = (e: unknown): string =>
+  (e as Error).message
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .join(" | ");
+
 /**
  * Make sure the real samples are in `dir` (default `realSamplesDir()`), fetching
- * what is missing: first from Debian's archive, then from upstream over HTTPS.
- * Each file is hash-checked before it is written (atomically), and `samples.json`
- * records the source, package versions and licences. Throws `RealSamplesError`
- * naming each source's failure and the manual route.
+ * them when any is missing or damaged: first from Debian's archive, then from
+ * upstream over HTTPS. Each file is hash-checked before it is written
+ * (atomically), and `samples.json` records where each came from (the Debian
+ * package version actually downloaded, or the URL) and its licence. Throws
+ * `RealSamplesError` naming each source's failure and the manual route.
  */
-export async function fetchRealSamples(opts: { dir?: string; log?: (line: string) => void } = {}): Promise<RealSamples> {
+export async function fetchRealSamples(opts: FetchRealSamplesOptions = {}): Promise<RealSamples> {
   const dir = opts.dir ?? realSamplesDir();
-  const have = realSamplesPresent(dir);
+  const specs = opts.specs ?? REAL_SAMPLES;
+  const have = realSamplesPresent(dir, specs);
   if (have) return have;
   const log = opts.log ?? (() => {});
   const failures: string[] = [];
-  let got: Map<RealSampleId, Uint8Array> | undefined;
+  let got: Fetched | undefined;
   let source: RealSamples["source"] = "debian";
-  if (process.platform === "linux") {
+  for (const src of opts.sources ?? ["debian", "upstream"]) {
+    source = src;
     try {
-      log("real samples: downloading r-cran-seurat and python3-skimage from Debian (nothing is installed)");
-      got = fromDebian(REAL_SAMPLES);
+      if (src === "debian") {
+        if (process.platform !== "linux") throw new RealSamplesError(`not tried on ${process.platform}`);
+        log(`real samples: downloading ${[...new Set(specs.map((s) => s.debian.package))].join(" and ")} from Debian (unpacked, not installed)`);
+        got = fromDebian(specs);
+      } else {
+        log("real samples: downloading from the upstream repositories");
+        got = await fromUpstream(specs);
+      }
+      break;
     } catch (e) {
-      failures.push(`Debian: ${(e as Error).message.split("\n")[0]}`);
-    }
-  } else failures.push(`Debian: not tried on ${process.platform}`);
-  if (!got) {
-    source = "upstream";
-    try {
-      log("real samples: downloading from the Seurat and scikit-image repositories");
-      got = await fromUpstream(REAL_SAMPLES);
-    } catch (e) {
-      failures.push(`upstream: ${(e as Error).message}`);
+      failures.push(`${src === "debian" ? "Debian" : "upstream"}: ${oneLine(e)}`);
     }
   }
   if (!got) {
     throw new RealSamplesError(
       `could not fetch the real samples into ${dir}:\n  ${failures.join("\n  ")}\n` +
         `By hand: put these files there (the hashes are checked):\n` +
-        REAL_SAMPLES.map((s) => `  ${s.file}  <- ${s.upstream.url}  (or ${s.debian.path} in Debian's ${s.debian.package})`).join("\n"),
+        specs.map((s) => `  ${s.file}  <- ${s.upstream.url}  (or /${s.debian.path} in Debian's ${s.debian.package} ${s.debian.version})`).join("\n"),
     );
   }
   fs.mkdirSync(dir, { recursive: true });
-  for (const s of REAL_SAMPLES) writeFileAtomic(path.join(dir, s.file), got.get(s.id)!);
+  for (const s of specs) writeFileAtomic(path.join(dir, s.file), got.get(s.id)!.bytes);
   writeJsonAtomic(path.join(dir, "samples.json"), {
     fetchedAt: new Date().toISOString(),
     source,
-    files: REAL_SAMPLES.map((s) => ({
-      id: s.id,
-      file: s.file,
-      sha256: s.sha256,
-      description: s.description,
-      licence: s.licence,
-      from: source === "debian" ? `${s.debian.package} ${s.debian.version}: /${s.debian.path}` : s.upstream.url,
-    })),
+    files: specs.map((s) => ({ id: s.id, file: s.file, sha256: s.sha256, description: s.description, licence: s.licence, from: got.get(s.id)!.from })),
   });
-  log(`real samples: ${REAL_SAMPLES.length} files in ${dir} (from ${source})`);
-  return { dir, paths: pathsIn(dir), source };
+  log(`real samples: ${specs.length} files in ${dir} (from ${source})`);
+  return { dir, paths: pathsIn(dir, specs), source };
 }
 
 /** One Visium capture spot in the low-res image's pixels. */

@@ -18,6 +18,7 @@
  */
 import { OD_TABLE } from "./colour";
 import { cosine } from "../bank/matrix";
+import { symmetricEigen } from "../bank/stats";
 import { Rng } from "../util/rng";
 import type { RGB } from "./types";
 
@@ -99,80 +100,6 @@ export function stainRgb(v: readonly number[], c = 1): RGB {
   return [ch(v[0]!), ch(v[1]!), ch(v[2]!)];
 }
 
-/** Eigen-decomposition of a symmetric 3x3 matrix. */
-export interface SymmetricEigen3 {
-  /** Eigenvalues, largest first. */
-  values: [number, number, number];
-  /** Unit eigenvectors, `vectors[i]` belonging to `values[i]`; mutually orthogonal. */
-  vectors: [[number, number, number], [number, number, number], [number, number, number]];
-  /** Jacobi sweeps used. */
-  sweeps: number;
-}
-
-/**
- * Eigenvalues and eigenvectors of a symmetric 3x3 matrix (rows `m[0..2]`) by the
- * cyclic Jacobi method: plane rotations zero each off-diagonal entry in turn
- * until the off-diagonal part is negligible (relative 1e-30 in squared terms, at
- * most 50 sweeps). Throws when `m` is not 3x3, not finite, or not symmetric
- * (relative tolerance 1e-9).
- */
-export function symmetricEigen3(m: readonly (readonly number[])[]): SymmetricEigen3 {
-  if (m.length !== 3 || m.some((r) => r.length !== 3)) throw new Error(`symmetricEigen3: expected a 3x3 matrix, got ${m.length} rows of lengths ${m.map((r) => r.length).join(", ")}`);
-  const a = m.map((r) => [...r]);
-  let scale = 0;
-  for (const r of a) for (const x of r) {
-    if (!Number.isFinite(x)) throw new Error(`symmetricEigen3: the matrix has a non-finite entry (${x})`);
-    scale = Math.max(scale, Math.abs(x));
-  }
-  for (let i = 0; i < 3; i++) for (let j = i + 1; j < 3; j++) {
-    if (Math.abs(a[i]![j]! - a[j]![i]!) > 1e-9 * Math.max(scale, 1e-300)) throw new Error(`symmetricEigen3: the matrix is not symmetric (m[${i}][${j}] = ${a[i]![j]} but m[${j}][${i}] = ${a[j]![i]})`);
-  }
-  const v = [[1, 0, 0], [0, 1, 0], [0, 0, 1]];
-  let total = 0;
-  for (const r of a) for (const x of r) total += x * x;
-  let sweeps = 0;
-  for (; sweeps < 50; sweeps++) {
-    const off = 2 * (a[0]![1]! ** 2 + a[0]![2]! ** 2 + a[1]![2]! ** 2);
-    if (off <= 1e-30 * total || off === 0) break;
-    for (let p = 0; p < 2; p++) {
-      for (let q = p + 1; q < 3; q++) {
-        const apq = a[p]![q]!;
-        if (apq === 0) continue;
-        // Rotation J (J_pp = J_qq = c, J_pq = s, J_qp = -s) with (J^T A J)_pq = 0.
-        const theta = (a[q]![q]! - a[p]![p]!) / (2 * apq);
-        const t = (theta >= 0 ? 1 : -1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-        const c = 1 / Math.sqrt(t * t + 1);
-        const s = t * c;
-        for (let k = 0; k < 3; k++) {
-          const akp = a[k]![p]!;
-          const akq = a[k]![q]!;
-          a[k]![p] = c * akp - s * akq;
-          a[k]![q] = s * akp + c * akq;
-        }
-        for (let k = 0; k < 3; k++) {
-          const apk = a[p]![k]!;
-          const aqk = a[q]![k]!;
-          a[p]![k] = c * apk - s * aqk;
-          a[q]![k] = s * apk + c * aqk;
-        }
-        for (let k = 0; k < 3; k++) {
-          const vkp = v[k]![p]!;
-          const vkq = v[k]![q]!;
-          v[k]![p] = c * vkp - s * vkq;
-          v[k]![q] = s * vkp + c * vkq;
-        }
-      }
-    }
-  }
-  const order = [0, 1, 2].sort((i, j) => a[j]![j]! - a[i]![i]!);
-  const col = (j: number): RGB => unit3([v[0]![j]!, v[1]![j]!, v[2]![j]!]);
-  return {
-    values: order.map((j) => a[j]![j]!) as RGB,
-    vectors: order.map(col) as [RGB, RGB, RGB],
-    sweeps,
-  };
-}
-
 /** Options of {@link estimateStainVectors}. */
 export interface StainEstimateOptions {
   /**
@@ -243,7 +170,7 @@ function percentileSorted(sorted: Float64Array, p: number): number {
  *    `background`);
  * 2. keep pixels whose OD is at least `odThreshold` in every channel (tissue);
  * 3. the 3x3 covariance of the kept OD vectors and its two largest eigenvectors
- *    ({@link symmetricEigen3}): the plane of the stains;
+ *    (Jacobi, `symmetricEigen` of src/bank/stats.ts): the plane of the stains;
  * 4. project each kept pixel onto the plane and take its angle;
  * 5. the `alpha` and `100 - alpha` percentile angles (linear interpolation)
  *    give two directions in the plane, mapped back to 3-D, negative components
@@ -313,13 +240,14 @@ export function estimateStainVectors(rgb: Uint8Array, opts: StainEstimateOptions
     cov[2]![2]! += d2 * d2;
   }
   for (let r = 0; r < 3; r++) for (let c = r; c < 3; c++) cov[c]![r] = cov[r]![c]! /= used - 1;
-  const eig = symmetricEigen3(cov);
-  if (!(eig.values[1] > 1e-12 * Math.max(eig.values[0], 1e-300))) {
+  const eig = symmetricEigen(cov);
+  // A second direction of variation too small next to the OD itself: one colour, no plane.
+  if (!(eig.values[1]! > 1e-10 * Math.max(eig.values[0]!, mean[0]! ** 2 + mean[1]! ** 2 + mean[2]! ** 2))) {
     throw new Error(`estimateStainVectors: the ${used} tissue pixels have a single colour direction (OD covariance eigenvalues ${eig.values.map((x) => x.toExponential(2)).join(", ")}): no stain plane`);
   }
   const flip = (v: RGB): RGB => (v[0] + v[1] + v[2] < 0 ? [-v[0], -v[1], -v[2]] : v);
-  const e1 = flip(eig.vectors[0]);
-  const e2 = flip(eig.vectors[1]);
+  const e1 = flip(unit3(eig.vectors[0]!));
+  const e2 = flip(unit3(eig.vectors[1]!));
   const phi = new Float64Array(used);
   for (let i = 0; i < used; i++) {
     const x = od[3 * i]!;
@@ -344,7 +272,7 @@ export function estimateStainVectors(rgb: Uint8Array, opts: StainEstimateOptions
     pixelsTotal: total,
     angles: { low, high },
     plane: [e1, e2],
-    eigenvalues: eig.values,
+    eigenvalues: eig.values as RGB,
   };
 }
 

@@ -39,7 +39,7 @@ export interface VerifyReport {
   rows: VerifyRow[];
   problems: DataProblem[];
   ok: boolean;
-  /** Whether the white level finds the glass of these images (a sample of every 7th pixel of every image). */
+  /** Whether the white level finds the glass of these images (a sample of about every 7th pixel of every image). */
   glass: GlassCheck & { whiteGrey: number };
 }
 
@@ -59,8 +59,14 @@ export interface VerifyOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-/** Every 7th pixel of each image goes into the glass statistics (odd, so no grid aligns with it). */
-const GLASS_SAMPLE_STEP = 7;
+/**
+ * Pixels sampled for the glass statistics: every n-th, with n the first of these
+ * that does not divide the image's width, so the sample moves along the columns
+ * from row to row instead of staying in a few of them (224 = 32 x 7: n is 5 there).
+ */
+function glassSampleStep(width: number): number {
+  return [7, 5, 11, 13, 17].find((n) => width % n !== 0) ?? 3;
+}
 
 async function checkImage(file: string, spec: DatasetSpec, glass: GlassStats): Promise<DataProblem[]> {
   const out: DataProblem[] = [];
@@ -80,7 +86,7 @@ async function checkImage(file: string, spec: DatasetSpec, glass: GlassStats): P
     const r = await sharp(buf, { failOn: "truncated" }).raw().toBuffer({ resolveWithObject: true });
     width = r.info.width;
     height = r.info.height;
-    if (r.info.channels >= 3) glass.add(r.data, r.info.channels, GLASS_SAMPLE_STEP);
+    if (r.info.channels >= 3) glass.add(r.data, r.info.channels, glassSampleStep(width));
     // As stored (the decoded buffer is converted to sRGB already).
     const meta = await sharp(buf).metadata();
     channels = meta.channels ?? r.info.channels;
@@ -182,6 +188,8 @@ function expectedCounts(root: string, manifest: DataManifest | undefined): Parti
  * the palette). Returns a report; `ok` is false when any problem was found.
  */
 export async function verifyDataset(root: string, opts: VerifyOptions): Promise<VerifyReport> {
+  const whiteGrey = opts.whiteGrey ?? BASELINE_WHITE_LEVEL;
+  if (!Number.isFinite(whiteGrey) || whiteGrey < 0 || whiteGrey > 255) throw new Error(`verifyDataset: whiteGrey must be a grey level in [0, 255], got ${whiteGrey}`);
   const { spec, manifest } = resolveSpec(root, opts.dataset);
   const layout = detectLayout(root, spec, opts.layout);
   const splits = opts.splits ?? [...SPLIT_NAMES];
@@ -230,7 +238,6 @@ export async function verifyDataset(root: string, opts: VerifyOptions): Promise<
     });
     problems.push(...splitProblems);
   }
-  const whiteGrey = opts.whiteGrey ?? BASELINE_WHITE_LEVEL;
   const glassResult = glassCheck(glass, whiteGrey);
   const advice = glassAdvice(glassResult, whiteGrey);
   if (advice) problems.push({ file: root, kind: "glass-level", problem: advice });

@@ -186,54 +186,85 @@ function versionSatisfies(have: string, op: string | undefined, want: string | u
   return run("dpkg", ["--compare-versions", have, DPKG_OP[op]!, want]).status === 0;
 }
 
-/** Packages never unpacked privately: the C library must be the system's own. */
-/**
- * Download Debian bookworm packages (the candidate version of each) through the
- * private apt configuration in `.cache/apt`, without installing anything; returns
- * the `.deb` paths, in the order given. Already-downloaded files are reused; the
- * private package lists are fetched when missing or older than a week.
- */
-export function downloadDebianPackages(names: string[]): string[] {
-  for (const tool of ["apt-get", "apt-cache"]) {
-    if (!which(tool)) throw new SetupError(`needs ${tool} (Debian/Ubuntu) to download ${names.join(", ")}`);
-  }
-  if (!fs.existsSync(KEYRING)) throw new SetupError(`needs Debian's archive keyring ${KEYRING}: install the package debian-archive-keyring`);
+/** The private apt configuration in `.cache/apt`, its package lists fresh (fetched when missing or a week old). */
+interface PrivateApt {
+  opts: string[];
+  debsDir: string;
+  update: () => void;
+  show: (pkg: string) => Stanza | undefined;
+}
+
+function privateApt(): PrivateApt {
   const p = devPaths();
   const opts = aptOptions(p.aptDir);
   writeAptConfig(p.aptDir);
   const listsDir = path.join(p.aptDir, "lists");
   const lists = fs.readdirSync(listsDir).filter((f) => f.endsWith("_Packages") || f.endsWith("_Packages.lz4"));
   const fresh = lists.length >= 2 && lists.every((f) => Date.now() - fs.statSync(path.join(listsDir, f)).mtimeMs < 7 * 86400e3);
-  const update = () => must(run("apt-get", [...opts, "-q", "update"]), "apt-get update (private lists in .cache/apt)");
+  const update = () => void must(run("apt-get", [...opts, "-q", "update"]), "apt-get update (private lists in .cache/apt)");
   if (!fresh) update();
-  const debsDir = path.join(p.aptDir, "debs");
+  const show = (pkg: string): Stanza | undefined => {
+    const r = run("apt-cache", [...opts, "show", "--no-all-versions", pkg]);
+    return r.status === 0 ? parseStanza(r.stdout) : undefined;
+  };
+  return { opts, debsDir: path.join(p.aptDir, "debs"), update, show };
+}
+
+/** The downloaded `.deb` of a package version in the private archive folder, if any. */
+function debFor(apt: PrivateApt, st: Stanza): string | undefined {
+  const prefix = `${st.Package}_${st.Version.replace(/:/g, "%3a")}_`;
+  const f = fs.readdirSync(apt.debsDir).find((n) => n.startsWith(prefix) && n.endsWith(".deb"));
+  return f && path.join(apt.debsDir, f);
+}
+
+/** Download the `.deb` of each package version not downloaded yet (refreshing the lists once on a 404). */
+function downloadMissing(apt: PrivateApt, stanzas: readonly Stanza[]): void {
+  const missing = stanzas.filter((st) => !debFor(apt, st));
+  if (!missing.length) return;
+  const args = [...apt.opts, "-q", "download", ...missing.map((st) => `${st.Package}=${st.Version}`)];
+  let r = run("apt-get", args, { cwd: apt.debsDir });
+  if (r.status !== 0 && /404|Unable to fetch|Failed to fetch/i.test(r.stderr)) {
+    apt.update();
+    r = run("apt-get", args, { cwd: apt.debsDir });
+  }
+  must(r, "apt-get download (into .cache/apt/debs)");
+}
+
+/** A downloaded Debian package. */
+export interface DebianPackageFile {
+  package: string;
+  /** The version downloaded (the archive's candidate). */
+  version: string;
+  /** The `.deb` file. */
+  path: string;
+}
+
+/**
+ * Download Debian bookworm packages (the candidate version of each, backports
+ * included) through the private apt configuration in `.cache/apt`, without
+ * installing anything; returns one file per name, in the order given.
+ * Already-downloaded files are reused.
+ */
+export function downloadDebianPackages(names: readonly string[]): DebianPackageFile[] {
+  for (const tool of ["apt-get", "apt-cache"]) {
+    if (!which(tool)) throw new SetupError(`needs ${tool} (Debian/Ubuntu) to download ${names.join(", ")}`);
+  }
+  if (!fs.existsSync(KEYRING)) throw new SetupError(`needs Debian's archive keyring ${KEYRING}: install the package debian-archive-keyring`);
+  const apt = privateApt();
   const stanzas = names.map((name) => {
-    const r = run("apt-cache", [...opts, "show", "--no-all-versions", name]);
-    const st = r.status === 0 ? parseStanza(r.stdout) : undefined;
+    const st = apt.show(name);
     if (!st) throw new SetupError(`package ${name} not found in Debian bookworm`);
     return st;
   });
-  const debFor = (st: Stanza) => {
-    const prefix = `${st.Package}_${st.Version.replace(/:/g, "%3a")}_`;
-    return fs.readdirSync(debsDir).find((f) => f.startsWith(prefix) && f.endsWith(".deb"));
-  };
-  const missing = stanzas.filter((st) => !debFor(st));
-  if (missing.length) {
-    const args = [...opts, "-q", "download", ...missing.map((st) => `${st.Package}=${st.Version}`)];
-    let r = run("apt-get", args, { cwd: debsDir });
-    if (r.status !== 0 && /404|Unable to fetch|Failed to fetch/i.test(r.stderr)) {
-      update();
-      r = run("apt-get", args, { cwd: debsDir });
-    }
-    must(r, "apt-get download (into .cache/apt/debs)");
-  }
+  downloadMissing(apt, stanzas);
   return stanzas.map((st) => {
-    const f = debFor(st);
-    if (!f) throw new SetupError(`apt-get download reported success but no ${st.Package}_${st.Version} .deb is in ${debsDir}`);
-    return path.join(debsDir, f);
+    const f = debFor(apt, st);
+    if (!f) throw new SetupError(`apt-get download reported success but no ${st.Package}_${st.Version} .deb is in ${apt.debsDir}`);
+    return { package: st.Package, version: st.Version, path: f };
   });
 }
 
+/** Packages never unpacked privately: the C library must be the system's own. */
 const NEVER_UNPACK = new Set(["libc6", "libc-bin", "libc6-dev"]);
 
 /**
@@ -256,20 +287,9 @@ export function installLavapipe(): GpuEmulationEnv {
     throw new SetupError(`needs Debian's archive keyring ${KEYRING}: install the package debian-archive-keyring`);
   }
   const arch = must(run("dpkg", ["--print-architecture"]), "dpkg --print-architecture").trim();
-  const opts = aptOptions(p.aptDir);
-  writeAptConfig(p.aptDir);
-
   // 1. Package lists (private), refreshed when older than a week.
-  const listsDir = path.join(p.aptDir, "lists");
-  const lists = fs.readdirSync(listsDir).filter((f) => f.endsWith("_Packages") || f.endsWith("_Packages.lz4"));
-  const fresh = lists.length >= 2 && lists.every((f) => Date.now() - fs.statSync(path.join(listsDir, f)).mtimeMs < 7 * 86400e3);
-  const update = () => must(run("apt-get", [...opts, "-q", "update"]), "apt-get update (private lists in .cache/apt)");
-  if (!fresh) update();
-
-  const show = (pkg: string): Stanza | undefined => {
-    const r = run("apt-cache", [...opts, "show", "--no-all-versions", pkg]);
-    return r.status === 0 ? parseStanza(r.stdout) : undefined;
-  };
+  const apt = privateApt();
+  const show = apt.show;
   const installed = (pkg: string): string | undefined => {
     const r = run("dpkg-query", ["-W", "-f=${Status}\t${Version}", pkg]);
     if (r.status !== 0) return undefined;
@@ -316,26 +336,12 @@ export function installLavapipe(): GpuEmulationEnv {
   }
 
   // 3. Download (skipping .debs already fetched) and unpack into a fresh tree.
-  const debsDir = path.join(p.aptDir, "debs");
-  const debFor = (st: Stanza) => {
-    const prefix = `${st.Package}_${st.Version.replace(/:/g, "%3a")}_`;
-    return fs.readdirSync(debsDir).find((f) => f.startsWith(prefix) && f.endsWith(".deb"));
-  };
-  const missing = [...chosen.values()].filter((st) => !debFor(st));
-  if (missing.length) {
-    const args = [...opts, "-q", "download", ...missing.map((st) => `${st.Package}=${st.Version}`)];
-    let r = run("apt-get", args, { cwd: debsDir });
-    if (r.status !== 0 && /404|Unable to fetch|Failed to fetch/i.test(r.stderr)) {
-      update();
-      r = run("apt-get", args, { cwd: debsDir });
-    }
-    must(r, "apt-get download (into .cache/apt/debs)");
-  }
+  downloadMissing(apt, [...chosen.values()]);
   const rootTmp = path.join(p.vulkanDir, `root.${process.pid}.tmp`);
   const rootDir = path.join(p.vulkanDir, "root");
   fs.rmSync(rootTmp, { recursive: true, force: true });
   fs.mkdirSync(rootTmp, { recursive: true });
-  for (const st of chosen.values()) must(run("dpkg", ["-x", path.join(debsDir, debFor(st)!), rootTmp]), `dpkg -x ${st.Package}`);
+  for (const st of chosen.values()) must(run("dpkg", ["-x", debFor(apt, st)!, rootTmp]), `dpkg -x ${st.Package}`);
 
   // 4. Point everything at the final location, then move the tree into place.
   const triplet = fs

@@ -167,7 +167,11 @@ export async function openRun(o: OpenRunOptions = {}): Promise<PbipRun> {
     const stamp = { dataset: datasetName, root: path.resolve(dataDir), listing, ...(checkCounts ? {} : { checkCounts }) };
     const verified = fs.existsSync(stampFile) && stableStringify(readJson(stampFile)) === stableStringify(stamp);
     if (!verified) {
-      const report = await verifyDataset(dataDir, { dataset: datasetName, checkCounts });
+      // The glass check looks at the level the run's glass rule uses (the pseudo-masks' when on, else the bank's).
+      const whiteGrey = config.cam.background.mode.includes("white") ? config.cam.background.whiteGrey : config.bank.whiteGrey;
+      const report = await verifyDataset(dataDir, { dataset: datasetName, checkCounts, whiteGrey });
+      const glassNote = report.problems.find((p) => p.kind === "glass-level");
+      if (glassNote && (o.verbose ?? true)) console.log(`note on ${dataDir}: ${glassNote.problem}`);
       if (!report.ok) {
         const countsOnly = report.problems.every((p) => p.kind === "count");
         throw new Error(

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import sharp from "sharp";
 import * as tf from "@tensorflow/tfjs";
-import { GlassStats, glassCheck, greyOf, otsuThreshold } from "../../src/data/glass";
+import { GlassStats, glassCheck, greyMilli, isWhite, otsuThreshold } from "../../src/data/glass";
 import { fetchRealSamples, readVisiumSpots, visiumSpotAgreement } from "../../src/data/real-samples";
 import { paintPatch, SYNTH_BACKGROUND } from "../../src/data/synthetic";
 import { camsToMasks, whiteRuleMask } from "../../src/cam";
@@ -68,7 +68,7 @@ test("otsuThreshold: agrees with the within-class-variance definition on random 
 });
 
 /** An image of pink tissue on the left and neutral glass of grey level `glass` on the right. */
-function tissueOnGlass(glass: number, w = 40, h = 20): Uint8Array {
+function tissueOnGlass(glass: number, w = 50, h = 40): Uint8Array {
   const px = new Uint8Array(w * h * 3);
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
@@ -86,8 +86,9 @@ test("glassCheck: grey glass under the white level is missed and a level between
   assert.ok(grey.missed);
   assert.equal(grey.foundByWhiteLevel, 0);
   assert.ok(grey.glassFraction > 0.45 && grey.glassFraction < 0.55, `${grey.glassFraction}`);
-  // The tissue's grey levels are at most greyOf(200,139,170) = 160.8; the glass is at 187.
-  assert.ok(grey.suggestedWhiteGrey! >= Math.floor(greyOf(200, 139, 170)) && grey.suggestedWhiteGrey! < 187, `${grey.suggestedWhiteGrey}`);
+  // The tissue's grey levels are at most grey(200, 139, 170) = 160.773; the glass is at 187.
+  assert.equal(greyMilli(200, 139, 170), 160773);
+  assert.ok(grey.suggestedWhiteGrey! >= 160.773 && grey.suggestedWhiteGrey! < 187, `${grey.suggestedWhiteGrey}`);
 
   const white = glassCheck(new GlassStats().add(tissueOnGlass(240)), 200);
   assert.ok(white.glassLike && !white.missed && white.foundByWhiteLevel === 1 && white.suggestedWhiteGrey === undefined, JSON.stringify(white));
@@ -105,17 +106,43 @@ test("glassCheck: grey glass under the white level is missed and a level between
   assert.throws(() => new GlassStats().add(new Uint8Array(10), 3), /not a whole number/);
 });
 
-test("glassCheck: the synthetic set's glass is found by the white level 200", () => {
+test("glassCheck: the synthetic set's glass is found by the white level 200, not by 250; as greyscale, the check is not made", () => {
   const stats = new GlassStats();
+  const greyStats = new GlassStats();
   let withGlass = 0;
   for (let seed = 0; seed < 24; seed++) {
     const p = paintPatch(seed, { size: 96 });
     stats.add(p.rgb);
+    // The same patch stored as greyscale in RGB: every pixel colourless.
+    const g = new Uint8Array(p.rgb.length);
+    for (let i = 0; i < g.length; i += 3) g.fill(Math.round(greyMilli(p.rgb[i]!, p.rgb[i + 1]!, p.rgb[i + 2]!) / 1000), i, i + 3);
+    greyStats.add(g);
     if (p.mask.includes(SYNTH_BACKGROUND)) withGlass++;
   }
   assert.ok(withGlass >= 3, `only ${withGlass} of 24 patches have glass`);
-  const c = glassCheck(stats, 200);
-  assert.ok(!c.missed, JSON.stringify(c));
+  // Glass is under 5% of these pixels: lower the share so the check looks at it.
+  const c = glassCheck(stats, 200, { minFraction: 0.02 });
+  assert.ok(c.glassLike && c.foundByWhiteLevel > 0.9 && !c.missed, JSON.stringify(c));
+  const high = glassCheck(stats, 250, { minFraction: 0.02 });
+  assert.ok(high.missed && high.foundByWhiteLevel < 0.5, JSON.stringify(high));
+  const asGrey = glassCheck(greyStats, 200, { minFraction: 0.02 });
+  assert.ok(!asGrey.applicable && !asGrey.glassLike && !asGrey.missed && asGrey.colourlessFraction === 1, JSON.stringify(asGrey));
+  // Too few pixels: no check.
+  assert.equal(glassCheck(new GlassStats().add(tissueOnGlass(187, 20, 10)), 200).applicable, false);
+});
+
+test("glassCheck counts exactly what the rule calls glass: a glass level one above the white level, or on it", () => {
+  // Grey (190,190,190) is 190.000 exactly: above 189, not above 190.
+  assert.equal(greyMilli(190, 190, 190), 190000);
+  assert.ok(isWhite(190, 190, 190, 189) && !isWhite(190, 190, 190, 190));
+  const s190 = new GlassStats().add(tissueOnGlass(190).map((v, i) => (i % 3 === 2 && v === 192 ? 190 : v)));
+  assert.equal(glassCheck(s190, 189).foundByWhiteLevel, 1);
+  assert.equal(glassCheck(s190, 189).missed, false);
+  assert.equal(glassCheck(s190, 190).foundByWhiteLevel, 0);
+  // (201, 200, 200) is 200.299: above 200.
+  const s201 = new GlassStats().add(tissueOnGlass(200).map((v, i) => (i % 3 === 0 && v === 200 ? 201 : i % 3 === 2 && v === 202 ? 200 : v)));
+  assert.deepEqual([glassCheck(s201, 200).foundByWhiteLevel, glassCheck(s201, 200).missed], [1, false]);
+  assert.throws(() => glassCheck(s201, Number.NaN), /whiteGrey is a grey level in \[0, 255\], got NaN/);
 });
 
 test("real H&E (Visium): pbip's white background rule against Space Ranger's tissue calls, at 200 and at the suggested level", async () => {
@@ -128,7 +155,8 @@ test("real H&E (Visium): pbip's white background rule against Space Ranger's tis
   const { width: w, height: h } = info;
   const check = glassCheck(new GlassStats().add(data), 200);
   assert.ok(check.missed, `the glass of the Visium scan (grey about 187) should be missed at 200: ${JSON.stringify(check)}`);
-  assert.equal(check.otsu, 160);
+  assert.equal(check.otsu, 161);
+  assert.equal(check.suggestedWhiteGrey, 162);
   assert.ok(check.glassGrey > 180 && check.glassGrey < 192 && check.glassChroma < 8 && check.glassFraction > 0.3, JSON.stringify(check));
 
   // The rule as pbip applies it to pseudo-masks (camsToMasks, mode `white`, blobs under 80 px kept as tissue).
@@ -146,7 +174,7 @@ test("real H&E (Visium): pbip's white background rule against Space Ranger's tis
   try {
     const at200 = await agreement(200);
     const atSuggested = await agreement(check.suggestedWhiteGrey!);
-    // Measured: 0.5399 at 200 (every spot called tissue: the share of tissue spots) and 0.9906 at 160.
+    // Measured: 0.5399 at 200 (every spot called tissue: the share of tissue spots) and 0.9926 at 162.
     assert.ok(at200 < 0.6, `at 200: ${at200}`);
     assert.ok(atSuggested > 0.985, `at ${check.suggestedWhiteGrey}: ${atSuggested}`);
   } finally {
@@ -170,11 +198,19 @@ test("visiumSpotAgreement: a hand-worked 6x4 mask and two spots", () => {
   assert.throws(() => visiumSpotAgreement(mask, 5, h, [], 1), /24 mask values for a 5x4 image/);
 });
 
-test("whiteRuleMask: grey above the level is glass, white blobs under minBlob stay tissue", () => {
-  // 5x1: grey levels 250, 250, 100, 250, 199.
-  const px = [250, 250, 100, 250, 199].flatMap((v) => [v, v, v]);
-  const image = { data: Uint8Array.from(px), width: 5, height: 1 };
-  assert.deepEqual([...whiteRuleMask(image, 200, 0)], [1, 1, 0, 1, 0]);
-  assert.deepEqual([...whiteRuleMask(image, 200, 2)], [1, 1, 0, 0, 0]);
-  assert.deepEqual([...whiteRuleMask(image, 90, 0)], [1, 1, 1, 1, 1]);
+test("whiteRuleMask and camsToMasks: grey strictly above the level is glass (exactly, at the level too), white blobs under minBlob stay tissue", async () => {
+  await onBackend("cpu", () => undefined);
+  // 6x1: grey levels 250, 250, 100, 250, 200 (exactly the level: not glass), 199.
+  const levels = [250, 250, 100, 250, 200, 199];
+  const image = { data: Uint8Array.from(levels.flatMap((v) => [v, v, v])), width: 6, height: 1 };
+  assert.deepEqual([...whiteRuleMask(image, 200, 0)], [1, 1, 0, 1, 0, 0]);
+  assert.deepEqual([...whiteRuleMask(image, 200, 2)], [1, 1, 0, 0, 0, 0]);
+  assert.deepEqual([...whiteRuleMask(image, 90, 0)], [1, 1, 1, 1, 1, 1]);
+  // The pseudo-mask path gets the same image as a float tensor in [0, 1] and must agree (float32 grey of (200,200,200) is not exactly 200).
+  const tensor = tf.tensor4d(Float32Array.from(image.data, (v) => v / 255), [1, 1, 6, 3]);
+  const cams = tf.zeros([1, 1, 6, 2]) as tf.Tensor4D;
+  const m = await camsToMasks(cams, 4, { mode: "white", power: 10, whiteGrey: 200, minBlob: 0 }, tensor);
+  assert.deepEqual([...(await m.data())], [4, 4, 0, 4, 0, 0]);
+  await assert.rejects(camsToMasks(cams, 4, { mode: "white", power: 10, whiteGrey: 200, minBlob: 0 }, tf.zeros([1, 2, 6, 3]) as tf.Tensor4D), /images \[1, 2, 6, 3\] do not match the CAMs' \[1, 1, 6\]/);
+  tf.dispose([tensor, cams, m]);
 });

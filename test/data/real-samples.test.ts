@@ -4,8 +4,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as http from "node:http";
+import * as zlib from "node:zlib";
+import type { AddressInfo } from "node:net";
 import sharp from "sharp";
-import { fetchRealSamples, readVisiumSpots, realSamplesPresent, REAL_SAMPLES, RealSamplesError } from "../../src/data/real-samples";
+import { fetchRealSamples, readVisiumSpots, realSamplesPresent, REAL_SAMPLES, RealSamplesError, type RealSampleSpec } from "../../src/data/real-samples";
 import { sha256 } from "../../src/util/fs";
 import { commands } from "../../src/cli/commands/data";
 import { tmpDir } from "../tmp";
@@ -73,4 +76,54 @@ test("readVisiumSpots: spots in low-res pixels; a malformed line is named with i
     () => readVisiumSpots({ ...samples, paths: { ...samples.paths, "visium-positions": bad } }),
     (e: Error) => e instanceof RealSamplesError && e.message.includes(`${bad}, line 2`) && e.message.includes("B-1,yes"),
   );
+});
+
+test("the upstream route (a local HTTP server standing in): gunzips and hash-checks; a file that differs, or a server that is down, stores nothing", async () => {
+  const cached = await fetchRealSamples();
+  const server = http.createServer((req, res) => {
+    const name = decodeURIComponent((req.url ?? "/").slice(1));
+    const file = path.join(cached.dir, name.replace(/\.gz$/, ""));
+    if (!fs.existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    const bytes = fs.readFileSync(file);
+    res.writeHead(200).end(name.endsWith(".gz") ? zlib.gzipSync(bytes) : bytes);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  try {
+    const specs: RealSampleSpec[] = REAL_SAMPLES.map((s) => ({ ...s, upstream: s.id === "visium-positions" ? { url: `${base}/${s.file}.gz`, gzip: true } : { url: `${base}/${s.file}` } }));
+    const dir = path.join(tmpDir(), "upstream");
+    const got = await fetchRealSamples({ dir, specs, sources: ["upstream"] });
+    assert.equal(got.source, "upstream");
+    for (const s of REAL_SAMPLES) assert.equal(sha256(fs.readFileSync(got.paths[s.id])), s.sha256, s.file);
+    const record = JSON.parse(fs.readFileSync(path.join(dir, "samples.json"), "utf8")) as { files: { from: string }[] };
+    assert.deepEqual(
+      record.files.map((f) => f.from),
+      specs.map((s) => s.upstream.url),
+    );
+
+    const bad = specs.map((s) => (s.id === "ihc-dab" ? { ...s, sha256: "0".repeat(64) } : s));
+    const badDir = path.join(tmpDir(), "bad");
+    await assert.rejects(
+      fetchRealSamples({ dir: badDir, specs: bad, sources: ["upstream"] }),
+      (e: Error) =>
+        e instanceof RealSamplesError &&
+        e.message.includes(`ihc-dab.png from ${base}/ihc-dab.png has SHA-256 ${REAL_SAMPLES.find((s) => s.id === "ihc-dab")!.sha256}, expected ${"0".repeat(64)}`) &&
+        e.message.includes("By hand: put these files there"),
+    );
+    assert.equal(fs.existsSync(badDir), false, "nothing stored");
+    const missing = specs.map((s) => (s.id === "ihc-dab" ? { ...s, upstream: { url: `${base}/nope.png` } } : s));
+    await assert.rejects(fetchRealSamples({ dir: badDir, specs: missing, sources: ["upstream"] }), new RegExp(`upstream: GET ${base}/nope\\.png: HTTP 404`));
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+  // A port nothing listens on (a server opened and closed before any request).
+  const closed = http.createServer();
+  await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+  const port = (closed.address() as AddressInfo).port;
+  await new Promise((resolve) => closed.close(resolve));
+  const down = REAL_SAMPLES.map((s) => ({ ...s, upstream: { url: `http://127.0.0.1:${port}/${s.file}` } }));
+  await assert.rejects(fetchRealSamples({ dir: path.join(tmpDir(), "down"), specs: down, sources: ["upstream"] }), /upstream: GET http:\/\/127\.0\.0\.1:\d+\/visium-he\.png: connect ECONNREFUSED/);
 });

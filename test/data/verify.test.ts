@@ -207,7 +207,7 @@ test("real H&E with grey glass (Visium tiles in the LUAD layout): verify notes t
   assert.ok(r.glass.missed && r.glass.whiteGrey === 200);
   const level = r.glass.suggestedWhiteGrey!;
   assert.ok(level > 140 && level < 185, `suggested ${level}`);
-  assert.match(note.problem, new RegExp(`--set bank\\.whiteGrey=${level} --set cam\\.background\\.whiteGrey=${level}`));
+  assert.match(note.problem, new RegExp(`pbip bank build --white-grey ${level}\`[\\s\\S]*--set cam\\.background\\.whiteGrey=${level}\``));
   const { code, out } = await run(["data", "verify"], [dir, "--dataset", "luad-histoseg", "--split", "train", "--no-counts", "--quiet"]);
   assert.equal(code, 0);
   assert.match(out, /OK: no problems found \(1 note below\)[\s\S]*\[note\] .*above the white level 200/);
@@ -215,5 +215,6 @@ test("real H&E with grey glass (Visium tiles in the LUAD layout): verify notes t
   const low = await run(["data", "verify"], [dir, "--dataset", "luad-histoseg", "--split", "train", "--no-counts", "--quiet", "--white-grey", "175", "--json"]);
   const lowReport = JSON.parse(low.out) as { problems: { kind: string }[]; glass: { missed: boolean; whiteGrey: number } };
   assert.deepEqual([lowReport.glass.missed, lowReport.glass.whiteGrey, lowReport.problems.length], [false, 175, 0]);
-  await assert.rejects(run(["data", "verify"], [dir, "--dataset", "luad-histoseg", "--white-grey", "300"]), /--white-grey is a grey level 0\.\.255, got "300"/);
+  for (const bad of ["300", "", "abc"]) await assert.rejects(run(["data", "verify"], [dir, "--dataset", "luad-histoseg", "--white-grey", bad]), new RegExp(`--white-grey must be a grey level 0-255, got "${bad}"`));
+  await assert.rejects(verifyDataset(dir, { dataset: "luad-histoseg", whiteGrey: Number.NaN }), /whiteGrey must be a grey level in \[0, 255\], got NaN/);
 });

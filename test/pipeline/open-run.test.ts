@@ -8,6 +8,8 @@ import { openRun } from "../../src/pipeline/run";
 import { generateSynthetic } from "../../src/data/synthetic/generate";
 import { formatVerifyReport, verifyDataset } from "../../src/data/verify";
 import { tmpDir } from "../tmp";
+import sharp from "sharp";
+import { fetchRealSamples } from "../../src/data/real-samples";
 
 test("openRun: a LUAD-layout subset fails on split sizes only, with the hint; --no-counts (checkCounts: false) opens it", { timeout: 120_000 }, async () => {
   const dir = tmpDir("pbip-openrun-");
@@ -34,4 +36,37 @@ test("openRun: a LUAD-layout subset fails on split sizes only, with the hint; --
     if (old === undefined) delete process.env.PBIP_CACHE;
     else process.env.PBIP_CACHE = old;
   }
+});
+
+test("openRun: a download whose glass is grey below the run's white level is opened, with the glass note printed", { timeout: 120_000 }, async () => {
+  const samples = await fetchRealSamples();
+  const dir = tmpDir("pbip-openrun-");
+  const data = path.join(dir, "LUAD-grey-glass");
+  await generateSynthetic({ out: data, train: 4, val: 2, test: 2, size: 224, seed: 3, workers: 1 });
+  fs.rmSync(path.join(data, "card.json"));
+  // The training patches become tiles of the real Visium scan (grey glass at about 187).
+  for (const f of fs.readdirSync(path.join(data, "train"))) fs.rmSync(path.join(data, "train", f));
+  fs.rmSync(path.join(data, "train-mask"), { recursive: true, force: true });
+  for (const [x, y] of [[0, 0], [224, 0], [0, 224], [376, 375]] as const) {
+    await sharp(samples.paths["visium-he"]).extract({ left: x, top: y, width: 224, height: 224 }).png().toFile(path.join(data, "train", `v-${x}-${y}-[1 0 0 0].png`));
+  }
+  const old = process.env.PBIP_CACHE;
+  process.env.PBIP_CACHE = path.join(dir, "cache");
+  const lines: string[] = [];
+  const log = console.log;
+  console.log = (...a: unknown[]) => void lines.push(a.join(" "));
+  try {
+    const run = await openRun({ root: path.join(dir, "run"), dataset: "luad-histoseg", data, checkCounts: false, overrides: { cam: { background: { whiteGrey: 200 } } } });
+    assert.equal(run.config.cam.background.mode, "white");
+  } finally {
+    console.log = log;
+    if (old === undefined) delete process.env.PBIP_CACHE;
+    else process.env.PBIP_CACHE = old;
+  }
+  const note = lines.find((l) => l.startsWith(`note on ${data}: `));
+  assert.ok(note, lines.join("\n"));
+  // Otsu's split of this mix of dark synthetic and pale real patches falls in the tissue (120); the suggestion must not.
+  const level = Number(/--set cam\.background\.whiteGrey=(\d+)/.exec(note)?.[1]);
+  assert.ok(level >= 155 && level <= 185, note);
+  assert.match(note, /likely glass, and only [0-9]% of them are above the white level 200/);
 });

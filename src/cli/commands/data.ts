@@ -135,14 +135,17 @@ const verify: Command = {
     const splits = splitsRaw?.map((s) => (s === "valid" ? "val" : s));
     for (const s of splits ?? []) if (!["train", "val", "test"].includes(s)) throw new UsageError(`--split must be train, val or test, got "${s}"`);
     const whiteGreyRaw = str(p, "white-grey");
-    if (whiteGreyRaw !== undefined && intOption("data verify", "white-grey", whiteGreyRaw, 0) > 255) throw new UsageError(`pbip data verify: --white-grey is a grey level 0..255, got "${whiteGreyRaw}"`);
+    const whiteGrey = whiteGreyRaw === undefined ? undefined : Number(whiteGreyRaw);
+    if (whiteGrey !== undefined && (whiteGreyRaw!.trim() === "" || !Number.isFinite(whiteGrey) || whiteGrey < 0 || whiteGrey > 255)) {
+      throw new UsageError(`pbip data verify: --white-grey must be a grey level 0-255, got "${whiteGreyRaw}"`);
+    }
     let bar: ProgressBar | undefined;
     const report = await verifyDataset(path.resolve(dir), {
       dataset,
       layout: layoutOption(str(p, "layout")),
       splits: splits as ("train" | "val" | "test")[] | undefined,
       checkCounts: !flag(p, "no-counts"),
-      whiteGrey: whiteGreyRaw === undefined ? undefined : intOption("data verify", "white-grey", whiteGreyRaw, 0),
+      whiteGrey,
       onProgress:
         flag(p, "quiet") || flag(p, "json")
           ? undefined
