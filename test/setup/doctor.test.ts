@@ -36,6 +36,10 @@ test("the report names the chosen backend and why the others were not used", asy
   const text = formatDoctor(r);
   assert.match(text, new RegExp(`backend:  ${r.backend.name} \\(`));
   assert.match(text, /ok: pbip can run here/);
+  // The setup fetched the real samples; a folder without them reads "not fetched".
+  assert.equal(r.realSamples.present, true, `run \`npm run setup\` first (${r.realSamples.dir})`);
+  assert.match(text, /real samples \(H&E, IHC; no labels\): in /);
+  assert.match(formatDoctor({ ...r, realSamples: { dir: "/nowhere/real-samples", present: false } }), /real samples \(H&E, IHC; no labels\): not fetched \(npx pbip data samples puts them in \/nowhere\/real-samples\)/);
 });
 
 test("user weights with their sidecars, and datasets recognised by card or manifest name", () => {

@@ -29,6 +29,7 @@ import { cacheBase, devPaths } from "../../nbrun/paths";
 import { findJupyterPython, findTslabKernelspec, kernelspecIsCurrent, JUPYTER_INSTALL_HINT } from "../../nbrun/jupyter";
 import { readGpuEmulationEnv } from "../../nbrun/lavapipe";
 import { selfLinkState, staleSources } from "../../nbrun/build";
+import { realSamplesDir, realSamplesPresent } from "../../data/real-samples";
 
 /** A weights file found in `weights/` or `$PBIP_WEIGHTS`. */
 export interface FoundWeights {
@@ -80,6 +81,8 @@ export interface DoctorReport {
     searched: string[];
   };
   datasets: { found: FoundDataset[]; searched: string[] };
+  /** The real H&E / IHC samples (`pbip data samples`): their folder, and whether all are there with the right hashes. */
+  realSamples: { dir: string; present: boolean };
   /** The font figure labels render in (sharp/fontconfig). */
   fonts: { ok: boolean; family: string | null; note: string };
   ok: boolean;
@@ -303,6 +306,7 @@ export async function doctorReport(options: { backend?: string } = {}): Promise<
     notebooks,
     weights,
     datasets,
+    realSamples: { dir: realSamplesDir(), present: realSamplesPresent() !== undefined },
     ok: backend.ok,
   };
 }
@@ -371,6 +375,10 @@ export function formatDoctor(r: DoctorReport): string {
     const splits = Object.entries(d.splits).map(([k, v]) => `${k} ${v}`).join(", ") || "no split folders";
     L.push(`  ${rel(d.path)}: ${kind}; ${splits}`);
   }
+  L.push(
+    "",
+    `real samples (H&E, IHC; no labels): ${r.realSamples.present ? `in ${rel(r.realSamples.dir)}` : `not fetched (npx pbip data samples puts them in ${rel(r.realSamples.dir)})`}`,
+  );
   L.push("", r.ok ? "ok: pbip can run here" : "NOT OK: no compute backend can start");
   return L.join("\n");
 }
