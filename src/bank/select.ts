@@ -14,6 +14,7 @@ import * as tf from "@tensorflow/tfjs";
 import { boolToFloat } from "../runtime/ops";
 import type { Sample } from "../data/types";
 import { Rng } from "../util/rng";
+import { isWhite } from "../data/glass";
 
 /** Options of the white filter. */
 export interface WhiteFilterOptions {
@@ -26,15 +27,14 @@ export interface WhiteFilterOptions {
 /**
  * Share of white pixels of an interleaved 8-bit RGB image (`width * height * 3`
  * bytes): grey = 0.299 R + 0.587 G + 0.114 B, white when grey > `whiteGrey`.
- * Computed in integers (`299 R + 587 G + 114 B > 1000 * whiteGrey`), so a grey of
- * exactly the threshold is not white.
+ * Computed in integers (`isWhite`: `299 R + 587 G + 114 B > 1000 * whiteGrey`), so a
+ * grey of exactly the threshold is not white, as in the pseudo-masks' `whiteRuleMask`.
  */
 export function whiteFraction(rgb: Uint8Array, whiteGrey = 200): number {
   const n = rgb.length / 3;
   if (!Number.isInteger(n) || n === 0) throw new Error(`whiteFraction: expected interleaved RGB bytes, got ${rgb.length} values`);
-  const limit = whiteGrey * 1000;
   let white = 0;
-  for (let i = 0; i < rgb.length; i += 3) if (299 * rgb[i]! + 587 * rgb[i + 1]! + 114 * rgb[i + 2]! > limit) white++;
+  for (let i = 0; i < rgb.length; i += 3) if (isWhite(rgb[i]!, rgb[i + 1]!, rgb[i + 2]!, whiteGrey)) white++;
   return white / n;
 }
 

@@ -64,6 +64,14 @@ export function flag(p: Parsed, name: string): boolean {
   return p.values[name] === true;
 }
 
+/** An optional number option that passes `check` (`want` says what it takes); undefined when not given. A blank value is an error, not 0. */
+export function numberArg(cmd: string, name: string, v: string | undefined, check: (n: number) => boolean, want: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || !check(n)) throw new UsageError(`pbip ${cmd}: --${name} must be ${want}, got "${v}"`);
+  return n;
+}
+
 /** An optional integer option of at least `min`; undefined when not given. */
 export function intArg(cmd: string, name: string, v: string | undefined, min = 1): number | undefined {
   if (v === undefined) return undefined;

@@ -37,7 +37,7 @@ export interface SetupOptions {
   /** Skip the PyTorch step (`--no-torch`). */
   torch: boolean;
   /** Skip fetching the real samples (`--no-real-samples`). */
-  realSamples?: boolean;
+  realSamples: boolean;
 }
 
 type Status = "ok" | "done" | "skip" | "FAIL" | "todo";
@@ -252,7 +252,7 @@ function stepFonts(o: SetupOptions): StepResult {
 async function stepRealSamples(o: SetupOptions): Promise<StepResult> {
   const t0 = Date.now();
   const what = `${REAL_SAMPLES.length} real samples (Visium H&E with Space Ranger's spots, IHC)`;
-  if (o.realSamples === false) return res("real-samples", "skip", "--no-real-samples: the real-tissue tests and notebooks 00 and 04 fetch them on first use (or say how)", t0);
+  if (!o.realSamples) return res("real-samples", "skip", "--no-real-samples: the real-tissue tests and notebooks 00 and 04 fetch them on first use (or say how)", t0);
   const have = realSamplesPresent();
   const rel = (d: string) => path.relative(process.cwd(), d) || d;
   if (have) return res("real-samples", "skip", `${what} in ${rel(have.dir)}`, t0);

@@ -145,7 +145,7 @@ test("glassCheck counts exactly what the rule calls glass: a glass level one abo
   assert.throws(() => glassCheck(s201, Number.NaN), /whiteGrey is a grey level in \[0, 255\], got NaN/);
 });
 
-test("real H&E (Visium): pbip's white background rule against Space Ranger's tissue calls, at 200 and at the suggested level", async () => {
+test("real H&E (Visium): pbip's white background rule against Space Ranger's tissue calls, at 200 and at the suggested level", async (t) => {
   await onBackend("cpu", () => undefined);
   const samples = await fetchRealSamples();
   const { spots, radius } = readVisiumSpots(samples);
@@ -177,6 +177,9 @@ test("real H&E (Visium): pbip's white background rule against Space Ranger's tis
     // Measured: 0.5399 at 200 (every spot called tissue: the share of tissue spots) and 0.9926 at 162.
     assert.ok(at200 < 0.6, `at 200: ${at200}`);
     assert.ok(atSuggested > 0.985, `at ${check.suggestedWhiteGrey}: ${atSuggested}`);
+    // The numbers the README and docs quote, printed by this test (`npx tsx --test test/data/glass.test.ts`).
+    const bare = visiumSpotAgreement(whiteRuleMask({ data, width: w, height: h }, check.suggestedWhiteGrey!, 0), w, h, spots, radius).agreement;
+    t.diagnostic(`Visium spots agreeing with Space Ranger: ${(100 * at200).toFixed(2)}% at 200, ${(100 * atSuggested).toFixed(2)}% at ${check.suggestedWhiteGrey} (80 px blobs), ${(100 * bare).toFixed(2)}% bare per-pixel rule`);
   } finally {
     tf.dispose([image, cams]);
   }

@@ -4,7 +4,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, str, flag, backendOption, startBackend, type Command } from "../command";
+import { parse, str, flag, backendOption, startBackend, numberArg, type Command } from "../command";
 import { FileError, UsageError, ProgressBar } from "../../util";
 import { readJson, writeJsonAtomic, assertReplaceable } from "../../util/fs";
 import { openDataset, type Dataset } from "../../data/dataset";
@@ -44,13 +44,6 @@ ${COMMON}
   --min-share F       dominant class: at least this share of the foreground pixels (default 0.9)
   --min-foreground F  and foreground at least this share of the patch (default 0.5)
   --json FILE         also write the scores as JSON`;
-
-function num(cmd: string, name: string, v: string | undefined, check: (n: number) => boolean, want: string): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || !check(n)) throw new UsageError(`pbip ${cmd}: --${name} must be ${want}, got "${v}"`);
-  return n;
-}
 
 function parseK(cmd: string, v: string | undefined): number | number[] | undefined {
   if (v === undefined) return undefined;
@@ -155,15 +148,15 @@ export const commands: Command[] = [
       const over: Partial<PbipConfig["bank"]> = {
         k: parseK(cmd, str(p, "k")),
         rule: rule as PbipConfig["bank"]["rule"] | undefined,
-        nK: num(cmd, "nk", str(p, "nk"), (n) => Number.isInteger(n) && n >= 1, "a positive integer"),
-        seed: num(cmd, "seed", str(p, "seed"), isInt, "a non-negative integer"),
-        whiteGrey: num(cmd, "white-grey", str(p, "white-grey"), (n) => n >= 0 && n <= 255, "a grey level 0-255"),
-        whiteMaxFraction: num(cmd, "white-max", str(p, "white-max"), (n) => n >= 0 && n <= 1, "a fraction 0-1"),
+        nK: numberArg(cmd, "nk", str(p, "nk"), (n) => Number.isInteger(n) && n >= 1, "a positive integer"),
+        seed: numberArg(cmd, "seed", str(p, "seed"), isInt, "a non-negative integer"),
+        whiteGrey: numberArg(cmd, "white-grey", str(p, "white-grey"), (n) => n >= 0 && n <= 255, "a grey level 0-255"),
+        whiteMaxFraction: numberArg(cmd, "white-max", str(p, "white-max"), (n) => n >= 0 && n <= 1, "a fraction 0-1"),
       };
       const cfg = resolveConfig(profile, { bank: Object.fromEntries(Object.entries(over).filter(([, v]) => v !== undefined)) as Partial<PbipConfig["bank"]> });
-      const resize = num(cmd, "resize", str(p, "resize"), (n) => Number.isInteger(n) && n >= 16, "an integer >= 16");
-      const batch = num(cmd, "batch", str(p, "batch"), (n) => Number.isInteger(n) && n >= 1, "a positive integer");
-      const maxPerClass = num(cmd, "max-per-class", str(p, "max-per-class"), (n) => Number.isInteger(n) && n >= 1, "a positive integer");
+      const resize = numberArg(cmd, "resize", str(p, "resize"), (n) => Number.isInteger(n) && n >= 16, "an integer >= 16");
+      const batch = numberArg(cmd, "batch", str(p, "batch"), (n) => Number.isInteger(n) && n >= 1, "a positive integer");
+      const maxPerClass = numberArg(cmd, "max-per-class", str(p, "max-per-class"), (n) => Number.isInteger(n) && n >= 1, "a positive integer");
       const ds = openBankDataset(cmd, str(p, "data"), str(p, "dataset"), resize);
       try {
         kPerClass(cfg, ds.spec.classes.length); // a K list of the wrong length, before any encoding
@@ -243,7 +236,7 @@ export const commands: Command[] = [
       const split = str(p, "split") ?? "test";
       if (!/^(val|test)(,(val|test))?$/.test(split)) throw new UsageError(`pbip ${cmd}: --split must be val, test or val,test, got "${split}"`);
       const frac = (n: number) => n >= 0 && n <= 1;
-      const resize = num(cmd, "resize", str(p, "resize"), (n) => Number.isInteger(n) && n >= 16, "an integer >= 16");
+      const resize = numberArg(cmd, "resize", str(p, "resize"), (n) => Number.isInteger(n) && n >= 16, "an integer >= 16");
       const ds = openBankDataset(cmd, str(p, "data"), str(p, "dataset"), resize);
       const bank = loadBank(bankDir);
       await startBackend(str(p, "backend"));
@@ -259,9 +252,9 @@ export const commands: Command[] = [
         : await createEncoder(encoderName, weights ? { weights } : {});
       try {
         await runZeroShot(bank, ds, split, encoder, {
-          batch: num(cmd, "batch", str(p, "batch"), (n) => Number.isInteger(n) && n >= 1, "a positive integer"),
-          minShare: num(cmd, "min-share", str(p, "min-share"), frac, "a fraction 0-1"),
-          minForeground: num(cmd, "min-foreground", str(p, "min-foreground"), frac, "a fraction 0-1"),
+          batch: numberArg(cmd, "batch", str(p, "batch"), (n) => Number.isInteger(n) && n >= 1, "a positive integer"),
+          minShare: numberArg(cmd, "min-share", str(p, "min-share"), frac, "a fraction 0-1"),
+          minForeground: numberArg(cmd, "min-foreground", str(p, "min-foreground"), frac, "a fraction 0-1"),
           json: str(p, "json"),
         });
       } finally {

@@ -1,7 +1,7 @@
 import * as path from "node:path";
 import { UsageError } from "../../util/errors";
 import { ProgressBar, formatDuration } from "../../util/progress";
-import { type Command, flag, intOption, parse, str } from "../command";
+import { type Command, flag, intOption, numberArg, parse, str } from "../command";
 import { defaultSyntheticDir, generateSynthetic, synthDefaults } from "../../data/synthetic/generate";
 import { formatVerifyReport, verifyDataset } from "../../data/verify";
 import { listManifests, loadManifest } from "../../data/manifest";
@@ -134,11 +134,7 @@ const verify: Command = {
     const splitsRaw = p.values.split as string[] | undefined;
     const splits = splitsRaw?.map((s) => (s === "valid" ? "val" : s));
     for (const s of splits ?? []) if (!["train", "val", "test"].includes(s)) throw new UsageError(`--split must be train, val or test, got "${s}"`);
-    const whiteGreyRaw = str(p, "white-grey");
-    const whiteGrey = whiteGreyRaw === undefined ? undefined : Number(whiteGreyRaw);
-    if (whiteGrey !== undefined && (whiteGreyRaw!.trim() === "" || !Number.isFinite(whiteGrey) || whiteGrey < 0 || whiteGrey > 255)) {
-      throw new UsageError(`pbip data verify: --white-grey must be a grey level 0-255, got "${whiteGreyRaw}"`);
-    }
+    const whiteGrey = numberArg("data verify", "white-grey", str(p, "white-grey"), (n) => n >= 0 && n <= 255, "a grey level 0-255");
     let bar: ProgressBar | undefined;
     const report = await verifyDataset(path.resolve(dir), {
       dataset,
